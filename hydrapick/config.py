@@ -1,0 +1,106 @@
+"""Configuration: frozen dataclasses whose defaults live only here.
+
+Every config rejects unknown keys (`from_dict`) so a typo in a TOML file is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``values``, rejecting unknown keys with a clear message."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            v = values[f.name]
+            # TOML and JSON have no tuples; configs keep tuples so they stay hashable.
+            kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain dict (lists for tuples) for checkpoints, manifests and JSON."""
+    out = {}
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the HydraPicker network and the particle scale it works at.
+
+    The defaults are the thesis network (HydraPicker, ch. 3): a full-resolution body of 64 channels,
+    two stacked 3x3 convolutions then three residual blocks of paired 3x3 convolutions, and SSD heads of
+    four stride-2 blocks (128/256/512/1024 channels) giving one anchor every 16 input pixels.
+    `ModelConfig.light()` is the cheaper variant used for the bundled model (see docs/model.md).
+    """
+
+    in_channels: int = 1
+    stem_stride: int = 1  # 2 halves the body's resolution: ~4x cheaper body
+    body_channels: int = 64
+    body_blocks: int = 3
+    group_norm_groups: int = 8
+    head_channels: tuple[int, ...] = (128, 256, 512, 1024)
+    head_dropout: float = 0.1
+    prior_probability: float = 0.01  # initial particle probability of every anchor (RetinaNet)
+    anchor_stride: int = 16
+    # Particle diameter (= box side) in the model's pixels; micrographs are resampled to it.
+    particle_diameter_px: float = 64.0
+    match_iou: float = 0.6
+
+    def __post_init__(self) -> None:
+        head_stride = self.anchor_stride // self.stem_stride
+        if self.anchor_stride % self.stem_stride or head_stride & (head_stride - 1):
+            raise ValueError(f"anchor_stride {self.anchor_stride} must be stem_stride x a power of two")
+        if 2 ** len(self.head_channels) < head_stride:
+            raise ValueError(
+                f"{len(self.head_channels)} head blocks cannot reach stride {self.anchor_stride} "
+                f"from stem stride {self.stem_stride}")
+        if self.body_channels % self.group_norm_groups:
+            raise ValueError("body_channels must be divisible by group_norm_groups")
+
+    @classmethod
+    def thesis(cls, **overrides: Any) -> ModelConfig:
+        return cls(**overrides)
+
+    @classmethod
+    def light(cls, **overrides: Any) -> ModelConfig:
+        """Strided stem, 32-channel body and half-width heads: about a tenth of the thesis FLOPs."""
+        values: dict[str, Any] = dict(stem_stride=2, body_channels=32, head_channels=(64, 128, 256, 512))
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How micrographs are brought to the model's scale (shared by training and picking)."""
+
+    # Percentile clipping before normalisation keeps hot pixels and carbon from dominating the scale.
+    clip_percentile: float = 0.1
+    # Low-pass before downsampling (anti-aliasing) is part of resampling; nothing to set.
+
+
+@dataclass(frozen=True)
+class PickConfig:
+    """Options of `hydrapick pick` that are not file names."""
+
+    diameter_A: float | None = None
+    threshold: float | None = None  # None: the calibrated threshold stored with the head
+    score_floor: float = 0.05  # every candidate above this is kept in the full-score output
+    min_distance_A: float | None = None  # None: 0.8 x diameter
+    border_A: float = 0.0
+    head: str = "generic"
+    batch_size: int = 4
+    max_tile_px: int = 2048  # model-scale side above which inference is tiled
+    seed: int = 0

@@ -1,0 +1,131 @@
+"""Bring a micrograph to the model's scale: resample, normalise, pad with background-like noise.
+
+Training and picking both go through `prepare`, so the network always sees images made the same way.
+Coordinates follow the pixel-centre convention: pixel ``i`` covers ``[i - 0.5, i + 0.5)``, so resampling
+by ``s`` maps ``x`` to ``(x + 0.5) * s - 0.5``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .picks import Picks
+
+
+def scale_factor(pixel_size_A: float, diameter_A: float, model_config: ModelConfig) -> float:
+    """Resampling factor that gives a particle of ``diameter_A`` the model's diameter in pixels."""
+    if not pixel_size_A or pixel_size_A <= 0:
+        raise ValueError(f"pixel size must be positive, got {pixel_size_A}")
+    if not diameter_A or diameter_A <= 0:
+        raise ValueError(f"particle diameter must be positive, got {diameter_A}")
+    return model_config.particle_diameter_px / (diameter_A / pixel_size_A)
+
+
+def resample(image: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Resample a 2D image to ``shape`` (rows, cols) with an anti-aliased bilinear filter.
+
+    Returns a float32 tensor on the input's device (numpy input: CPU).
+    """
+    t = torch.as_tensor(np.asarray(image, dtype=np.float32) if isinstance(image, np.ndarray) else image)
+    t = t.to(torch.float32)
+    if tuple(t.shape[-2:]) == tuple(shape):
+        return t
+    # (H, W) -> (1, 1, H, W) for interpolate, and back.
+    out = F.interpolate(t[None, None], size=shape, mode="bilinear", align_corners=False, antialias=True)
+    return out[0, 0]
+
+
+def normalise(image: torch.Tensor, clip_percentile: float = 0.1) -> torch.Tensor:
+    """Zero median, unit robust standard deviation, extremes clipped.
+
+    The scale comes from the median absolute deviation, so carbon, ice crystals and hot pixels do not
+    shrink the particles' contrast the way a plain standard deviation would.
+    """
+    flat = image.reshape(-1)
+    sample = flat[:: max(1, flat.numel() // 1_000_000)].float()
+    median = sample.median()
+    mad = (sample - median).abs().median()
+    std = float(mad) * 1.4826
+    if not np.isfinite(std) or std <= 1e-12:
+        std = float(sample.std())
+    if not np.isfinite(std) or std <= 1e-12:
+        return torch.zeros_like(image)
+    out = (image - median) / std
+    if clip_percentile > 0:
+        lo, hi = torch.quantile(((sample - median) / std), torch.tensor([clip_percentile / 100,
+                                                                          1 - clip_percentile / 100]))
+        out = out.clamp(float(lo), float(hi))
+    return out
+
+
+def pad_with_noise(image: torch.Tensor, shape: tuple[int, int], generator: torch.Generator | None = None,
+                   ) -> torch.Tensor:
+    """Pad ``image`` at the bottom/right to at least ``shape`` with Gaussian noise of its background.
+
+    The background is estimated robustly (median, MAD) so padding looks like empty ice, not a wall.
+    """
+    h, w = image.shape[-2:]
+    H, W = max(h, shape[0]), max(w, shape[1])
+    if (H, W) == (h, w):
+        return image
+    flat = image.reshape(-1)
+    median = flat.median()
+    std = float((flat - median).abs().median()) * 1.4826 or 1.0
+    noise = torch.randn((H, W), generator=generator, dtype=image.dtype).to(image.device) * std + median
+    noise[:h, :w] = image
+    return noise
+
+
+@dataclass
+class Prepared:
+    """A micrograph at the model's scale and the mapping back to the original pixels."""
+
+    image: torch.Tensor  # (H, W) float32, normalised
+    scale_y: float  # model pixels per original pixel, rows
+    scale_x: float  # model pixels per original pixel, columns
+    original_shape: tuple[int, int]
+
+    def to_model(self, picks: Picks) -> Picks:
+        out = Picks(picks.micrograph.copy(), (picks.x + 0.5) * self.scale_x - 0.5,
+                    (picks.y + 0.5) * self.scale_y - 0.5, picks.score.copy(),
+                    picks.diameter_px * self.scale_x)
+        return out
+
+    def to_original(self, picks: Picks) -> Picks:
+        return Picks(picks.micrograph.copy(), (picks.x + 0.5) / self.scale_x - 0.5,
+                     (picks.y + 0.5) / self.scale_y - 0.5, picks.score.copy(),
+                     picks.diameter_px / self.scale_x)
+
+
+def prepare(image: np.ndarray | torch.Tensor, pixel_size_A: float, diameter_A: float,
+            model_config: ModelConfig, clip_percentile: float = 0.1,
+            device: torch.device | str | None = None) -> Prepared:
+    """Resample ``image`` so the particle is ``model_config.particle_diameter_px`` wide, then normalise.
+
+    Parameters
+    ----------
+    image : (H, W) array
+        Micrograph as read, any real dtype.
+    pixel_size_A : float
+        Pixel size of ``image`` in Å.
+    diameter_A : float
+        Particle diameter in Å.
+    device : optional
+        Where the work is done (the GPU makes resampling of 4k micrographs nearly free).
+    """
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2D micrograph, got shape {tuple(image.shape)}")
+    factor = scale_factor(pixel_size_A, diameter_A, model_config)
+    h, w = int(image.shape[0]), int(image.shape[1])
+    shape = (max(1, round(h * factor)), max(1, round(w * factor)))
+    t = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32) if isinstance(image, np.ndarray)
+                        else image)
+    if device is not None:
+        t = t.to(device)
+    small = resample(t, shape)
+    return Prepared(normalise(small, clip_percentile), shape[0] / h, shape[1] / w, (h, w))
