@@ -17,7 +17,8 @@ def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "config") ->
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                         f"known keys: {', '.join(sorted(names))}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in values:
