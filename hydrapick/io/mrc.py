@@ -1,0 +1,231 @@
+"""Micrographs: MRC files in, MRC files out, and lists of micrographs.
+
+Data are returned as stored (``data[y, x]``, any MRC mode, memory-mapped when possible) so that a
+folder of thousands of 4k x 4k micrographs costs no memory until a part of an image is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from . import _star
+from ._atomic import atomic_path
+from .errors import FormatError, describe
+
+log = logging.getLogger(__name__)
+
+# MRC modes a micrograph may use (mode -> dtype). Complex modes are not images of a specimen.
+_IMAGE_DTYPES = (np.int8, np.int16, np.uint16, np.float16, np.float32, np.uint8)
+_COMPRESSED = (".gz", ".bz2")
+
+
+@dataclass
+class Micrograph:
+    """One 2D micrograph.
+
+    Parameters
+    ----------
+    data : (H, W) array
+        Pixels as stored in the file (any dtype; a read-only memory map when possible), ``data[y, x]``.
+    pixel_size_A : float or None
+        Pixel size in Angstrom: the override if given, else the header's ``voxel_size.x``; None when
+        the header leaves it unset (0 or 1.0) and no override was given.
+    path : str
+        The file the data came from.
+    """
+
+    data: np.ndarray
+    pixel_size_A: float | None
+    path: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` in pixels."""
+        return (int(self.data.shape[0]), int(self.data.shape[1]))
+
+
+def read_micrograph(path: str | os.PathLike, pixel_size_A: float | None = None,
+                    mmap: bool = True) -> Micrograph:
+    """Read a 2D micrograph from an MRC file.
+
+    Parameters
+    ----------
+    path : path
+        ``.mrc`` (or ``.mrcs`` with one section; ``.gz``/``.bz2`` compressed files are read into memory).
+    pixel_size_A : float, optional
+        Overrides the header's pixel size.
+    mmap : bool
+        Memory-map the data (default); the array stays valid after the file is closed.
+
+    Raises
+    ------
+    FormatError
+        Missing, truncated or corrupt file, an unsupported mode, or a stack/volume with more than
+        one section.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{describe(path)} does not exist" if not path.exists()
+                          else f"{describe(path)} is not a file", path)
+    use_mmap = mmap and not path.name.lower().endswith(_COMPRESSED)
+    try:
+        with warnings.catch_warnings():
+            # permissive=False turns header problems into exceptions; remaining warnings (e.g. a file
+            # longer than its header says) are logged rather than printed.
+            warnings.simplefilter("error", RuntimeWarning)
+            opener = mrcfile.mmap if use_mmap else mrcfile.open
+            with opener(path, mode="r", permissive=False) as mrc:
+                data = mrc.data
+                voxel_x = float(mrc.voxel_size.x)
+    except FormatError:
+        raise
+    except (ValueError, OSError, RuntimeWarning, EOFError, TypeError) as exc:
+        raise FormatError(f"{describe(path)} is not a readable MRC file: {_short(exc)}", path) from exc
+    if data is None:
+        raise FormatError(f"{describe(path)} has no data block", path)
+    data = _as_2d(data, path)
+    if pixel_size_A is not None:
+        if not pixel_size_A > 0:
+            raise ValueError(f"pixel_size_A must be positive, got {pixel_size_A}")
+        size: float | None = float(pixel_size_A)
+    elif voxel_x > 0 and not np.isclose(voxel_x, 1.0):
+        size = voxel_x
+    else:
+        # 0 is "unset"; 1.0 is what many tools write when they do not know the pixel size.
+        size = None
+    return Micrograph(data=data, pixel_size_A=size, path=str(path))
+
+
+def _as_2d(data: np.ndarray, path: Path) -> np.ndarray:
+    if data.dtype.kind == "c":
+        raise FormatError(f"{describe(path)} holds complex data (mode {data.dtype}); a real-valued "
+                          "2D micrograph was expected", path)
+    if data.dtype.type not in _IMAGE_DTYPES:
+        raise FormatError(f"{describe(path)} has unsupported data type {data.dtype}", path)
+    if data.ndim == 3:
+        if data.shape[0] != 1:
+            raise FormatError(f"{describe(path)} holds {data.shape[0]} sections of "
+                              f"{data.shape[1]}x{data.shape[2]} (a stack or volume); a single 2D "
+                              "micrograph was expected", path)
+        data = data[0]
+    if data.ndim != 2 or min(data.shape) < 1:
+        raise FormatError(f"{describe(path)} has shape {data.shape}; a 2D micrograph was expected", path)
+    return data
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def write_micrograph(path: str | os.PathLike, data: np.ndarray, pixel_size_A: float) -> None:
+    """Write a 2D micrograph as MRC, atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    path : path
+        Output file, normally ``.mrc``. Parent folders are created.
+    data : (H, W) array
+        float32 normally; int8, int16, uint16 and float16 are stored in their own MRC modes and
+        other real types are converted to float32.
+    pixel_size_A : float
+        Written to the header's voxel size (x, y and z).
+    """
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise ValueError(f"write_micrograph expects a 2D array, got shape {data.shape}")
+    if data.dtype.type not in (np.int8, np.int16, np.uint16, np.float16, np.float32):
+        data = data.astype(np.float32)
+    if not pixel_size_A > 0:
+        raise ValueError(f"pixel_size_A must be positive, got {pixel_size_A}")
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(data))
+            mrc.voxel_size = float(pixel_size_A)
+
+
+def read_micrograph_list(path: str | os.PathLike) -> list[tuple[str, float | None]]:
+    """Micrograph paths listed in a RELION micrographs STAR file or a plain text file.
+
+    Relative paths are resolved against the list's folder; for a STAR file, RELION stores them
+    relative to its project folder, so the project folder (two levels above a ``jobNNN`` folder) is
+    tried first when the file is inside a job folder.
+
+    Parameters
+    ----------
+    path : path
+        ``.star`` with ``_rlnMicrographName`` (RELION 3.0, or 3.1+ with an optics block giving
+        ``_rlnMicrographPixelSize``/``_rlnImagePixelSize`` per optics group) or a text file with one
+        path per line (blank lines and ``#`` comments ignored).
+
+    Returns
+    -------
+    list of (str, float or None)
+        Each micrograph's path and its pixel size in Angstrom when the list gives one.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".star":
+        entries = _star_micrograph_list(path)
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError as exc:
+            raise FormatError(f"{describe(path)} does not exist", path) from exc
+        except (UnicodeDecodeError, OSError) as exc:
+            raise FormatError(f"{describe(path)} is not a text list of micrographs: {_short(exc)}",
+                              path) from exc
+        entries = [(line.strip(), None) for line in lines
+                   if line.strip() and not line.lstrip().startswith("#")]
+        if not entries:
+            raise FormatError(f"{describe(path)} lists no micrographs", path)
+    bases = _star.project_dirs(path)
+    return [(_resolve(name, bases), size) for name, size in entries]
+
+
+def _resolve(name: str, bases: list[Path]) -> str:
+    p = Path(name)
+    if p.is_absolute():
+        return str(p)
+    for base in bases:
+        if (base / p).exists():
+            return str(base / p)
+    return str(bases[0] / p)
+
+
+def _star_micrograph_list(path: Path) -> list[tuple[str, float | None]]:
+    blocks = _star.read(path)
+    table = _star.find_loop(blocks, "_rlnMicrographName", path, "a list of micrographs")
+    names = table["_rlnMicrographName"]
+    sizes: list[float | None] = [None] * len(names)
+    size_col = next((c for c in ("_rlnMicrographPixelSize", "_rlnImagePixelSize") if c in table), None)
+    if size_col is not None:
+        sizes = [_star.to_float(v, path, size_col) for v in table[size_col]]
+    else:
+        group_sizes = _optics_pixel_sizes(blocks, path)
+        if group_sizes:
+            groups = table.get("_rlnOpticsGroup")
+            if groups is None:
+                only = next(iter(group_sizes.values())) if len(group_sizes) == 1 else None
+                sizes = [only] * len(names)
+            else:
+                sizes = [group_sizes.get(g) for g in groups]
+    return list(zip(names, sizes, strict=True))
+
+
+def _optics_pixel_sizes(blocks: dict, path: Path) -> dict[str, float]:
+    optics = blocks.get("optics")
+    if not optics or "_rlnOpticsGroup" not in optics:
+        return {}
+    candidates = ("_rlnMicrographPixelSize", "_rlnImagePixelSize", "_rlnMicrographOriginalPixelSize")
+    col = next((c for c in candidates if c in optics), None)
+    if col is None:
+        return {}
+    pairs = zip(optics["_rlnOpticsGroup"], optics[col], strict=True)
+    return {group: _star.to_float(value, path, col) for group, value in pairs}
