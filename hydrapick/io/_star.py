@@ -225,7 +225,8 @@ def project_dirs(star_path: str | os.PathLike) -> list[Path]:
     RELION stores paths relative to its project folder, which is two levels above a job folder
     (``<project>/AutoPick/job006/autopick.star``); other lists use paths relative to themselves.
     """
-    folder = Path(star_path).resolve().parent
+    # abspath, not resolve: ".." must act on the path as written, as it does for RELION.
+    folder = Path(os.path.abspath(star_path)).parent
     bases = []
     if _JOB_DIR.match(folder.name):
         bases.append(folder.parent.parent)

@@ -76,18 +76,18 @@ def read_micrograph(path: str | os.PathLike, pixel_size_A: float | None = None,
                           else f"{describe(path)} is not a file", path)
     use_mmap = mmap and not path.name.lower().endswith(_COMPRESSED)
     try:
-        with warnings.catch_warnings():
-            # permissive=False turns header problems into exceptions; remaining warnings (e.g. a file
-            # longer than its header says) are logged rather than printed.
-            warnings.simplefilter("error", RuntimeWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            # permissive=False turns header and size problems into exceptions; what remains as a
+            # warning (e.g. bytes after the data block) leaves the image usable, so it is only logged.
+            warnings.simplefilter("always")
             opener = mrcfile.mmap if use_mmap else mrcfile.open
             with opener(path, mode="r", permissive=False) as mrc:
                 data = mrc.data
                 voxel_x = float(mrc.voxel_size.x)
-    except FormatError:
-        raise
-    except (ValueError, OSError, RuntimeWarning, EOFError, TypeError) as exc:
-        raise FormatError(f"{describe(path)} is not a readable MRC file: {_short(exc)}", path) from exc
+    except (ValueError, OSError, EOFError, TypeError) as exc:
+        raise FormatError(_damage(path, exc), path) from exc
+    for w in caught:
+        log.warning("%s: %s", path, w.message)
     if data is None:
         raise FormatError(f"{describe(path)} has no data block", path)
     data = _as_2d(data, path)
@@ -118,6 +118,27 @@ def _as_2d(data: np.ndarray, path: Path) -> np.ndarray:
     if data.ndim != 2 or min(data.shape) < 1:
         raise FormatError(f"{describe(path)} has shape {data.shape}; a 2D micrograph was expected", path)
     return data
+
+
+def _damage(path: Path, exc: BaseException) -> str:
+    """One line saying why an MRC file could not be read, naming truncation when that is the cause."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mrc = mrcfile.open(path, mode="r", permissive=True, header_only=True)
+        with mrc:
+            header = mrc.header
+            dtype = mrcfile.utils.data_dtype_from_header(header)
+            n_pixels = int(header.nx) * int(header.ny) * int(header.nz)
+            expected = int(header.nbytes) + int(header.nsymbt) + n_pixels * dtype.itemsize
+        size = path.stat().st_size
+        if header.map.tobytes() == b"MAP " and size < expected:
+            dims = f"{header.nx}x{header.ny}x{header.nz}"
+            return (f"{describe(path)} is truncated: its header describes {dims} {dtype} pixels "
+                    f"({expected} bytes with the header) but the file has {size} bytes")
+    except Exception:  # noqa: BLE001 - diagnosing a broken file must not raise a second error
+        pass
+    return f"{describe(path)} is not a readable MRC file: {_short(exc)}"
 
 
 def _short(exc: BaseException) -> str:
@@ -207,6 +228,11 @@ def _star_micrograph_list(path: Path) -> list[tuple[str, float | None]]:
     size_col = next((c for c in ("_rlnMicrographPixelSize", "_rlnImagePixelSize") if c in table), None)
     if size_col is not None:
         sizes = [_star.to_float(v, path, size_col) for v in table[size_col]]
+    elif "_rlnDetectorPixelSize" in table and "_rlnMagnification" in table:
+        # RELION 3.0: pixel size = detector pixel (um) / magnification.
+        detector = _star.floats(table, "_rlnDetectorPixelSize", path)
+        magnification = _star.floats(table, "_rlnMagnification", path)
+        sizes = [d * 1e4 / m if m > 0 else None for d, m in zip(detector, magnification, strict=True)]
     else:
         group_sizes = _optics_pixel_sizes(blocks, path)
         if group_sizes:

@@ -188,7 +188,7 @@ def write_relion_job(picks: Picks, job_dir: str | os.PathLike,
     stray = [m for m in picks.micrographs() if micrograph_key(m) not in keys]
     if stray:
         raise ValueError(f"picks on {len(stray)} micrographs not in micrograph_paths, e.g. {stray[0]!r}")
-    project = job_dir.resolve().parent.parent
+    project = Path(os.path.abspath(job_dir)).parent.parent
     coord_files = []
     seen: dict[PurePosixPath, str] = {}
     for mic in micrograph_paths:
@@ -199,7 +199,7 @@ def write_relion_job(picks: Picks, job_dir: str | os.PathLike,
         seen[sub] = mic
         out = job_dir / f"{sub}_autopick.star"
         write_relion_micrograph_star(_picks_for(picks, mic), out)
-        coord_files.append(os.path.relpath(out.resolve(), project).replace(os.sep, "/"))
+        coord_files.append(os.path.relpath(os.path.abspath(out), project).replace(os.sep, "/"))
     target = job_dir / "autopick.star"
     _star.write(target, [("coordinate_files", {"_rlnMicrographName": micrograph_paths,
                                                "_rlnMicrographCoordinates": coord_files})])
