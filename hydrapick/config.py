@@ -44,7 +44,7 @@ class ModelConfig:
     The defaults are the thesis network (HydraPicker, ch. 3): a full-resolution body of 64 channels,
     two stacked 3x3 convolutions then three residual blocks of paired 3x3 convolutions, and SSD heads of
     four stride-2 blocks (128/256/512/1024 channels) giving one anchor every 16 input pixels.
-    `ModelConfig.light()` is the cheaper variant used for the bundled model (see docs/model.md).
+    `ModelConfig.light()` is a cheaper variant (strided stem, narrower); docs/method.md compares their cost.
     """
 
     in_channels: int = 1
@@ -61,6 +61,10 @@ class ModelConfig:
     match_iou: float = 0.6
 
     def __post_init__(self) -> None:
+        if min(self.in_channels, self.stem_stride, self.body_channels, self.group_norm_groups,
+               self.anchor_stride) < 1 or self.body_blocks < 0:
+            raise ValueError("in_channels, stem_stride, body_channels, group_norm_groups and anchor_stride "
+                             "must be >= 1, body_blocks >= 0")
         head_stride = self.anchor_stride // self.stem_stride
         if self.anchor_stride % self.stem_stride or head_stride & (head_stride - 1):
             raise ValueError(f"anchor_stride {self.anchor_stride} must be stem_stride x a power of two")
@@ -70,6 +74,18 @@ class ModelConfig:
                 f"from stem stride {self.stem_stride}")
         if self.body_channels % self.group_norm_groups:
             raise ValueError("body_channels must be divisible by group_norm_groups")
+        for c in self.head_channels:
+            if c % self.group_norm_groups:
+                raise ValueError(f"head channel count {c} must be divisible by group_norm_groups "
+                                 f"{self.group_norm_groups}")
+        if not 0 <= self.head_dropout < 1:
+            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+        if not 0 < self.prior_probability < 1:
+            raise ValueError(f"prior_probability must be in (0, 1), got {self.prior_probability}")
+        if not 0 < self.match_iou < 1:
+            raise ValueError(f"match_iou must be in (0, 1), got {self.match_iou}")
+        if not self.particle_diameter_px > 0:
+            raise ValueError(f"particle_diameter_px must be positive, got {self.particle_diameter_px}")
 
     @classmethod
     def thesis(cls, **overrides: Any) -> ModelConfig:

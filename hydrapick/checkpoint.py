@@ -1,0 +1,170 @@
+"""Save and load a HydraPicker as one self-describing file.
+
+The file is ``torch.save`` of a plain dict::
+
+    {"format": "hydrapick-checkpoint", "format_version": 1, "dtype": "float32" | "float16",
+     "state_dict": {name: tensor}, "metadata": {... plain Python values ...}}
+
+Only tensors and plain Python values are stored, so it loads with ``torch.load(weights_only=True)`` and
+never unpickles code. The metadata records everything needed to rebuild the model (``model_config``,
+``heads``) plus what a user or a later run needs to trust it: versions, thresholds, diameters, training
+summary, seed, command, creation time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import ModelConfig, from_dict, to_dict
+from .model import GENERIC_HEAD, HydraPicker
+
+FORMAT = "hydrapick-checkpoint"
+FORMAT_VERSION = 1
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class CheckpointError(ValueError):
+    """The file is not a hydrapick checkpoint, is damaged, or comes from an incompatible format version."""
+
+
+def _check_plain(value: Any, where: str) -> Any:
+    """Return ``value`` with tuples as lists; raise TypeError naming ``where`` for non-plain values."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"checkpoint metadata key {where}.{k!r} is not a string")
+            out[k] = _check_plain(v, f"{where}.{k}")
+        return out
+    if isinstance(value, list | tuple):
+        return [_check_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"checkpoint metadata {where} is a {type(value).__name__}; only str, int, float, "
+                    "bool, None, lists and dicts can be stored")
+
+
+def save_checkpoint(path: str | os.PathLike, model: HydraPicker, metadata: Mapping[str, Any] | None = None,
+                    *, half: bool = False) -> Path:
+    """Write ``model`` and ``metadata`` to ``path`` atomically (temporary file, then rename).
+
+    ``format_version``, ``hydrapick_version``, ``model_config`` and ``heads`` are always set from the
+    model; ``created`` (UTC, ISO 8601) is added when absent. Other keys (thresholds, diameters_A,
+    training, seed, command, ...) are stored as given and must be plain Python values.
+
+    Parameters
+    ----------
+    half : bool
+        Store floating-point tensors as float16 (half the size, for shipping); `load_checkpoint`
+        converts them back to float32.
+
+    Returns
+    -------
+    The path written.
+    """
+    path = Path(path)
+    meta = _check_plain(dict(metadata or {}), "metadata")
+    meta.update(format_version=FORMAT_VERSION, hydrapick_version=__version__,
+                model_config=to_dict(model.config), heads=list(model.head_names))
+    meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if half and tensor.is_floating_point():
+            if tensor.numel() and float(tensor.abs().max()) > torch.finfo(torch.float16).max:
+                raise ValueError(f"cannot save {name} as float16: values exceed its range; use half=False")
+            tensor = tensor.to(torch.float16)
+        state[name] = tensor.clone()
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
+               "dtype": "float16" if half else "float32", "state_dict": state, "metadata": meta}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checked raw payload of a checkpoint (``state_dict``, ``metadata``, ...); see module doc.
+
+    Raises
+    ------
+    CheckpointError
+        Missing/unreadable file, not a hydrapick checkpoint, or a newer format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for foreign or damaged files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a hydrapick checkpoint (torch.load failed: {reason[:200]})"
+                              ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a hydrapick checkpoint (no '{FORMAT}' marker)")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: damaged hydrapick checkpoint (format_version {version!r})")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this hydrapick "
+                              f"{__version__} reads (<= {FORMAT_VERSION}); upgrade hydrapick")
+    for key, kind in (("state_dict", dict), ("metadata", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"{path}: damaged hydrapick checkpoint (no {key})")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[HydraPicker, dict[str, Any]]:
+    """Rebuild the model saved at ``path``.
+
+    Returns
+    -------
+    model : HydraPicker
+        float32, in eval mode, on ``map_location`` when that names a device.
+    metadata : dict
+        As saved (plain Python values).
+
+    Raises
+    ------
+    CheckpointError
+        Not a hydrapick checkpoint, incompatible format version, or weights that do not fit the
+        stored configuration.
+    """
+    payload = read_checkpoint(path, map_location=map_location)
+    meta = payload["metadata"]
+    try:
+        config = from_dict(ModelConfig, meta["model_config"], where=f"{path}: model_config")
+        model = HydraPicker(config, [h for h in meta.get("heads", []) if h != GENERIC_HEAD])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model ({exc})") from exc
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not fit the stored model configuration "
+                              f"({' '.join(first[:2])[:300]})") from exc
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: damaged weights (non-finite values in {bad[0]})")
+    if isinstance(map_location, str | torch.device):
+        model.to(map_location)
+    model.eval()
+    return model, meta

@@ -1,0 +1,119 @@
+"""Training losses of HydraPicker (thesis eq. 3.1-3.4).
+
+``loss = loc + cls_weight * cls`` per batch (`detection_loss`), plus ``bias_weight * bias_loss(model)``
+added by the training loop. Deviations from the thesis, and why, are in docs/method.md:
+
+- the focal loss drops eq. 3.3's factor 1/2 (a constant absorbed by ``cls_weight``; without it the loss
+  and ``alpha`` mean what they mean in RetinaNet, whose defaults we use);
+- the localisation loss is eq. 3.2 measured in units of ``anchor_stride`` rather than pixels (a constant
+  factor 1/stride) so it is on the same scale as the classification loss;
+- both are divided by ``max(1, number of positive anchors)`` so a crop with few particles does not
+  blow up the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import GENERIC_HEAD
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
+               gamma: float = 2.0) -> torch.Tensor:
+    """Sigmoid focal loss (Lin et al. 2017), summed over all elements.
+
+    ``-alpha_t (1 - p_t)^gamma log(p_t)`` where ``p_t`` is the predicted probability of the true class and
+    ``alpha_t = alpha`` for particles (target 1), ``1 - alpha`` for background (target 0).
+
+    Parameters
+    ----------
+    logits, targets : tensors of the same shape; targets in [0, 1]
+    alpha : float in [0, 1], or negative to switch the class weighting off
+    gamma : float >= 0; 0 gives (weighted) binary cross-entropy
+
+    Returns
+    -------
+    0-d tensor: the sum (not mean) over all elements.
+    """
+    targets = targets.to(logits.dtype)
+    # -log(p_t) computed from the logits: stable for confident predictions.
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p = torch.sigmoid(logits)
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma if gamma else ce
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.sum()
+
+
+def localisation_loss(pred: torch.Tensor, target: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """L1 distance between predicted and target offsets, summed over positive anchors and both axes.
+
+    Parameters
+    ----------
+    pred, target : (N, A, 2) offsets in units of ``anchor_stride``
+    positive : (N, A) bool
+
+    Returns
+    -------
+    0-d tensor (0 with a gradient path when there are no positives).
+    """
+    if pred.shape != target.shape or pred.shape[:-1] != positive.shape:
+        raise ValueError(f"shape mismatch: pred {tuple(pred.shape)}, target {tuple(target.shape)}, "
+                         f"positive {tuple(positive.shape)}")
+    return (pred[positive] - target[positive].to(pred.dtype)).abs().sum()
+
+
+def bias_loss(model: nn.Module, heads: Sequence[str] | None = None) -> torch.Tensor:
+    """Head-similarity loss, thesis eq. 3.4: ``(1/N) sum_k ||W_Sk - W_G||_2``.
+
+    ``W`` is the vector of all parameters of a head; ``N`` the number of dataset heads compared with the
+    generic head (all dataset heads of ``model``, or those named in ``heads``). This is the only term
+    through which the generic head learns during multi-head training.
+
+    Returns 0 (a 0-d tensor) when there are no dataset heads.
+    """
+    names = list(model.head_names if heads is None else heads)
+    generic = list(model.heads[GENERIC_HEAD].parameters())
+    if not names:
+        return torch.zeros((), device=generic[0].device, dtype=generic[0].dtype)
+    total = generic[0].new_zeros(())
+    for name in names:
+        if name == GENERIC_HEAD:
+            raise ValueError("bias_loss compares dataset heads with the generic head; "
+                             "'generic' cannot be one of them")
+        params = list(model.heads[name].parameters())
+        sq = sum(((w - g) ** 2).sum() for w, g in zip(params, generic, strict=True))
+        # sqrt has an infinite derivative at 0 and heads are initialised as copies of the generic head:
+        # the tiny epsilon keeps the first step finite (its effect on the value is < 1e-6).
+        total = total + torch.sqrt(sq + 1e-12)
+    return total / len(names)
+
+
+def detection_loss(outputs: torch.Tensor, labels: torch.Tensor, offsets: torch.Tensor,
+                   positive: torch.Tensor, *, cls_weight: float = 1.0, alpha: float = 0.25,
+                   gamma: float = 2.0) -> dict[str, torch.Tensor]:
+    """Classification + localisation loss of one batch, normalised by ``max(1, num_pos)``.
+
+    Parameters
+    ----------
+    outputs : (N, A, 3) raw model outputs [dx, dy, logit]
+    labels : (N, A) float 0/1, offsets : (N, A, 2), positive : (N, A) bool — from
+        `hydrapick.anchors.build_targets`
+
+    Returns
+    -------
+    dict with 0-d tensors ``loss`` (= loc + cls_weight * cls), ``cls``, ``loc`` and ``num_pos``
+    (long; the number of positive anchors in the batch).
+    """
+    if outputs.dim() != 3 or outputs.shape[-1] != 3 or outputs.shape[:2] != labels.shape:
+        raise ValueError(f"outputs {tuple(outputs.shape)} do not fit labels {tuple(labels.shape)}")
+    num_pos = positive.sum()
+    norm = num_pos.clamp(min=1).to(outputs.dtype)
+    cls = focal_loss(outputs[..., 2], labels, alpha=alpha, gamma=gamma) / norm
+    loc = localisation_loss(outputs[..., :2], offsets, positive) / norm
+    return {"loss": loc + cls_weight * cls, "cls": cls, "loc": loc, "num_pos": num_pos}

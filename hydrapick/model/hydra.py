@@ -1,0 +1,123 @@
+"""HydraPicker: one shared body, any number of named dataset heads, and the generic head.
+
+Thesis ch. 3.2 / Fig. 3.3: each training micrograph goes through the body and the head of its own
+dataset; the generic head is never run on training data but is pulled towards the dataset heads by the
+bias loss (`hydrapick.losses.bias_loss`) and is the head used on unseen specimens.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .body import Body
+from .head import Head
+
+GENERIC_HEAD = "generic"
+
+# ModuleDict keys become state-dict key components, so dots (the key separator) are not allowed.
+_HEAD_NAME = re.compile(r"^[A-Za-z0-9_\-+]+$")
+
+
+def check_head_name(name: str) -> str:
+    """Return ``name`` if it can name a head, else raise ValueError saying why."""
+    if not isinstance(name, str) or not _HEAD_NAME.match(name):
+        raise ValueError(f"head name {name!r} is not allowed: use letters, digits, '_', '-' or '+' "
+                         "(no dots or spaces)")
+    return name
+
+
+class HydraPicker(nn.Module):
+    """The multi-head particle picker.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Network shape and scale.
+    heads : sequence of str
+        Dataset head names, in order. The generic head ("generic") always exists and is not listed.
+
+    Attributes
+    ----------
+    config : ModelConfig
+    body : Body
+    heads : nn.ModuleDict
+        Every head, the generic one included.
+    head_names : list of str
+        Dataset heads in order (generic excluded).
+    """
+
+    def __init__(self, config: ModelConfig, heads: Sequence[str] = ()) -> None:
+        super().__init__()
+        if isinstance(heads, str):
+            raise TypeError("heads must be a sequence of head names, not a single string")
+        self.config = config
+        self.body = Body(config)
+        self.heads = nn.ModuleDict({GENERIC_HEAD: Head(config)})
+        self.head_names: list[str] = []
+        for name in heads:
+            self.add_head(name, init_from=None)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Body features. ``x`` (N, in_channels, H, W) float -> (N, body_channels, h, w)."""
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected input of shape (N, {self.config.in_channels}, H, W), "
+                             f"got {tuple(x.shape)}")
+        return self.body(x)
+
+    def head_forward(self, features: torch.Tensor, head: str = GENERIC_HEAD) -> torch.Tensor:
+        """Run one head on body features -> (N, Ha*Wa, 3) raw [dx, dy, logit], anchors row-major."""
+        return self._head(head)(features)
+
+    def forward(self, x: torch.Tensor, head: str = GENERIC_HEAD) -> torch.Tensor:
+        """Raw outputs (N, Ha*Wa, 3) = [dx, dy, logit] per anchor for input ``x`` (N, 1, H, W).
+
+        Offsets are in units of ``config.anchor_stride``; decode with `hydrapick.anchors.decode` or
+        `hydrapick.anchors.detect`. Anchors are row-major over the (Ha, Wa) grid of
+        `hydrapick.anchors.grid_shape`.
+        """
+        return self.head_forward(self.features(x), head)
+
+    def _head(self, name: str) -> Head:
+        if name not in self.heads:
+            known = ", ".join([GENERIC_HEAD, *self.head_names])
+            raise KeyError(f"no head named {name!r}; heads: {known}")
+        return self.heads[name]  # type: ignore[return-value]
+
+    def add_head(self, name: str, init_from: str | None = GENERIC_HEAD) -> Head:
+        """Add a dataset head ``name``, copying the weights of head ``init_from`` (None: fresh init).
+
+        The new head is on the same device and dtype as the model. Raises ValueError if it exists.
+        """
+        check_head_name(name)
+        if name == GENERIC_HEAD or name in self.heads:
+            raise ValueError(f"head {name!r} already exists")
+        if init_from is None:
+            head = Head(self.config)
+            ref = next(self.heads[GENERIC_HEAD].parameters())
+            head.to(device=ref.device, dtype=ref.dtype)
+        else:
+            head = copy.deepcopy(self._head(init_from))
+            for p in head.parameters():
+                p.requires_grad_(True)
+        self.heads[name] = head
+        self.head_names.append(name)
+        return head
+
+    def freeze_body(self, frozen: bool = True) -> None:
+        """Stop (or, with ``frozen=False``, restart) gradient updates of the shared body."""
+        for p in self.body.parameters():
+            p.requires_grad_(not frozen)
+
+    def freeze_head(self, name: str, frozen: bool = True) -> None:
+        """Stop (or restart) gradient updates of head ``name``."""
+        for p in self._head(name).parameters():
+            p.requires_grad_(not frozen)
+
+    def extra_repr(self) -> str:
+        return f"heads={[GENERIC_HEAD, *self.head_names]}"

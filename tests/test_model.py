@@ -1,0 +1,128 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from hydrapick.anchors import anchor_centres, grid_shape
+from hydrapick.config import ModelConfig
+from hydrapick.model import GENERIC_HEAD, Head, HydraPicker, head_strides, prior_bias
+
+TINY = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(8, 8, 8, 8))
+TINY_STRIDED = ModelConfig(stem_stride=2, body_channels=8, body_blocks=1, group_norm_groups=4,
+                           head_channels=(8, 8, 8, 8))
+
+
+@pytest.mark.parametrize("config", [TINY, TINY_STRIDED, ModelConfig(stem_stride=4, body_channels=8,
+                                    group_norm_groups=4, head_channels=(8, 16))],
+                         ids=["stem1", "stem2", "stem4"])
+@pytest.mark.parametrize("h,w", [(368, 368), (777, 1000), (15, 17), (1, 1), (64, 31)])
+def test_output_shape_matches_grid_shape(config, h, w):
+    model = HydraPicker(config).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, h, w))
+    ha, wa = grid_shape(h, w, config)
+    assert out.shape == (2, ha * wa, 3)
+    assert (ha, wa) == (math.ceil(h / 16), math.ceil(w / 16))
+
+
+def test_head_strides_keep_total_stride():
+    assert head_strides(ModelConfig()) == (2, 2, 2, 2)
+    assert head_strides(ModelConfig.light()) == (1, 2, 2, 2)
+    assert head_strides(ModelConfig(stem_stride=4, head_channels=(64, 64, 64))) == (1, 2, 2)
+
+
+def _linearised(model: HydraPicker) -> HydraPicker:
+    """Replace GroupNorm/ReLU/Dropout by identities: the receptive field is then exactly visible."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.GroupNorm | nn.ReLU | nn.Dropout):
+                setattr(module, name, nn.Identity())
+    return model
+
+
+@pytest.mark.parametrize("config", [TINY, TINY_STRIDED], ids=["stem1", "stem2"])
+def test_anchor_centres_sit_at_the_centre_of_each_receptive_field(config):
+    torch.manual_seed(0)
+    model = _linearised(HydraPicker(config)).double()
+    for block in model.body.blocks:  # the zero-initialised residual scale was a GroupNorm weight
+        assert isinstance(block.norm2, nn.Identity)
+    h, w = 161, 190
+    x = torch.zeros(1, 1, h, w, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    ha, wa = grid_shape(h, w, config)
+    anchors = anchor_centres(h, w, config)
+    for r, c in [(4, 5), (5, 6), (3, 4)]:
+        a = r * wa + c
+        (grad,) = torch.autograd.grad(out[0, a, 2], x, retain_graph=True)
+        ys, xs = torch.nonzero(grad[0, 0].abs() > 0, as_tuple=True)
+        # Receptive field fully inside the image: its centre is the anchor.
+        assert 0 < int(xs.min()) and int(xs.max()) < w - 1 and 0 < int(ys.min()) and int(ys.max()) < h - 1
+        centre = ((xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2)
+        assert (float(centre[0]), float(centre[1])) == tuple(anchors[a].tolist())
+
+
+def test_prior_bias_initialisation():
+    model = HydraPicker(ModelConfig.light(prior_probability=0.01)).eval()
+    head = model.heads[GENERIC_HEAD]
+    assert head.output.bias[2].item() == pytest.approx(-math.log(99))
+    assert prior_bias(0.5) == 0
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, 64, 64))
+    # Every anchor starts near the prior (logit within 0.25 of -log 99) and near its anchor.
+    assert (out[..., 2] + math.log(99)).abs().max() < 0.25
+    assert out[..., :2].abs().max() < 0.25
+
+
+def test_heads_add_copy_freeze_and_select():
+    torch.manual_seed(0)
+    model = HydraPicker(TINY, ["a", "b"]).eval()
+    assert model.head_names == ["a", "b"] and set(model.heads) == {GENERIC_HEAD, "a", "b"}
+    x = torch.randn(1, 1, 48, 48)
+    with torch.no_grad():
+        outs = {name: model(x, head=name) for name in model.heads}
+    assert not torch.allclose(outs["a"], outs["b"])  # fresh heads differ
+    new = model.add_head("c", init_from="a")
+    assert model.head_names == ["a", "b", "c"] and isinstance(new, Head)
+    with torch.no_grad():
+        assert torch.equal(model(x, head="c"), outs["a"])
+        # features + head_forward is forward
+        assert torch.equal(model.head_forward(model.features(x), "b"), outs["b"])
+    with pytest.raises(ValueError, match="already exists"):
+        model.add_head("a")
+    with pytest.raises(ValueError, match="not allowed"):
+        model.add_head("bad.name")
+    with pytest.raises(KeyError, match="no head named 'zzz'"):
+        model(x, head="zzz")
+    model.freeze_body()
+    model.freeze_head("a")
+    assert not any(p.requires_grad for p in model.body.parameters())
+    assert not any(p.requires_grad for p in model.heads["a"].parameters())
+    assert all(p.requires_grad for p in model.heads["b"].parameters())
+    copied = model.add_head("d", init_from="a")  # a copy of a frozen head is trainable
+    assert all(p.requires_grad for p in copied.parameters())
+    model.freeze_body(False)
+    assert all(p.requires_grad for p in model.body.parameters())
+
+
+def test_input_shape_checked():
+    model = HydraPicker(TINY)
+    with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
+        model(torch.randn(1, 48, 48))
+
+
+def test_gradients_reach_body_and_selected_head_only():
+    torch.manual_seed(0)
+    model = HydraPicker(TINY, ["a", "b"])
+    # Residual branches start switched off (zero GroupNorm scale), which blocks their weights' gradients
+    # at step 0 only; switch them on to see every path.
+    for block in model.body.blocks:
+        nn.init.ones_(block.norm2.weight)
+    out = model(torch.randn(2, 1, 48, 48), head="a")
+    out.square().sum().backward()
+    for name, p in model.body.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    for p in model.heads["a"].parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    for head in (GENERIC_HEAD, "b"):
+        assert all(p.grad is None for p in model.heads[head].parameters())
