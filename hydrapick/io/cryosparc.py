@@ -55,11 +55,11 @@ def read_cs(path: str | os.PathLike, *, flip_y: bool = False, image_height: int 
         raise FormatError(f"{describe(path)} has no {', '.join(missing)} field(s); fields found: "
                           f"{', '.join(names) if names else 'none (not a structured array)'}", path)
     array = array.reshape(-1)
-    shape = np.asarray(array["location/micrograph_shape"], dtype=np.float64).reshape(len(array), -1)
-    if len(array) and (shape.shape[1] != 2 or (shape <= 0).any()):
+    shape = np.asarray(array["location/micrograph_shape"], dtype=np.float64)
+    if shape.shape != (len(array), 2) or (shape <= 0).any():
         raise FormatError(f"{describe(path)} has particles without a micrograph shape "
                           "(location/micrograph_shape must be (height, width) > 0)", path)
-    height, width = (shape[:, 0], shape[:, 1]) if len(array) else (np.zeros(0), np.zeros(0))
+    height, width = shape[:, 0], shape[:, 1]
     x = array["location/center_x_frac"].astype(np.float64) * width
     y = array["location/center_y_frac"].astype(np.float64) * height
     if flip_y:
