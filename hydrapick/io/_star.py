@@ -121,9 +121,13 @@ def _finish_row(pending: list[str], columns: list[str], path, lineno: int) -> No
                           f"columns were declared (line {lineno})", path)
 
 
+_COMMENT = re.compile(r"(^|\s)#.*$")
+
+
 def _tokens(line: str, path, lineno: int) -> list[str]:
     if "'" not in line and '"' not in line:
-        return line.split("#", 1)[0].split() or [line]
+        # "#" starts a comment only at the start of a word, so "mic#1.mrc" stays a value.
+        return _COMMENT.sub("", line).split()
     try:
         lexer = shlex.shlex(line, posix=True)
         lexer.whitespace_split = True
