@@ -99,6 +99,14 @@ def test_relion_job_round_trip_mirrors_the_tree(tmp_path):
         write_relion_job(_picks("elsewhere.mrc"), job, mics)
 
 
+def test_relion_job_keeps_same_stems_in_different_folders_apart(tmp_path):
+    mics = ["MotionCorr/job002/Movies/a/mic.mrc", "MotionCorr/job002/Movies/b/mic.mrc"]
+    picks = Picks.concat([_picks(mics[0], 2, 1), _picks(mics[1], 3, 2)])
+    back = read_coordinates(write_relion_job(picks, tmp_path / "AutoPick" / "job002", mics))
+    assert [len(back[back.micrograph == m]) for m in mics] == [2, 3]
+    _same(picks, back)
+
+
 def test_write_coordinates_relion_format(tmp_path):
     picks = _picks("Movies/a.mrc", 3)
     out = write_coordinates(picks, tmp_path / "AutoPick" / "job001", "relion",

@@ -78,3 +78,17 @@ def test_golden_flip_y_uses_height_minus_one():
     assert flipped.y.tolist() == [189.0, 119.0, 39.0, 49.0]
     cs = read_coordinates(DATA / "cryosparc_picks.cs", flip_y=True)  # heights come from the file
     np.testing.assert_allclose(cs.for_micrograph("mic_001").y, [189, 119, 39, 49], atol=1e-3)
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "empiar-10028"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared EMPIAR-10028 data not available")
+def test_shared_real_micrographs_and_truth():
+    from hydrapick.io import read_micrograph
+
+    mic = read_micrograph(SHARED / "micrographs" / "061_10028.mrc")
+    assert mic.shape == (1024, 1024) and mic.pixel_size_A == 5.36
+    truth = read_coordinate_folder(SHARED / "truth")
+    assert len(truth.micrographs()) == 10 and "061_10028" in truth.micrographs()
+    assert 0 <= truth.x.min() and truth.x.max() < 1024 and truth.y.max() < 1024

@@ -207,10 +207,10 @@ def write_coordinate_folder(picks: Picks, folder: str | os.PathLike, format: str
     if name not in FILE_EXTENSIONS:
         raise ValueError(f"write_coordinate_folder writes star, box or topaz files, not {name}")
     folder = Path(folder)
+    if micrographs is None:
+        micrographs = picks.micrographs()
     written = []
-    for mic in micrographs if micrographs is not None else picks.micrographs():
-        exact = picks.micrograph == mic
-        one = picks[exact] if exact.any() else picks.for_micrograph(mic)
+    for mic, one in star.split_by_micrograph(picks, micrographs).items():
         out = folder / f"{micrograph_key(mic)}{suffix}{FILE_EXTENSIONS[name]}"
-        written.append(write_coordinates(one.with_micrograph(mic), out, name, combined=False, **kwargs))
+        written.append(write_coordinates(one, out, name, combined=False, **kwargs))
     return written

@@ -96,7 +96,8 @@ def read_micrograph(path: str | os.PathLike, pixel_size_A: float | None = None,
             raise ValueError(f"pixel_size_A must be positive, got {pixel_size_A}")
         size: float | None = float(pixel_size_A)
     elif voxel_x > 0 and not np.isclose(voxel_x, 1.0):
-        size = voxel_x
+        # The header holds float32: 5.36 is stored as 5.3600001335; give back the value that was meant.
+        size = float(str(np.float32(voxel_x)))
     else:
         # 0 is "unset"; 1.0 is what many tools write when they do not know the pixel size.
         size = None

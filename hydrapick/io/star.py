@@ -23,8 +23,10 @@ _JOB = re.compile(r"(^|/)job\d+/")
 
 
 def is_empty_file(path: Path) -> bool:
+    """True for a file without content (a micrograph without picks), whitespace included."""
     try:
-        return path.stat().st_size == 0 or not path.read_bytes().strip()
+        size = path.stat().st_size
+        return size == 0 or (size < 1024 and not path.read_bytes().strip())
     except OSError:
         return False
 
@@ -149,11 +151,28 @@ def relion_output_subpath(micrograph_path: str) -> PurePosixPath:
     return sub.with_name(name)
 
 
-def _picks_for(picks: Picks, mic: str) -> Picks:
-    # Exact names first, so that a/mic.mrc and b/mic.mrc stay apart when the picks name them fully.
-    exact = picks.micrograph == mic
-    chosen = picks[exact] if exact.any() else picks.for_micrograph(mic)
-    return chosen.with_micrograph(mic)
+def split_by_micrograph(picks: Picks, micrographs: list[str]) -> dict[str, Picks]:
+    """The picks of each named micrograph, renamed to that name (empty `Picks` when it has none).
+
+    A pick belongs to a micrograph when its name is identical, or else has the same `micrograph_key`
+    (so ``mic_001`` picks go to ``Movies/mic_001.mrc``); exact names keep ``a/mic.mrc`` and
+    ``b/mic.mrc`` apart. One pass over the picks, so thousands of micrographs stay fast.
+    """
+    names, inverse = np.unique(picks.micrograph.astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
+    rows = {name: order[bounds[i]:bounds[i + 1]] for i, name in enumerate(names.tolist())}
+    by_key: dict[str, list[np.ndarray]] = {}
+    for name, index in rows.items():
+        by_key.setdefault(micrograph_key(name), []).append(index)
+    result = {}
+    for mic in micrographs:
+        index = rows.get(mic)
+        if index is None:
+            parts = by_key.get(micrograph_key(mic), [])
+            index = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        result[mic] = picks[index].with_micrograph(mic)
+    return result
 
 
 def write_relion_job(picks: Picks, job_dir: str | os.PathLike,
@@ -191,6 +210,7 @@ def write_relion_job(picks: Picks, job_dir: str | os.PathLike,
     project = Path(os.path.abspath(job_dir)).parent.parent
     coord_files = []
     seen: dict[PurePosixPath, str] = {}
+    groups = split_by_micrograph(picks, micrograph_paths)
     for mic in micrograph_paths:
         sub = relion_output_subpath(mic)
         if sub in seen:
@@ -198,7 +218,7 @@ def write_relion_job(picks: Picks, job_dir: str | os.PathLike,
                              f"{sub}_autopick.star")
         seen[sub] = mic
         out = job_dir / f"{sub}_autopick.star"
-        write_relion_micrograph_star(_picks_for(picks, mic), out)
+        write_relion_micrograph_star(groups[mic], out)
         coord_files.append(os.path.relpath(os.path.abspath(out), project).replace(os.sep, "/"))
     target = job_dir / "autopick.star"
     _star.write(target, [("coordinate_files", {"_rlnMicrographName": micrograph_paths,
