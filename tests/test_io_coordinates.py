@@ -344,3 +344,10 @@ def test_round_trip_property(tmp_path, xy, name):
                                  (".cs", 4000 * 2e-7 + 1e-6, {"image_shape": (4096, 4096)})]:
         back = read_coordinates(write_coordinates(picks, tmp_path / f"{name}{suffix}", **kwargs))
         _same(picks, back, atol=atol)
+
+
+def test_autopick_star_listing_itself_is_an_error(tmp_path):
+    path = tmp_path / "autopick.star"
+    path.write_text("data_coordinate_files\nloop_\n_rlnMicrographName\n_rlnMicrographCoordinates\n"
+                    "a.mrc autopick.star\n")
+    _one_line_error(path, "lists further coordinate files")

@@ -164,3 +164,8 @@ def test_micrograph_list_errors(tmp_path):
     empty.write_text("# nothing\n\n")
     with pytest.raises(FormatError, match="lists no micrographs"):
         read_micrograph_list(empty)
+
+
+def test_particles_star_lists_each_micrograph_once():
+    entries = read_micrograph_list(DATA / "particles_relion31.star")
+    assert [Path(p).name for p, _ in entries] == ["mic_001.mrc", "mic_002.mrc"]

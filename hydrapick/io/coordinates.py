@@ -133,6 +133,7 @@ def read_coordinate_folder(path_or_glob: str | os.PathLike, format: str | None =
     if not files:
         kinds = f"of format {format}" if format else f"({', '.join(sorted(_EXTENSIONS))})"
         raise FormatError(f"{describe(text)} holds no coordinate files {kinds}", text)
+    log.debug("reading %d coordinate files from %s", len(files), text)
     return Picks.concat(read_coordinates(p, format, flip_y=flip_y, image_height=image_height) for p in files)
 
 
@@ -178,7 +179,8 @@ def write_coordinates(picks: Picks, path: str | os.PathLike, format: str | None 
     if flip_y:
         picks = picks.flip_y(image_height)
     if name == "relion":
-        return star.write_relion_job(picks, path, micrograph_paths)
+        job_dir = path.parent if path.suffix.lower() == ".star" else path  # .../job006/autopick.star
+        return star.write_relion_job(picks, job_dir, micrograph_paths)
     if name == "star":
         if combined is None:
             combined = len(picks.micrographs()) > 1

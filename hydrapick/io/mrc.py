@@ -243,7 +243,11 @@ def _star_micrograph_list(path: Path) -> list[tuple[str, float | None]]:
                 sizes = [only] * len(names)
             else:
                 sizes = [group_sizes.get(g) for g in groups]
-    return list(zip(names, sizes, strict=True))
+    # A particles file names each micrograph once per particle; list each micrograph once.
+    first: dict[str, float | None] = {}
+    for name, size in zip(names, sizes, strict=True):
+        first.setdefault(name, size)
+    return list(first.items())
 
 
 def _optics_pixel_sizes(blocks: dict, path: Path) -> dict[str, float]:

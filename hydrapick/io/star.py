@@ -31,7 +31,7 @@ def is_empty_file(path: Path) -> bool:
         return False
 
 
-def read_star(path: str | os.PathLike, micrograph: str | None = None) -> Picks:
+def read_star(path: str | os.PathLike, micrograph: str | None = None, *, _follow: bool = True) -> Picks:
     """Picks from a RELION STAR file of any kind (per-micrograph, combined, or ``autopick.star``).
 
     Parameters
@@ -51,6 +51,9 @@ def read_star(path: str | os.PathLike, micrograph: str | None = None) -> Picks:
     blocks = _star.read(path)
     for table in blocks.values():
         if "_rlnMicrographCoordinates" in table:
+            if not _follow:
+                raise FormatError(f"{describe(path)} lists further coordinate files; a per-micrograph "
+                                  "coordinate table was expected", path)
             return _read_autopick(path, table)
     table = _star.find_loop(blocks, "_rlnCoordinateX", path, "a RELION coordinate table")
     if "_rlnCoordinateY" not in table:
@@ -80,7 +83,7 @@ def _read_autopick(path: Path, table: _star.Table) -> Picks:
         if coord_path is None:
             raise FormatError(f"{describe(path)} lists coordinates '{coord}' for {name}, but that file "
                               f"exists under none of: {', '.join(str(b) for b in bases)}", path)
-        picks = read_star(coord_path, micrograph=name)
+        picks = read_star(coord_path, micrograph=name, _follow=False)
         parts.append(picks.with_micrograph(name))
     return Picks.concat(parts)
 
