@@ -117,11 +117,19 @@ def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, .
         truth = evaluation.load_coordinates(truth_path, flip_y=flip_y_truth, image_height=heights)
         if len(truth.picks) == 0:
             raise click.ClickException(f"{truth_path}: no true particles found")
+        if isinstance(heights, dict):
+            lacking = [m for m in truth.micrographs if m not in heights]
+            if lacking:
+                raise click.ClickException(f"micrograph {lacking[0]} of the truth has no image in "
+                                           f"{micrographs_path}, so its y cannot be flipped")
         names = _evaluate_labels(picks_paths, labels)
         reports = {}
         pick_sets = {}
         for i, (name, path) in enumerate(zip(names, picks_paths, strict=True)):
-            picked = evaluation.load_coordinates(path, flip_y=flip_y_picks, image_height=heights)
+            # Picks on micrographs without an image cannot be flipped; they are not evaluated anyway
+            # unless --include-unlabelled, and then only micrographs with an image are.
+            picked = evaluation.load_coordinates(path, flip_y=flip_y_picks, image_height=heights,
+                                                 missing_height="drop")
             micrographs = truth.micrographs + (picked.micrographs if include_unlabelled else [])
             threshold = thresholds[i if len(thresholds) > 1 else 0] if thresholds else None
             reports[name] = evaluation.evaluate(truth.picks, picked.picks, box, iou_threshold=iou_threshold,

@@ -289,7 +289,8 @@ class CoordinateSet:
 
 
 def load_coordinates(path: str | os.PathLike, *, format: str | None = None, flip_y: bool = False,
-                     image_height: int | Mapping[str, int] | None = None) -> CoordinateSet:
+                     image_height: int | Mapping[str, int] | None = None,
+                     missing_height: str = "error") -> CoordinateSet:
     """Read a coordinate file or a folder of per-micrograph files in any format `hydrapick.io` reads.
 
     Parameters
@@ -304,6 +305,9 @@ def load_coordinates(path: str | os.PathLike, *, format: str | None = None, flip
     image_height : int or mapping of micrograph key -> int, optional
         Micrograph height(s) in pixels for ``flip_y``; a mapping flips each micrograph with its own
         height (cryoSPARC files carry their shapes and need none).
+    missing_height : {"error", "drop"}
+        With a mapping of heights: what to do with coordinates on a micrograph it lacks (see
+        `flip_y_per_micrograph`).
 
     Raises
     ------
@@ -331,21 +335,32 @@ def load_coordinates(path: str | os.PathLike, *, format: str | None = None, flip
     else:
         picks = io.read_coordinates(path, format, flip_y=read_flip, image_height=file_height)
     if flip_y and isinstance(image_height, Mapping):
-        picks = flip_y_per_micrograph(picks, image_height)
+        picks = flip_y_per_micrograph(picks, image_height, missing=missing_height)
     keys = list(dict.fromkeys(_keys(picks.micrograph).tolist() + covered))
     return CoordinateSet(picks, keys)
 
 
-def flip_y_per_micrograph(picks: Picks, heights: Mapping[str, int]) -> Picks:
-    """Mirror y on each micrograph with its own height (``heights`` keyed by `micrograph_key`)."""
+def flip_y_per_micrograph(picks: Picks, heights: Mapping[str, int], *, missing: str = "error") -> Picks:
+    """Mirror y on each micrograph with its own height (``heights`` keyed by `micrograph_key`).
+
+    ``missing="error"`` raises ValueError when a micrograph with coordinates has no height;
+    ``missing="drop"`` leaves its coordinates out (logged as a warning).
+    """
+    if missing not in ("error", "drop"):
+        raise ValueError(f"missing must be 'error' or 'drop', got {missing!r}")
     heights = {micrograph_key(k): v for k, v in heights.items()}
-    keys = _keys(picks.micrograph).tolist()
-    missing = sorted(set(keys) - set(heights))
-    if missing:
-        raise ValueError(f"flip_y needs the height of micrograph {missing[0]!r}"
-                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    keys = _keys(picks.micrograph)
+    absent = sorted(set(keys.tolist()) - set(heights))
+    if absent and missing == "drop":
+        known = np.array([k in heights for k in keys.tolist()], dtype=bool)
+        log.warning("left out %d coordinates on %d micrographs without a known height (cannot flip y): %s",
+                    int((~known).sum()), len(absent), _some(absent))
+        picks, keys = picks[known], keys[known]
+    elif absent:
+        raise ValueError(f"flip_y needs the height of micrograph {absent[0]!r}"
+                         + (f" and {len(absent) - 1} more" if len(absent) > 1 else "")
                          + "; no micrograph of that name was found")
-    h = np.array([heights[k] for k in keys], dtype=np.float64)
+    h = np.array([heights[k] for k in keys.tolist()], dtype=np.float64)
     return Picks(picks.micrograph.copy(), picks.x.copy(), h - 1 - picks.y, picks.score.copy(),
                  picks.diameter_px.copy())
 
@@ -378,6 +393,10 @@ def _keys(names: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=object)
     unique, inverse = np.unique(np.asarray(names, dtype=str), return_inverse=True)
     return np.array([micrograph_key(u) for u in unique.tolist()], dtype=object)[inverse]
+
+
+def _some(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
 
 
 def _ranking_scores(score: np.ndarray) -> np.ndarray:

@@ -1,0 +1,137 @@
+"""`hydrapick evaluate` on small STAR / Topaz files with known scores."""
+
+import json
+
+import mrcfile
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hydrapick.cli import cli
+
+STAR_HEADER = "\ndata_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n"
+HEIGHT = 400
+
+# Evaluated micrographs m1, m2, m3 (m3 has no particles: an empty truth file); m4 has picks only.
+TRUTH = {"m1": [(100, 100), (200, 100), (300, 100)], "m2": [(100, 200), (200, 200)], "m3": []}
+PICKS = [("m1", 100, 100, 0.9), ("m1", 201, 100, 0.8), ("m1", 300, 300, 0.7), ("m2", 100, 200, 0.6),
+         ("m3", 50, 50, 0.5), ("m4", 10, 10, 0.95)]
+# Ranked over m1-m3: TP TP FP TP FP of 5 particles -> precision 1, 1, 2/3, 3/4, 3/5 at recall
+# .2 .4 .4 .6 .6; all-point AP = 0.2 + 0.2 + 0.2 * 0.75 = 0.55; best F1 = 2*3/(4+5) = 2/3 at score 0.6.
+AP = 0.55
+# With m4 included its 0.95 false pick comes first: AP = 0.2 * 2/3 + 0.2 * 2/3 + 0.2 * 0.6.
+AP_WITH_M4 = 0.4 * 2 / 3 + 0.2 * 0.6
+
+
+@pytest.fixture
+def data(tmp_path):
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for mic, rows in TRUTH.items():
+        (truth / f"{mic}.star").write_text(STAR_HEADER + "".join(f"{x} {y}\n" for x, y in rows))
+    star = tmp_path / "picks.star"
+    star.write_text("\ndata_\n\nloop_\n_rlnMicrographName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
+                    "_rlnAutopickFigureOfMerit #4\n"
+                    + "".join(f"Micrographs/{m}.mrc {x} {y} {s}\n" for m, x, y, s in PICKS))
+    # The same picks as Topaz text with y counted from the bottom row.
+    topaz = tmp_path / "topaz.txt"
+    topaz.write_text("image_name\tx_coord\ty_coord\tscore\n"
+                     + "".join(f"{m}\t{x}\t{HEIGHT - 1 - y}\t{s}\n" for m, x, y, s in PICKS))
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    rng = np.random.default_rng(0)
+    for mic in ("m1", "m2", "m3"):
+        with mrcfile.new(mics / f"{mic}.mrc") as mrc:
+            mrc.set_data(rng.normal(size=(HEIGHT, 500)).astype(np.float32))
+            mrc.voxel_size = 2.0
+    return tmp_path
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["evaluate", *map(str, args)])
+
+
+def test_scores_match_hand_computed_values(data):
+    out = data / "scores.json"
+    result = run("--truth", data / "truth", "--picks", data / "picks.star", "--label", "hp", "--box", 20,
+                 "--json", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["pickers"]["hp"]
+    assert report["ap"] == pytest.approx(AP)
+    assert report["best_f1"] == pytest.approx(2 / 3) and report["best_f1_threshold"] == pytest.approx(0.6)
+    assert (report["n_truth"], report["n_picks"], report["n_matched"]) == (5, 5, 3)
+    assert report["skipped_picks"] == {"m4": 1}
+    assert set(report["per_micrograph"]) == {"m1", "m2", "m3"}
+    assert report["per_micrograph"]["m3"]["precision"] == 0.0
+    assert "0.550" in result.output and "hp" in result.output and "m3" in result.output
+    assert "--include-unlabelled" in result.output  # tells the user about m4
+
+
+def test_include_unlabelled_counts_extra_micrographs(data):
+    out = data / "scores.json"
+    result = run("--truth", data / "truth", "--picks", data / "picks.star", "--box", 20, "--json", out,
+                 "--include-unlabelled")
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["pickers"]["picks"]
+    assert report["ap"] == pytest.approx(AP_WITH_M4)
+    assert report["n_picks"] == 6 and "skipped_picks" not in report
+
+
+def test_two_pickers_flip_and_diameter(data):
+    out = data / "scores.json"
+    result = run("--truth", data / "truth", "--picks", data / "picks.star", "--picks", data / "topaz.txt",
+                 "--label", "star", "--label", "topaz", "--diameter", 40, "--apix", 2, "--flip-y-picks",
+                 "--image-height", HEIGHT, "--json", out)
+    assert result.exit_code == 0, result.output
+    pickers = json.loads(out.read_text())["pickers"]
+    # The STAR picks were flipped too, so they no longer land on the particles; Topaz's now do.
+    assert pickers["topaz"]["ap"] == pytest.approx(AP)
+    assert pickers["star"]["n_matched"] < 3
+    # Heights from the micrographs instead of --image-height give the same result.
+    result = run("--truth", data / "truth", "--picks", data / "topaz.txt", "--box", 20, "--flip-y-picks",
+                 "--micrographs", data / "mics", "--json", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["pickers"]["topaz"]["ap"] == pytest.approx(AP)
+
+
+def test_threshold_and_plots(data):
+    plots = data / "figs"
+    out = data / "scores.json"
+    # Box from --diameter and the MRC header's pixel size (2 A): 40 / 2 = 20 px.
+    result = run("--truth", data / "truth", "--picks", data / "picks.star", "--label", "hp", "--diameter", 40,
+                 "--micrographs", data / "mics", "--threshold", 0.75, "--plots", plots, "--overlays", 2,
+                 "--json", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["pickers"]["hp"]
+    assert report["box_px"] == pytest.approx(20.0)
+    assert (report["n_picks"], report["n_matched"]) == (2, 2) and report["precision"] == 1.0
+    names = sorted(p.name for p in plots.iterdir())
+    assert names == ["overlay_hp_m1.png", "overlay_hp_m2.png", "pr.png", "roc.png"]
+    assert all((plots / n).stat().st_size > 5_000 for n in names)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--box", "20", "--diameter", "40"], "either --box or --diameter"),
+    ([], "give the box size"),
+    (["--diameter", "40"], "--diameter needs --apix"),
+    (["--box", "20", "--flip-y-picks"], "--image-height or --micrographs"),
+    (["--box", "20", "--label", "a", "--label", "b"], "--label was given 2 times for 1 --picks"),
+    (["--box", "20", "--threshold", "0.1", "--threshold", "0.2"], "--threshold was given 2 times"),
+])
+def test_usage_errors_are_one_line(data, args, message):
+    result = run("--truth", data / "truth", "--picks", data / "picks.star", *args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_bad_file_is_named(data):
+    bad = data / "bad.txt"
+    bad.write_text("something else entirely\n1 2 3\n")
+    result = run("--truth", data / "truth", "--picks", bad, "--box", 20)
+    assert result.exit_code == 1
+    assert "bad.txt" in result.output and result.output.count("\n") == 1
+    empty = data / "empty"
+    empty.mkdir()
+    result = run("--truth", empty, "--picks", data / "picks.star", "--box", 20)
+    assert result.exit_code == 1 and "no coordinate files" in result.output
