@@ -22,9 +22,6 @@ import torch
 
 from .config import ModelConfig
 
-# Pairs of (anchor, particle) IoUs computed at once in `match`; bounds its memory for whole micrographs.
-_MATCH_CHUNK = 1 << 22
-
 
 def _grid_len(n: int, config: ModelConfig) -> int:
     from .model.head import head_strides
@@ -64,16 +61,19 @@ def match(anchors: torch.Tensor, centres: torch.Tensor, box_px: float,
     """Match particle centres to anchors.
 
     1. Every (anchor, particle) pair with box IoU > ``iou_threshold`` is a candidate; an anchor takes the
-       particle it overlaps most.
-    2. Every particle also gets its best anchor (highest IoU, then nearest), overriding step 1. When two
-       particles have the same best anchor, the one with the higher IoU keeps it and the other takes its
-       best anchor not claimed in this step. Particles farther than one anchor spacing from every anchor
-       (centres outside the image) get no forced anchor.
+       particle it overlaps most (ties: the lower particle index).
+    2. Every particle also gets its best anchor (highest IoU, then nearest, then lowest index), overriding
+       step 1. When two particles have the same best anchor, the one with the higher IoU keeps it and the
+       other takes its best anchor not claimed in this step. Particles at least one anchor spacing from
+       every anchor (centres outside the image) get no forced anchor.
+
+    Only anchors within ``max(box_px, spacing)`` of a particle are examined, so whole micrographs with
+    thousands of particles cost little.
 
     Parameters
     ----------
     anchors : (A, 2) float tensor
-        Anchor centres (x, y) in input pixels.
+        Anchor centres (x, y) in input pixels (a regular grid, as from `anchor_centres`).
     centres : (P, 2) float tensor
         Particle centres (x, y) in input pixels.
     box_px : float
@@ -87,70 +87,83 @@ def match(anchors: torch.Tensor, centres: torch.Tensor, box_px: float,
     matched : (A,) long tensor
         Index into ``centres`` of each anchor's particle, -1 for unmatched anchors.
     """
-    if box_px <= 0:
+    if not box_px > 0:
         raise ValueError(f"box_px must be positive, got {box_px}")
     n_a = anchors.shape[0]
     device = anchors.device
     matched = torch.full((n_a,), -1, dtype=torch.long, device=device)
-    centres = centres.to(device=device, dtype=anchors.dtype).reshape(-1, 2)
+    centres = torch.as_tensor(centres).to(device=device, dtype=anchors.dtype).reshape(-1, 2)
     n_p = centres.shape[0]
     if n_a == 0 or n_p == 0:
         return matched >= 0, matched
 
-    best_iou_a = torch.zeros(n_a, dtype=anchors.dtype, device=device)
-    best_a = torch.empty(n_p, dtype=torch.long, device=device)
-    best_iou_p = torch.empty(n_p, dtype=anchors.dtype, device=device)
-    chunk = max(1, _MATCH_CHUNK // n_a)
-    for start in range(0, n_p, chunk):
-        stop = min(n_p, start + chunk)
-        iou = box_iou(anchors, centres[start:stop], box_px)  # (A, p)
-        # Step 1, per anchor: the particle with the highest IoU above the threshold.
-        value, index = iou.max(dim=1)
-        better = (value > iou_threshold) & (value > best_iou_a)
-        best_iou_a = torch.where(better, value, best_iou_a)
-        matched = torch.where(better, index + start, matched)
-        # Step 2 needs each particle's best anchor: highest IoU, ties (and IoU 0) broken by distance.
-        dist2 = ((anchors[:, None, :] - centres[None, start:stop, :]) ** 2).sum(-1)
-        top = iou.max(dim=0, keepdim=True).values
-        cand = torch.where(iou >= top, dist2, torch.full_like(dist2, math.inf))
-        best_a[start:stop] = cand.argmin(dim=0)
-        best_iou_p[start:stop] = top[0]
+    spacing = _spacing(anchors)
+    pj, ai = _pairs_within(centres, anchors, max(float(box_px), spacing))
+    d = anchors[ai].double() - centres[pj].double()
+    gap = d.abs()
+    overlap = (box_px - gap).clamp(min=0).prod(dim=-1)
+    iou = overlap / (2 * box_px * box_px - overlap)
+    dist2 = (d * d).sum(-1)
 
-    stride = _spacing(anchors)
-    gap = (anchors[best_a] - centres).abs().amax(dim=1)
-    reachable = gap < stride if stride > 0 else torch.ones_like(gap, dtype=torch.bool)
+    # Step 1: per anchor, the particle with the highest IoU above the threshold.
+    sel = iou > iou_threshold
+    if bool(sel.any()):
+        a1, p1, v1 = ai[sel], pj[sel], iou[sel]
+        top = torch.full((n_a,), -1.0, dtype=v1.dtype, device=device).scatter_reduce(0, a1, v1, "amax")
+        is_top = v1 == top[a1]
+        first = torch.full((n_a,), n_p, dtype=torch.long, device=device).scatter_reduce(
+            0, a1[is_top], p1[is_top], "amin")
+        matched = torch.where(first < n_p, first, matched)
+
+    # Step 2: each particle's best reachable anchor (IoU, then distance, then index).
+    if spacing > 0:
+        near = gap.amax(dim=-1) < spacing
+        ai, pj, iou, dist2 = ai[near], pj[near], iou[near], dist2[near]
+    best_a, best_iou = _best_per_particle(ai, pj, iou, dist2, n_p, n_a)
+    has = best_a < n_a
     idx = torch.arange(n_p, device=device)
-    # Among particles forced onto the same anchor, the highest IoU (then lowest index) wins.
-    key = torch.where(reachable, best_iou_p, torch.full_like(best_iou_p, -1.0))
-    top_key = torch.full((n_a,), -2.0, dtype=key.dtype, device=device).scatter_reduce(
-        0, best_a, key, reduce="amax")
-    is_top = reachable & (key == top_key[best_a])
+    # Among particles forced onto the same anchor, the highest IoU (then the lowest index) wins.
+    safe_a = torch.where(has, best_a, torch.zeros_like(best_a))
+    top = torch.full((n_a,), -2.0, dtype=best_iou.dtype, device=device).scatter_reduce(
+        0, best_a[has], best_iou[has], "amax")
+    is_top = has & (best_iou == top[safe_a])
     first = torch.full((n_a,), n_p, dtype=torch.long, device=device).scatter_reduce(
-        0, best_a[is_top], idx[is_top], reduce="amin")
-    winner = is_top & (first[best_a] == idx)
+        0, best_a[is_top], idx[is_top], "amin")
+    winner = is_top & (first[safe_a] == idx)
     forced = torch.zeros(n_a, dtype=torch.bool, device=device)
     forced[best_a[winner]] = True
     matched[best_a[winner]] = idx[winner]
 
-    # Rare: particles that lost their best anchor to a closer neighbour take their best unclaimed anchor.
-    losers = idx[reachable & ~winner]
+    # Rare (near-duplicate particles): losers take their best anchor not forced to another particle.
+    losers = idx[has & ~winner]
     if losers.numel():
-        order = losers[torch.argsort(best_iou_p[losers], descending=True, stable=True)]
-        for j in order.tolist():
-            c = centres[j : j + 1]
-            iou = box_iou(anchors, c, box_px)[:, 0]
-            near = (anchors - c).abs().amax(dim=1) < stride
-            d2 = ((anchors - c) ** 2).sum(-1)
-            ok = near & ~forced
-            if not bool(ok.any()):
+        order = losers[torch.argsort(best_iou[losers], descending=True, stable=True)]
+        by_particle = torch.argsort(pj, stable=True)
+        starts = torch.searchsorted(pj[by_particle], order)
+        stops = torch.searchsorted(pj[by_particle], order, right=True)
+        for j, lo, hi in zip(order.tolist(), starts.tolist(), stops.tolist(), strict=True):
+            rows = by_particle[lo:hi]
+            rows = rows[~forced[ai[rows]]]
+            if rows.numel() == 0:
                 continue
-            # Highest IoU first, nearest among equals.
-            score = torch.where(ok, iou, torch.full_like(iou, -1.0))
-            cand = torch.where(score >= score.max(), d2, torch.full_like(d2, math.inf))
-            a = int(cand.argmin())
+            a, _ = _best_per_particle(ai[rows], torch.zeros_like(rows), iou[rows], dist2[rows], 1, n_a)
             forced[a] = True
             matched[a] = j
     return matched >= 0, matched
+
+
+def _best_per_particle(ai: torch.Tensor, pj: torch.Tensor, iou: torch.Tensor, dist2: torch.Tensor,
+                       n_p: int, n_a: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per particle, the anchor of highest IoU, then smallest distance, then lowest index (n_a: none)."""
+    device = ai.device
+    best_iou = torch.full((n_p,), -1.0, dtype=iou.dtype, device=device).scatter_reduce(0, pj, iou, "amax")
+    c = iou == best_iou[pj]
+    min_d = torch.full((n_p,), math.inf, dtype=dist2.dtype, device=device).scatter_reduce(
+        0, pj[c], dist2[c], "amin")
+    c &= dist2 == min_d[pj]
+    best_a = torch.full((n_p,), n_a, dtype=torch.long, device=device).scatter_reduce(
+        0, pj[c], ai[c], "amin")
+    return best_a, best_iou
 
 
 def _spacing(anchors: torch.Tensor) -> float:
@@ -161,6 +174,51 @@ def _spacing(anchors: torch.Tensor) -> float:
         if values.numel() > 1:
             spacing = max(spacing, float((values[1:] - values[:-1]).max()))
     return spacing
+
+
+def _pairs_within(query: torch.Tensor, ref: torch.Tensor, radius: float,
+                  chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """All index pairs (i, j) with ``max(|query[i] - ref[j]|) < radius`` (Chebyshev distance).
+
+    Points are bucketed into square cells of side ``radius``: a pair can only come from the same or a
+    neighbouring cell, so the work grows with the number of close pairs, not with len(query) * len(ref).
+    """
+    device = ref.device
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    nq, nr = query.shape[0], ref.shape[0]
+    if nq == 0 or nr == 0:
+        return empty, empty
+    q, r = query.double(), ref.double()
+    lo = torch.minimum(q.min(dim=0).values, r.min(dim=0).values)
+    extent = float((torch.maximum(q.max(dim=0).values, r.max(dim=0).values) - lo).max())
+    # Cells no smaller than extent / 2^30 keep the cell keys well inside int64.
+    cell = max(float(radius), extent / 2**30, 1e-300)
+    rc = torch.floor((r - lo) / cell).long()
+    qc = torch.floor((q - lo) / cell).long()
+    ncols = int(max(int(rc[:, 0].max()), int(qc[:, 0].max()))) + 3  # room for the -1/+1 neighbours
+    r_key = (rc[:, 1] + 1) * ncols + rc[:, 0] + 1
+    q_key = (qc[:, 1] + 1) * ncols + qc[:, 0] + 1
+    sorted_key, perm = torch.sort(r_key)
+    neighbours = torch.tensor([dy * ncols + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], device=device)
+    out_q, out_r = [], []
+    for start in range(0, nq, chunk):
+        qi = torch.arange(start, min(nq, start + chunk), device=device)
+        target = (q_key[qi, None] + neighbours).reshape(-1)  # (c * 9,)
+        first = torch.searchsorted(sorted_key, target)
+        count = torch.searchsorted(sorted_key, target, right=True) - first
+        total = int(count.sum())
+        if total == 0:
+            continue
+        pair_q = torch.repeat_interleave(qi.repeat_interleave(9), count)
+        # Position of each pair inside its cell's run of the sorted order.
+        run_start = torch.repeat_interleave(first - torch.cumsum(count, 0) + count, count)
+        pair_r = perm[run_start + torch.arange(total, device=device)]
+        close = (q[pair_q] - r[pair_r]).abs().amax(dim=-1) < radius
+        out_q.append(pair_q[close])
+        out_r.append(pair_r[close])
+    if not out_q:
+        return empty, empty
+    return torch.cat(out_q), torch.cat(out_r)
 
 
 def encode(anchors: torch.Tensor, targets: torch.Tensor, stride: float) -> torch.Tensor:
@@ -216,16 +274,17 @@ def max_offset_px(config: ModelConfig) -> float:
     return max(float(config.anchor_stride), config.particle_diameter_px * (1 - t) / (1 + t))
 
 
-def nms_by_distance(centres: torch.Tensor, scores: torch.Tensor, min_distance: float) -> torch.Tensor:
+def nms_by_distance(centres: torch.Tensor, scores: torch.Tensor, min_distance: float,
+                    block: int = 512) -> torch.Tensor:
     """Greedy non-maximum suppression by centre distance.
 
     Candidates are visited by descending score; a candidate is kept unless a kept one lies closer than
     ``min_distance`` (Euclidean, strict). Ties in score go to the lower index.
 
-    Implementation: neighbour pairs are found through a grid of ``min_distance`` cells (memory and time
-    grow with the number of close pairs, not K^2), then the greedy result is computed in parallel rounds:
-    a candidate is decided once all its higher-ranked neighbours are. The result is identical to the
-    sequential greedy algorithm.
+    Implementation: candidates are taken in blocks of ``block`` by rank. A block's candidates near an
+    already kept one (found through a grid of cells, so the cost grows with the number of close pairs,
+    not K^2) are dropped; the rest are resolved among themselves on a small dense distance matrix. The
+    result is identical to the sequential greedy algorithm.
 
     Parameters
     ----------
@@ -239,67 +298,59 @@ def nms_by_distance(centres: torch.Tensor, scores: torch.Tensor, min_distance: f
     (M,) long tensor of kept indices, in descending score order.
     """
     k = scores.shape[0]
-    device = scores.device
+    if centres.shape != (k, 2):
+        raise ValueError(f"centres {tuple(centres.shape)} do not fit scores {tuple(scores.shape)}")
     order = torch.sort(scores, descending=True, stable=True).indices
     if k == 0 or min_distance <= 0:
         return order
-    rank = torch.empty(k, dtype=torch.long, device=device)
-    rank[order] = torch.arange(k, device=device)
-    hi, lo = _close_pairs(centres, rank, float(min_distance))  # hi outranks lo
+    d2 = float(min_distance) ** 2
+    xy = centres[order].double()  # rank order from here on
+    kept: list[torch.Tensor] = []
+    kept_xy = xy[:0]
+    for start in range(0, k, block):
+        cand = xy[start : start + block]
+        alive = torch.ones(cand.shape[0], dtype=torch.bool, device=cand.device)
+        if kept_xy.shape[0]:
+            qi, ri = _pairs_within(cand, kept_xy, float(min_distance))
+            close = ((cand[qi] - kept_xy[ri]) ** 2).sum(-1) < d2
+            alive[qi[close]] = False
+        idx = alive.nonzero().flatten()
+        if idx.numel() == 0:
+            continue
+        sub = cand[idx]
+        # adj[i, j]: i outranks j and is closer than min_distance.
+        dx = sub[:, None, 0] - sub[None, :, 0]
+        dy = sub[:, None, 1] - sub[None, :, 1]
+        adj = (dx * dx + dy * dy < d2).triu(diagonal=1)
+        new = idx[_greedy_dense(adj)] + start
+        kept.append(new)
+        kept_xy = torch.cat([kept_xy, xy[new]])
+    return order[torch.cat(kept)] if kept else order[:0]
+
+
+def _greedy_dense(adj: torch.Tensor, max_rounds: int = 16) -> torch.Tensor:
+    """Greedy NMS on candidates already in rank order, given ``adj[i, j]`` (i outranks and is close to j).
+
+    Parallel rounds (a candidate is decided once every higher-ranked neighbour is) usually finish in a
+    few rounds; long chains fall back to a sequential pass. Returns the kept positions, ascending.
+    """
+    n = adj.shape[0]
     UNDECIDED, KEPT, SUPPRESSED = 0, 1, 2
-    state = torch.zeros(k, dtype=torch.int8, device=device)
-    while True:
+    state = torch.zeros(n, dtype=torch.int8, device=adj.device)
+    for _ in range(max_rounds):
         undecided = state == UNDECIDED
         if not bool(undecided.any()):
-            break
-        # Kept: every higher-ranked neighbour is already suppressed.
-        blocked = torch.zeros(k, dtype=torch.bool, device=device)
-        if hi.numel():
-            blocked[lo[state[hi] != SUPPRESSED]] = True
+            return (state == KEPT).nonzero().flatten()
+        blocked = (adj & (state != SUPPRESSED)[:, None]).any(dim=0)
         state[undecided & ~blocked] = KEPT
-        # Suppressed: a higher-ranked neighbour is kept.
-        if hi.numel():
-            hit = torch.zeros(k, dtype=torch.bool, device=device)
-            hit[lo[state[hi] == KEPT]] = True
-            state[(state == UNDECIDED) & hit] = SUPPRESSED
-            # Edges whose both ends are decided are no longer needed.
-            live = state[lo] == UNDECIDED
-            hi, lo = hi[live], lo[live]
-    return order[state[order] == KEPT]
-
-
-def _close_pairs(centres: torch.Tensor, rank: torch.Tensor, d: float,
-                 chunk: int = 1 << 15) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index pairs (hi, lo) closer than ``d`` with ``rank[hi] < rank[lo]``, via a grid of ``d`` cells."""
-    k = centres.shape[0]
-    device = centres.device
-    xy = centres.to(torch.float64)
-    cell = torch.floor((xy - xy.min(dim=0).values) / d).long()
-    ncols = int(cell[:, 0].max()) + 3  # +3: room for the -1/+1 neighbours without wrapping
-    key = (cell[:, 1] + 1) * ncols + (cell[:, 0] + 1)
-    sort_key, perm = torch.sort(key)
-    his, los = [], []
-    offsets = [dy * ncols + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-    for start in range(0, k, chunk):
-        q = torch.arange(start, min(k, start + chunk), device=device)
-        for off in offsets:
-            target = key[q] + off
-            first = torch.searchsorted(sort_key, target)
-            last = torch.searchsorted(sort_key, target, right=True)
-            count = last - first
-            if int(count.sum()) == 0:
-                continue
-            qi = torch.repeat_interleave(q, count)
-            # Position of each pair inside its neighbour cell's run in the sorted order.
-            base = torch.repeat_interleave(first - torch.cumsum(count, 0) + count, count)
-            pj = perm[base + torch.arange(qi.numel(), device=device)]
-            keep = (rank[qi] < rank[pj]) & (((xy[qi] - xy[pj]) ** 2).sum(-1) < d * d)
-            his.append(qi[keep])
-            los.append(pj[keep])
-    if not his:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return empty, empty
-    return torch.cat(his), torch.cat(los)
+        hit = (adj & (state == KEPT)[:, None]).any(dim=0)
+        state[(state == UNDECIDED) & hit] = SUPPRESSED
+    # Sequential finish: in rank order, every earlier candidate is decided when we reach one.
+    a = adj.cpu().numpy()
+    s = state.cpu().numpy()
+    for j in (s == UNDECIDED).nonzero()[0]:
+        s[j] = SUPPRESSED if (a[:j, j] & (s[:j] == KEPT)).any() else KEPT
+    return torch.from_numpy(s == KEPT).to(adj.device).nonzero().flatten()
 
 
 def detect(outputs: torch.Tensor, anchors: torch.Tensor, config: ModelConfig, min_distance_px: float,

@@ -219,3 +219,48 @@ def test_detect_clamps_wild_offsets():
     centres, _ = detect(torch.tensor([[100.0, -100.0, 5.0]]), anchors, THESIS, 10.0)
     limit = max_offset_px(THESIS)
     assert torch.allclose(centres, torch.tensor([[limit, -limit]]))
+
+
+def reference_match(anchors, centres, box, thr, spacing):
+    """Plain-Python statement of the matching rules, for comparison with the vectorised `match`."""
+    A, P = len(anchors), len(centres)
+    a, c = anchors.double().tolist(), centres.double().tolist()
+
+    def iou(i, j):
+        o = max(0.0, box - abs(a[i][0] - c[j][0])) * max(0.0, box - abs(a[i][1] - c[j][1]))
+        return o / (2 * box * box - o)
+
+    def key(i, j):  # larger is better: IoU, then nearer, then lower anchor index
+        return (iou(i, j), -((a[i][0] - c[j][0]) ** 2 + (a[i][1] - c[j][1]) ** 2), -i)
+
+    matched = [-1] * A
+    for i in range(A):
+        cands = [(iou(i, j), -j) for j in range(P) if iou(i, j) > thr]
+        if cands:
+            matched[i] = -max(cands)[1]
+    reach = {j: [i for i in range(A) if max(abs(a[i][0] - c[j][0]), abs(a[i][1] - c[j][1])) < spacing]
+             for j in range(P)}
+    best = {j: max(reach[j], key=lambda i, j=j: key(i, j)) for j in range(P) if reach[j]}
+    forced = {}
+    for j in sorted(best, key=lambda j: (-iou(best[j], j), j)):
+        if best[j] not in forced:
+            forced[best[j]] = j
+    for j in sorted(best, key=lambda j: (-iou(best[j], j), j)):
+        if forced.get(best[j]) != j:
+            free = [i for i in reach[j] if i not in forced]
+            if free:
+                forced[max(free, key=lambda i, j=j: key(i, j))] = j
+    for i, j in forced.items():
+        matched[i] = j
+    return matched
+
+
+@pytest.mark.parametrize("seed,box", [(0, 64.0), (1, 64.0), (2, 24.0), (3, 40.0), (4, 100.0)])
+def test_match_agrees_with_plain_python_rules(seed, box):
+    g = torch.Generator().manual_seed(seed)
+    anchors = anchor_centres(100, 120, THESIS)
+    # Clustered particles (so conflicts happen), some duplicated, a few outside the image.
+    centres = torch.rand((25, 2), generator=g) * torch.tensor([140.0, 120.0]) - 10
+    centres = torch.cat([centres, centres[:3], centres[3:6] + 2.0])
+    _, idx = match(anchors, centres, box)
+    assert idx.tolist() == reference_match(anchors, centres, box, 0.6, 16.0)
