@@ -1,0 +1,965 @@
+"""Micrographs in, `Picks` out: model loading, batched (and, when needed, tiled) inference, decoding.
+
+`pick_micrographs` is the engine: it reads and preprocesses micrographs in background threads while
+the model works (`hydrapick.preprocess.prepare`, exactly as in training), batches micrographs of equal
+model-scale shape, runs the network on whole micrographs, decodes every candidate above a low score
+floor with `hydrapick.anchors.detect` and maps it back to the micrograph's own pixels. `pick` (also
+``hydrapick.pick``) wraps it with input gathering, sharding, atomic outputs in every supported format,
+``skip_existing`` and previews; the ``hydrapick pick`` command is a thin layer over `pick`.
+
+Tiling. The network is fully convolutional, so a micrograph is processed whole unless it is larger than
+``max_tile_px`` at the model's scale or the device runs out of memory. Tiles then overlap by more than
+the receptive field and start on multiples of the anchor stride, and GroupNorm statistics are
+accumulated over the whole micrograph (one extra partial pass per normalisation layer) instead of per
+tile, so tiled and untiled inference give the same outputs up to float rounding.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ModelConfig, PickConfig, PreprocessConfig
+from .device import resolve_device
+from .inputs import MicrographInput, gather_inputs, parse_shard, select_shard
+from .picks import Picks, micrograph_key
+from .preprocess import Prepared, prepare
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODEL = "generic.pt"
+# Used when a checkpoint carries no calibrated threshold for the head (a model trained outside
+# `hydrapick train`): 0.5 is the natural cut of a sigmoid score; a warning says so.
+FALLBACK_THRESHOLD = 0.5
+# Minimum distance between picks when none is given, as a fraction of the particle diameter: particles
+# in a monolayer touch at 1 diameter; 0.8 still separates touching particles but merges duplicates.
+DEFAULT_MIN_DISTANCE_FRACTION = 0.8
+
+
+class PickError(ValueError):
+    """A micrograph that cannot be picked (one line naming the file and the reason)."""
+
+
+# --- model ----------------------------------------------------------------------------------------------
+
+def bundled_model_path() -> Path | None:
+    """Path of the bundled generic checkpoint, or None when this installation has none."""
+    ref = importlib.resources.files("hydrapick") / "weights" / BUNDLED_MODEL
+    return Path(str(ref)) if ref.is_file() else None
+
+
+def load_model(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu",
+               ) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint: the bundled generic model when ``path`` is None.
+
+    Returns
+    -------
+    (model, metadata)
+        The `hydrapick.model.HydraPicker` in eval mode and the checkpoint's metadata (thresholds,
+        diameters_A, model_config, heads, ...).
+
+    Raises
+    ------
+    hydrapick.checkpoint.CheckpointError
+        Missing or unreadable checkpoint, including a missing bundled model.
+    """
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    if path is None:
+        ref = importlib.resources.files("hydrapick") / "weights" / BUNDLED_MODEL
+        if not ref.is_file():
+            raise CheckpointError(
+                f"the bundled generic model (hydrapick/weights/{BUNDLED_MODEL}) is not part of this "
+                "installation; pass a checkpoint with --model FILE (model= in Python)")
+        with importlib.resources.as_file(ref) as file:
+            model, metadata = load_checkpoint(file, map_location=map_location)
+    else:
+        model, metadata = load_checkpoint(path, map_location=map_location)
+    model.eval()
+    return model, dict(metadata or {})
+
+
+def _model_and_metadata(model) -> tuple[nn.Module, dict[str, Any]]:
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return load_model(model)
+    if isinstance(model, tuple) and len(model) == 2:
+        return model[0], dict(model[1] or {})
+    if isinstance(model, nn.Module):
+        return model, dict(getattr(model, "metadata", None) or {})
+    raise TypeError(f"model must be a checkpoint path, a (model, metadata) pair or a module, "
+                    f"not {type(model).__name__}")
+
+
+def _check_head(model: nn.Module, head: str) -> None:
+    heads = getattr(model, "heads", None)
+    if heads is not None and head not in heads:
+        raise ValueError(f"the model has no head named {head!r}; heads: {', '.join(heads.keys())}")
+
+
+def resolve_threshold(metadata: dict[str, Any], head: str, threshold: float | None = None) -> float:
+    """``threshold`` if given, else the calibrated threshold stored for ``head``, else 0.5 (warned)."""
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+        return float(threshold)
+    stored = (metadata.get("thresholds") or {}).get(head)
+    if stored is None:
+        log.warning("the checkpoint stores no calibrated threshold for head %r; using %.2f",
+                    head, FALLBACK_THRESHOLD)
+        return FALLBACK_THRESHOLD
+    return float(stored)
+
+
+def resolve_diameter(metadata: dict[str, Any], head: str, diameter_A: float | None = None) -> float:
+    """``diameter_A`` if given, else the particle diameter the head was trained for."""
+    if diameter_A is None:
+        diameter_A = (metadata.get("diameters_A") or {}).get(head)
+        if diameter_A is None:
+            raise ValueError(f"no particle diameter: give it in Å (--diameter); the model's head {head!r} "
+                             "does not record one")
+    diameter_A = float(diameter_A)
+    if not diameter_A > 0:
+        raise ValueError(f"particle diameter must be positive, got {diameter_A} Å")
+    return diameter_A
+
+
+# --- inference ------------------------------------------------------------------------------------------
+
+def receptive_field_px(model: nn.Module, head: str = "generic") -> int:
+    """Receptive field (input pixels) of one anchor output: an upper bound from the convolutions in order.
+
+    Shortcut branches are counted as if in series, which can only overestimate it.
+    """
+    modules = list(model.body.modules()) + list(model.heads[head].modules())  # type: ignore[attr-defined]
+    rf, jump = 1, 1
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            k = max(m.kernel_size)
+            d = max(m.dilation) if isinstance(m.dilation, tuple) else m.dilation
+            s = max(m.stride)
+            rf += (k - 1) * d * jump
+            jump *= s
+    return rf
+
+
+def tile_margin_px(model: nn.Module, head: str = "generic") -> int:
+    """Context kept on each side of a tile: half the receptive field plus one stride, in whole strides.
+
+    Adjacent tiles then overlap by at least the receptive field, so every output a tile keeps sees only
+    real image, never the tile's own zero padding.
+    """
+    stride = model.config.anchor_stride  # type: ignore[attr-defined]
+    need = receptive_field_px(model, head) // 2 + stride
+    return -(-need // stride) * stride
+
+
+def tile_spans(length: int, core: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Split ``[0, length)`` into owned spans of ``core`` pixels with windows ``margin`` wider each side.
+
+    Returns ``(window_start, window_stop, own_start, own_stop)`` tuples; owned spans partition the axis.
+    """
+    spans = []
+    for start in range(0, length, core):
+        stop = min(length, start + core)
+        spans.append((max(0, start - margin), min(length, stop + margin), start, stop))
+    return spans
+
+
+class _StopForward(Exception):
+    """Raised inside a forward pass once the statistics being collected are complete."""
+
+
+@contextmanager
+def _patched_norms(norms: Sequence[nn.GroupNorm], forwards: Sequence[Callable]) -> Iterator[None]:
+    for module, forward in zip(norms, forwards, strict=True):
+        module.forward = forward  # instance attribute shadows the class method
+    try:
+        yield
+    finally:
+        for module in norms:
+            del module.forward
+
+
+def _group_norm_order(model: nn.Module, head: str, device: torch.device, dtype: torch.dtype,
+                      ) -> list[tuple[nn.GroupNorm, int]]:
+    """GroupNorm layers in execution order with their stride relative to the input."""
+    stride = model.config.anchor_stride  # type: ignore[attr-defined]
+    side = 4 * stride
+    seen: list[tuple[nn.GroupNorm, int]] = []
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.GroupNorm):
+            hooks.append(m.register_forward_pre_hook(
+                lambda mod, inp: seen.append((mod, side // int(inp[0].shape[-1])))))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, model.config.in_channels, side, side, device=device, dtype=dtype),  # type: ignore
+                  head=head)
+    finally:
+        for h in hooks:
+            h.remove()
+    if len({id(m) for m, _ in seen}) != len(seen):
+        raise RuntimeError("a GroupNorm layer runs more than once per forward pass; tiled inference "
+                           "cannot reproduce whole-micrograph statistics for this network")
+    return seen
+
+
+def _own_region(ys: tuple[int, int, int, int], xs: tuple[int, int, int, int], stride: int,
+                ) -> tuple[slice, slice]:
+    """Rows/cols of a tile's stride-``stride`` feature map whose centres fall in the span the tile owns."""
+    (wy0, _, oy0, oy1), (wx0, _, ox0, ox1) = ys, xs
+    return (slice((oy0 - wy0) // stride, -(-(oy1 - wy0) // stride)),
+            slice((ox0 - wx0) // stride, -(-(ox1 - wx0) // stride)))
+
+
+class _NormWithStats:
+    """GroupNorm forward that uses given whole-image statistics instead of the tile's own."""
+
+    def __init__(self, module: nn.GroupNorm) -> None:
+        self.module = module
+        self.mean: torch.Tensor | None = None
+        self.rstd: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m, g = self.module, self.module.num_groups
+        n, c, h, w = x.shape
+        # (N, C, h, w) -> (N, G, C/G, h, w): the statistics are per group.
+        xg = x.float().reshape(n, g, c // g, h, w)
+        y = ((xg - self.mean.view(1, g, 1, 1, 1)) * self.rstd.view(1, g, 1, 1, 1)).reshape(n, c, h, w)
+        if m.affine:
+            y = y * m.weight.float().view(1, c, 1, 1) + m.bias.float().view(1, c, 1, 1)
+        return y
+
+
+class _NormCollector:
+    """GroupNorm forward that sums its input over the tile's owned region, then stops the pass."""
+
+    def __init__(self, module: nn.GroupNorm, stride: int, device: torch.device) -> None:
+        self.groups, self.stride = module.num_groups, stride
+        self.total = torch.zeros(self.groups, dtype=torch.float64, device=device)
+        self.total_sq = torch.zeros_like(self.total)
+        self.count = 0
+        self.spans: tuple = ()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = _own_region(*self.spans, self.stride)
+        part = x[:, :, rows, cols].double()
+        n, c, h, w = part.shape
+        # (N, C, h, w) -> (N, G, C/G*h*w)
+        part = part.reshape(n, self.groups, -1)
+        self.total += part.sum(dim=(0, 2))
+        self.total_sq += (part * part).sum(dim=(0, 2))
+        self.count += c // self.groups * h * w
+        raise _StopForward
+
+    def statistics(self, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.total / self.count
+        var = (self.total_sq / self.count - mean * mean).clamp(min=0)
+        return mean.float(), torch.rsqrt(var + eps).float()
+
+
+def _infer_tiled(model: nn.Module, image: torch.Tensor, head: str, tile_px: int) -> torch.Tensor:
+    """Outputs (1, A, 3) of one image (1, C, H, W), computed tile by tile with whole-image statistics."""
+    stride = model.config.anchor_stride  # type: ignore[attr-defined]
+    _, _, height, width = image.shape
+    margin = tile_margin_px(model, head)
+    core = max(stride, (tile_px - 2 * margin) // stride * stride)
+    tiles = [(ys, xs) for ys in tile_spans(height, core, margin) for xs in tile_spans(width, core, margin)]
+    norms = _group_norm_order(model, head, image.device, image.dtype)
+    modules = [m for m, _ in norms]
+    fixed = [_NormWithStats(m) for m in modules]
+    log.debug("tiled inference: %dx%d in %d tiles of <= %d px, margin %d px, %d GroupNorm passes",
+              height, width, len(tiles), core + 2 * margin, margin, len(norms))
+
+    def window(ys, xs):
+        return image[:, :, ys[0]:ys[1], xs[0]:xs[1]]
+
+    # One pass per GroupNorm layer: the layers before it use the whole-image statistics found so far,
+    # the layer itself sums its input over the region each tile owns, and the pass stops there.
+    for k, (module, s) in enumerate(norms):
+        collector = _NormCollector(module, s, image.device)
+        with _patched_norms(modules, [*fixed[:k], collector, *fixed[k + 1:]]), torch.no_grad():
+            for ys, xs in tiles:
+                collector.spans = (ys, xs)
+                try:
+                    model(window(ys, xs), head=head)
+                except _StopForward:
+                    pass
+        fixed[k].mean, fixed[k].rstd = collector.statistics(module.eps)
+
+    ha, wa = -(-height // stride), -(-width // stride)
+    out: torch.Tensor | None = None
+    with _patched_norms(modules, fixed), torch.no_grad():
+        for ys, xs in tiles:
+            tile_out = model(window(ys, xs), head=head)
+            th, tw = -(-(ys[1] - ys[0]) // stride), -(-(xs[1] - xs[0]) // stride)
+            # (1, th*tw, 3) -> (th, tw, 3): the tile's anchor grid, of which the owned anchors are kept.
+            grid = tile_out.reshape(th, tw, -1)
+            if out is None:
+                out = torch.empty((ha, wa, grid.shape[-1]), dtype=grid.dtype, device=grid.device)
+            rows, cols = _own_region(ys, xs, stride)
+            out[ys[2] // stride:-(-ys[3] // stride), xs[2] // stride:-(-xs[3] // stride)] = grid[rows, cols]
+    assert out is not None
+    return out.reshape(1, ha * wa, -1)
+
+
+def infer(model: nn.Module, images: torch.Tensor, head: str = "generic", *,
+          max_tile_px: int | None = None) -> torch.Tensor:
+    """Raw outputs (N, A, 3) for prepared images (N, 1, H, W) on the model's device.
+
+    Whole images are processed at once unless a side exceeds ``max_tile_px`` (model pixels), in which
+    case each image is processed in overlapping tiles that give the same outputs (see module docstring).
+    Out-of-memory errors fall back to single images, then to ever smaller tiles.
+    """
+    height, width = images.shape[-2:]
+    tile_px = max_tile_px
+    while True:
+        try:
+            if tile_px is None or max(height, width) <= tile_px:
+                with torch.no_grad():
+                    return model(images, head=head)
+            return torch.cat([_infer_tiled(model, images[i:i + 1], head, tile_px)
+                              for i in range(images.shape[0])])
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _is_oom(exc):
+                raise
+            if images.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if images.shape[0] > 1:
+                log.info("out of memory on a batch of %d; picking one micrograph at a time", images.shape[0])
+                return torch.cat([infer(model, images[i:i + 1], head, max_tile_px=max_tile_px)
+                                  for i in range(images.shape[0])])
+            smaller = (tile_px or max(height, width)) // 2
+            if smaller < 4 * tile_margin_px(model, head):
+                raise
+            log.info("out of memory on a %dx%d micrograph; tiles of %d px", height, width, smaller)
+            tile_px = smaller
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate" in text
+
+
+# --- the picking engine ---------------------------------------------------------------------------------
+
+@dataclass
+class PickResult:
+    """The outcome for one micrograph.
+
+    Attributes
+    ----------
+    path : str
+        The file read.
+    name : str
+        The micrograph name written to outputs.
+    picks : Picks
+        Every candidate with score >= the score floor, in pixels of the micrograph as read, highest
+        score first; ``diameter_px`` is the particle diameter in those pixels.
+    threshold : float
+        Score threshold for the main output (`selected`).
+    error : str or None
+        Why the micrograph could not be picked (one line naming the file); None on success.
+    shape : (height, width) or None
+    pixel_size_A : float or None
+    """
+
+    path: str
+    name: str
+    picks: Picks = field(default_factory=Picks.empty)
+    threshold: float = FALLBACK_THRESHOLD
+    error: str | None = None
+    shape: tuple[int, int] | None = None
+    pixel_size_A: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def selected(self) -> Picks:
+        """Picks at or above `threshold`: what goes into the main output."""
+        return self.picks.above(self.threshold)
+
+
+@dataclass
+class _Loaded:
+    item: MicrographInput
+    prepared: Prepared | None = None
+    pixel_size_A: float | None = None
+    error: str | None = None
+
+
+def _as_input(p: str | os.PathLike | MicrographInput) -> MicrographInput:
+    if isinstance(p, MicrographInput):
+        return p
+    text = os.fspath(p)
+    return MicrographInput(path=text, name=text)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _ordered_prefetch(items: Sequence[Any], fn: Callable[[Any], Any], workers: int, depth: int,
+                      ) -> Iterator[Any]:
+    """``fn(item)`` for each item, computed ahead by ``workers`` threads, yielded in input order."""
+    if not items:
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hydrapick-reader")
+    pending: queue.SimpleQueue[Future] = queue.SimpleQueue()
+    it = iter(items)
+    try:
+        for item in it:
+            pending.put(pool.submit(fn, item))
+            if pending.qsize() >= depth:
+                break
+        while not pending.empty():
+            result = pending.get().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.put(pool.submit(fn, nxt))
+            yield result
+    finally:
+        while not pending.empty():
+            pending.get().cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, model=None,
+                     head: str = "generic", diameter_A: float | None = None,
+                     pixel_size_A: float | None = None, threshold: float | None = None,
+                     min_distance_A: float | None = None, border_A: float = 0.0,
+                     score_floor: float = PickConfig.score_floor, device: str | torch.device = "auto",
+                     batch_size: int = PickConfig.batch_size,
+                     progress: Callable[[PickResult], None] | None = None,
+                     max_tile_px: int | None = PickConfig.max_tile_px, num_workers: int | None = None,
+                     mixed_precision: bool = True) -> Iterator[PickResult]:
+    """Pick particles on micrographs, one `PickResult` per micrograph, in input order.
+
+    Parameters
+    ----------
+    paths : iterable of path or MicrographInput
+        MRC files (use `hydrapick.inputs.gather_inputs` for globs and lists).
+    model : None, path, (model, metadata) or nn.Module
+        None: the bundled generic model.
+    head : str
+        Head to pick with ("generic" for unseen specimens).
+    diameter_A : float, optional
+        Particle diameter in Å; default the diameter recorded for the head.
+    pixel_size_A : float, optional
+        Overrides every micrograph's pixel size (Å); default from the list or the MRC header.
+    threshold : float, optional
+        Score for `PickResult.selected`; default the head's calibrated threshold.
+    min_distance_A : float, optional
+        Minimum distance between picks in Å (default 0.8 x diameter).
+    border_A : float
+        Picks whose centre lies closer than this to the micrograph edge (Å) are dropped.
+    score_floor : float
+        Candidates scoring below this are not kept at all.
+    device : str or torch.device
+        "auto", "cpu", "cuda" or "cuda:N".
+    batch_size : int
+        Micrographs per forward pass (only micrographs of equal model-scale shape are batched).
+    progress : callable, optional
+        Called with each `PickResult` as it is produced.
+    max_tile_px : int or None
+        Model-scale side above which a micrograph is processed in tiles (None: never, unless out of
+        memory).
+    num_workers : int, optional
+        Reader threads (default: 1 on CPU, min(8, cores) on CUDA).
+    mixed_precision : bool
+        On CUDA, run the network under autocast (bfloat16 where supported, else float16).
+
+    Yields
+    ------
+    PickResult
+        A micrograph that cannot be read or picked gives a result with ``error`` set; the others go on.
+    """
+    items = [_as_input(p) for p in paths]
+    net, metadata = _model_and_metadata(model)
+    _check_head(net, head)
+    cfg: ModelConfig = net.config  # type: ignore[attr-defined]
+    diameter_A = resolve_diameter(metadata, head, diameter_A)
+    threshold = resolve_threshold(metadata, head, threshold)
+    if min_distance_A is None:
+        min_distance_A = DEFAULT_MIN_DISTANCE_FRACTION * diameter_A
+    if min_distance_A < 0 or border_A < 0:
+        raise ValueError("min_distance_A and border_A must not be negative")
+    if not 0.0 <= score_floor <= 1.0:
+        raise ValueError(f"score_floor must be between 0 and 1, got {score_floor}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if pixel_size_A is not None and not pixel_size_A > 0:
+        raise ValueError(f"pixel size must be positive, got {pixel_size_A} Å")
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    net = net.to(dev).eval()
+    preprocess = metadata.get("preprocess") or {}
+    clip = float(preprocess.get("clip_percentile", PreprocessConfig().clip_percentile))
+    workers = num_workers or (min(8, _cpu_count()) if cuda else 1)
+    streams = threading.local()
+
+    def load(item: MicrographInput) -> _Loaded:
+        from .io import read_micrograph
+
+        try:
+            size = pixel_size_A if pixel_size_A is not None else item.pixel_size_A
+            mic = read_micrograph(item.path, pixel_size_A=size)
+            if mic.pixel_size_A is None:
+                raise PickError(f"File '{item.path}' has no pixel size in its header; give one with --apix "
+                                "(pixel_size_A)")
+            # A copy: reads the memory-mapped file here, in the reader thread, into writable memory.
+            data = np.array(mic.data, dtype=np.float32)
+            if not np.isfinite(data).all():
+                raise PickError(f"File '{item.path}' contains NaN or infinite pixel values")
+            if cuda:
+                stream = getattr(streams, "stream", None)
+                if stream is None:
+                    stream = streams.stream = torch.cuda.Stream(dev)
+                # The reader's own stream lets upload and resampling overlap the network on the default one.
+                with torch.cuda.stream(stream):
+                    prepared = prepare(torch.from_numpy(data).pin_memory(), mic.pixel_size_A, diameter_A, cfg,
+                                       clip_percentile=clip, device=dev)
+                stream.synchronize()
+            else:
+                prepared = prepare(data, mic.pixel_size_A, diameter_A, cfg, clip_percentile=clip)
+            return _Loaded(item, prepared, mic.pixel_size_A)
+        except Exception as exc:  # noqa: BLE001 - one bad micrograph must not stop a run of thousands
+            return _Loaded(item, error=_reason(item.path, exc))
+
+    anchors_cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def finish(loaded: _Loaded, outputs: torch.Tensor) -> PickResult:
+        from .anchors import anchor_centres, detect
+
+        prep = loaded.prepared
+        assert prep is not None and loaded.pixel_size_A is not None
+        h, w = prep.image.shape
+        if (h, w) not in anchors_cache:
+            anchors_cache[(h, w)] = anchor_centres(h, w, cfg, device=outputs.device)
+        scale = prep.scale_x
+        centres, scores = detect(outputs.float(), anchors_cache[(h, w)], cfg,
+                                 min_distance_px=min_distance_A / loaded.pixel_size_A * scale,
+                                 score_floor=score_floor)
+        centres, scores = centres.cpu().numpy().astype(np.float64), scores.cpu().numpy().astype(np.float64)
+        picks = prep.to_original(Picks(micrograph=loaded.item.name, x=centres[:, 0], y=centres[:, 1],
+                                       score=scores))
+        oh, ow = prep.original_shape
+        border = border_A / loaded.pixel_size_A
+        # Centres beyond the image (a decoded offset can push one out) or within the border are dropped.
+        inside = ((picks.x >= border - 0.5) & (picks.x < ow - 0.5 - border)
+                  & (picks.y >= border - 0.5) & (picks.y < oh - 0.5 - border))
+        picks = picks[inside]
+        picks.diameter_px = np.full(len(picks), diameter_A / loaded.pixel_size_A)
+        return PickResult(path=loaded.item.path, name=loaded.item.name, picks=picks, threshold=threshold,
+                          shape=(oh, ow), pixel_size_A=loaded.pixel_size_A)
+
+    def run_batch(batch: list[_Loaded]) -> list[PickResult]:
+        try:
+            return _run_batch(batch)
+        except Exception as exc:  # noqa: BLE001
+            if len(batch) > 1:
+                return [r for b in batch for r in run_batch([b])]
+            return [PickResult(path=batch[0].item.path, name=batch[0].item.name, threshold=threshold,
+                               error=_reason(batch[0].item.path, exc))]
+
+    @torch.inference_mode()
+    def _run_batch(batch: list[_Loaded]) -> list[PickResult]:
+        # (N, H, W) -> (N, 1, H, W)
+        images = torch.stack([b.prepared.image for b in batch])[:, None]  # type: ignore[union-attr]
+        amp = torch.autocast("cuda", dtype=half) if cuda and mixed_precision else nullcontext()
+        with amp:
+            outputs = infer(net, images.to(dev), head, max_tile_px=max_tile_px)
+        return [finish(b, outputs[i]) for i, b in enumerate(batch)]
+
+    def emit(results: list[PickResult]) -> Iterator[PickResult]:
+        for r in results:
+            if progress is not None:
+                progress(r)
+            yield r
+
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    half = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    with _torch_threads(None if cuda else _cpu_count()):
+        pending: list[_Loaded] = []
+        depth = max(2 * batch_size, 2 * workers)
+        for loaded in _ordered_prefetch(items, load, workers, depth):
+            if loaded.error is not None:
+                yield from emit(run_batch(pending) if pending else [])
+                pending = []
+                yield from emit([PickResult(path=loaded.item.path, name=loaded.item.name, threshold=threshold,
+                                            error=loaded.error)])
+                continue
+            if pending and (len(pending) >= batch_size
+                            or pending[0].prepared.image.shape != loaded.prepared.image.shape):  # type: ignore
+                yield from emit(run_batch(pending))
+                pending = []
+            pending.append(loaded)
+        if pending:
+            yield from emit(run_batch(pending))
+
+
+def _reason(path: str, exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if path not in text:
+        text = f"File '{path}': {text}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# --- runs: inputs to output files -----------------------------------------------------------------------
+
+PICK_FORMATS = ("star", "relion", "box", "topaz", "cs")
+_FORMAT_ALIASES = {"eman": "box", "cryosparc": "cs", "rln": "star", "job": "relion"}
+_SUFFIX_FORMATS = {".star": "star", ".txt": "topaz", ".cs": "cs"}
+PREVIEW_COUNT = 3
+
+
+@dataclass
+class PickProgress:
+    """Progress of a `pick` run, passed to its ``progress`` callback (first with ``result=None``)."""
+
+    done: int
+    total: int
+    picks: int
+    failed: int
+    result: PickResult | None = None
+
+
+@dataclass
+class PickReport:
+    """What a `pick` run did.
+
+    Attributes
+    ----------
+    picks : Picks
+        Picks at or above the threshold, on every micrograph of the run (skipped ones read back).
+    candidates : Picks
+        Every candidate above the score floor, on the micrographs picked in this run.
+    threshold : float
+    n_micrographs : int
+        Micrographs in this run (after sharding), whether picked, skipped or failed.
+    n_skipped : int
+        Micrographs whose outputs already existed (``skip_existing``).
+    failures : list of (path, reason)
+    seconds : float
+    outputs : list of Path
+        Main output files or folders written.
+    shard : (index, count) or None
+    """
+
+    picks: Picks
+    candidates: Picks
+    threshold: float
+    n_micrographs: int
+    n_skipped: int
+    failures: list[tuple[str, str]]
+    seconds: float
+    outputs: list[Path]
+    shard: tuple[int, int] | None = None
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def n_picked(self) -> int:
+        """Micrographs picked in this run."""
+        return self.n_micrographs - self.n_skipped - self.n_failed
+
+    @property
+    def micrographs_per_second(self) -> float:
+        return self.n_picked / self.seconds if self.seconds > 0 else 0.0
+
+
+def output_format(output: str | os.PathLike, format: str | None = None) -> str:
+    """The output format for ``output``: ``format`` if given, else from the name.
+
+    ``.star`` -> star (one file with ``_rlnMicrographName``), ``.txt`` -> topaz, ``.cs`` -> cs, and a
+    name without extension (or an existing folder) -> relion (a job folder).
+    """
+    if format is not None:
+        name = _FORMAT_ALIASES.get(format.lower(), format.lower())
+        if name not in PICK_FORMATS:
+            raise ValueError(f"unknown output format {format!r}; use one of {', '.join(PICK_FORMATS)}")
+        return name
+    path = Path(output)
+    if path.is_dir() or str(output).endswith(("/", os.sep)) or not path.suffix:
+        return "relion"
+    name = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if name is None:
+        if path.suffix.lower() == ".box":
+            raise ValueError(f"output '{output}': an EMAN .box file holds one micrograph; give a folder "
+                             "with --format box")
+        raise ValueError(f"output '{output}': cannot tell the format from '{path.suffix}'; give --format "
+                         f"({', '.join(PICK_FORMATS)})")
+    return name
+
+
+class _Outputs:
+    """Where each output goes, for one run (per-micrograph files for folders, combined files otherwise)."""
+
+    def __init__(self, output: str | os.PathLike, fmt: str, items: Sequence[MicrographInput],
+                 shard: tuple[int, int] | None) -> None:
+        from .io.star import relion_output_subpath
+
+        self.format = fmt
+        self.folder = fmt in ("relion", "box")
+        path = Path(output)
+        if self.folder and path.is_file():
+            raise ValueError(f"output '{output}' is a file; --format {fmt} writes a folder")
+        if not self.folder and path.is_dir():
+            raise ValueError(f"output '{output}' is a folder; --format {fmt} writes one file")
+        self.sharded = shard is not None and shard[1] > 1
+        if self.sharded and not self.folder:
+            # Shards of a combined file cannot share it; each writes its own (see docs/picking.md).
+            path = path.with_name(f"{path.stem}.shard{shard[0]}of{shard[1]}{path.suffix}")  # type: ignore
+        self.path = path
+        # Every candidate above the floor, for re-thresholding. Folders keep them per micrograph under
+        # candidates/ (so skip_existing keeps earlier runs' candidates); a job folder also gets one
+        # combined candidates.star (a .box folder does not: its reader would mix it with the picks).
+        self.candidates_path = (path / "candidates.star" if self.folder
+                                else path.with_name(f"{path.stem}_candidates{path.suffix}"))
+        self.candidates_dir = path / "candidates"
+        self._sub: dict[str, str] = {}
+        if self.folder:
+            owner: dict[str, str] = {}
+            for item in items:
+                sub = (f"{relion_output_subpath(item.name)}_autopick.star" if fmt == "relion"
+                       else f"{micrograph_key(item.name)}.box")
+                if sub in owner:
+                    raise ValueError(f"micrographs '{owner[sub]}' and '{item.name}' would share the output "
+                                     f"file {sub}; give micrographs distinct names")
+                owner[sub] = item.name
+                self._sub[item.name] = sub
+
+    def main_file(self, item: MicrographInput) -> Path:
+        return self.path / self._sub[item.name]
+
+    def candidates_file(self, item: MicrographInput) -> Path:
+        return self.candidates_dir / self._sub[item.name]
+
+    def exists(self, item: MicrographInput) -> bool:
+        return self.main_file(item).is_file() and self.candidates_file(item).is_file()
+
+    def write_micrograph(self, result: PickResult) -> None:
+        """Per-micrograph files, candidates first: a main file therefore marks a finished micrograph."""
+        if not self.folder:
+            return
+        item = MicrographInput(result.path, result.name)
+        self._write_one(result.picks, self.candidates_file(item))
+        self._write_one(result.selected, self.main_file(item))
+
+    def _write_one(self, picks: Picks, path: Path) -> None:
+        from .io import write_coordinates
+
+        if self.format == "relion":
+            write_coordinates(picks, path, "star", combined=False)
+        else:
+            write_coordinates(picks, path, "box")
+
+    def read_back(self, item: MicrographInput) -> Picks:
+        from .io import read_coordinates
+
+        picks = read_coordinates(self.main_file(item), "star" if self.format == "relion" else "box",
+                                 micrograph=item.name)
+        return picks.with_micrograph(item.name)
+
+    def finish(self, picks: Picks, candidates: Picks, results: Sequence[PickResult],
+               names: list[str]) -> list[Path]:
+        """Index files (folders) or the combined files; returns the main outputs."""
+        from .io import write_coordinates, write_relion_job
+
+        if self.folder:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if self.format == "relion" and not self.sharded:
+                write_relion_job(picks, self.path, names)
+                write_coordinates(candidates, self.candidates_path, "star", combined=True)
+            return [self.path]
+        if self.format == "cs":
+            from .io.cryosparc import write_cs
+
+            shapes = {r.name: r.shape for r in results if r.shape is not None}
+            sizes = {r.name: r.pixel_size_A for r in results if r.pixel_size_A is not None}
+            write_cs(candidates, self.candidates_path, image_shape=shapes, pixel_size_A=sizes)
+            write_cs(picks, self.path, image_shape=shapes, pixel_size_A=sizes)
+        else:
+            extra = {"combined": True} if self.format == "star" else {}
+            write_coordinates(candidates, self.candidates_path, self.format, **extra)
+            write_coordinates(picks, self.path, self.format, **extra)
+        return [self.path]
+
+
+def write_preview(result: PickResult, folder: str | os.PathLike) -> Path:
+    """PNG of the micrograph with its selected picks (red boxes of the particle diameter)."""
+    from .io import read_micrograph
+    from .plots import overlay
+
+    image = np.asarray(read_micrograph(result.path).data, dtype=np.float32)
+    selected = result.selected
+    box = float(selected.diameter_px[0]) if len(selected) else float(np.nanmean(result.picks.diameter_px)
+                                                                        if len(result.picks) else 0.0)
+    out = Path(folder) / f"{micrograph_key(result.name)}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    overlay(image, out, picks=selected, box_px=box or 1.0,
+            title=f"{result.name}: {len(selected)} picks, score >= {result.threshold:.2f}")
+    return out
+
+
+def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | MicrographInput],
+         output: str | os.PathLike | None = None, *, format: str | None = None, model=None,
+         head: str = "generic", diameter_A: float | None = None, pixel_size_A: float | None = None,
+         threshold: float | None = None, min_distance_A: float | None = None, border_A: float = 0.0,
+         score_floor: float = PickConfig.score_floor, device: str | torch.device = "auto",
+         batch_size: int = PickConfig.batch_size, shard: tuple[int, int] | str | None = None,
+         skip_existing: bool = False, preview_dir: str | os.PathLike | None = None,
+         preview_count: int = PREVIEW_COUNT, max_tile_px: int | None = PickConfig.max_tile_px,
+         progress: Callable[[PickProgress], None] | None = None) -> PickReport:
+    """Pick micrographs and write the results: what ``hydrapick pick`` does, from Python.
+
+    Parameters
+    ----------
+    micrographs : path, glob, list file, or iterable of them
+        See `hydrapick.inputs.gather_inputs` (MRC files, globs, folders, RELION micrographs STAR,
+        text lists).
+    output : path, optional
+        Where to write: ``x.star`` (combined STAR, default format), ``x.txt`` (Topaz), ``x.cs``
+        (cryoSPARC), or a folder (RELION job folder, or EMAN .box files with ``format="box"``). Every
+        candidate above ``score_floor`` also goes to ``x_candidates.<ext>`` (files) or to per-micrograph
+        files under ``<folder>/candidates/`` (plus ``<folder>/candidates.star`` for a job folder), so
+        picks can be re-thresholded later. None: write nothing.
+    format : str, optional
+        One of `PICK_FORMATS`; default from ``output``.
+    shard : (K, N) or "K/N", optional
+        Pick only every N-th micrograph starting at K (0-based); all shards together cover the input
+        once. Folder outputs are shared by the shards; combined files get a ``.shardKofN`` suffix.
+    skip_existing : bool
+        Folder outputs only: micrographs whose output files exist are not picked again (their picks are
+        read back), so an interrupted run continues where it stopped.
+    preview_dir : path, optional
+        Write PNG overlays of the first ``preview_count`` picked micrographs there.
+    progress : callable, optional
+        Called with a `PickProgress` before the first micrograph and after each one.
+
+    Other parameters are those of `pick_micrographs`.
+
+    Returns
+    -------
+    PickReport
+        Failed micrographs are listed in ``failures`` (the run goes on without them).
+    """
+    started = time.perf_counter()
+    if isinstance(micrographs, (str, os.PathLike, MicrographInput)):
+        micrographs = [micrographs]
+    items: list[MicrographInput] = []
+    for m in micrographs:
+        items += [m] if isinstance(m, MicrographInput) else gather_inputs([m])
+    # The same file named twice (a glob and a list, say) is picked once.
+    items = list({os.path.abspath(it.path): it for it in reversed(items)}.values())[::-1]
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    if shard is not None:
+        items = select_shard(items, *shard)
+    net, metadata = _model_and_metadata(model)
+    _check_head(net, head)
+    threshold = resolve_threshold(metadata, head, threshold)
+    diameter_A = resolve_diameter(metadata, head, diameter_A)
+
+    outputs = None
+    if output is not None:
+        outputs = _Outputs(output, output_format(output, format), items, shard)
+        if skip_existing and not outputs.folder:
+            raise ValueError("skip_existing needs a folder output (--format relion or box): combined files "
+                             "are only written at the end of a run")
+    elif skip_existing:
+        raise ValueError("skip_existing needs an output folder")
+
+    skipped: list[MicrographInput] = []
+    todo = items
+    if skip_existing and outputs is not None:
+        skipped = [it for it in items if outputs.exists(it)]
+        done_names = {it.name for it in skipped}
+        todo = [it for it in items if it.name not in done_names]
+        if skipped:
+            log.info("skipping %d micrograph(s) with existing outputs", len(skipped))
+
+    total = len(todo)
+    results: list[PickResult] = []
+    failures: list[tuple[str, str]] = []
+    n_picks = 0
+    previews = 0
+    if progress is not None:
+        progress(PickProgress(0, total, 0, 0, None))
+    for result in pick_micrographs(todo, model=(net, metadata), head=head, diameter_A=diameter_A,
+                                   pixel_size_A=pixel_size_A, threshold=threshold,
+                                   min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
+                                   device=device, batch_size=batch_size, max_tile_px=max_tile_px):
+        if result.ok:
+            if outputs is not None:
+                outputs.write_micrograph(result)
+            n_picks += len(result.selected)
+            results.append(result)
+            if preview_dir is not None and previews < preview_count:
+                previews += 1
+                try:
+                    write_preview(result, preview_dir)
+                except Exception as exc:  # noqa: BLE001 - a preview is never worth losing picks over
+                    log.warning("no preview for %s: %s", result.name, exc)
+        else:
+            # Reported through the result and the report (the command lists them); logged for libraries.
+            log.info("not picked: %s", result.error)
+            failures.append((result.path, result.error or "unknown error"))
+        if progress is not None:
+            progress(PickProgress(len(results) + len(failures), total, n_picks, len(failures), result))
+
+    parts = [r.selected for r in results]
+    if skipped and outputs is not None:
+        parts += [outputs.read_back(it) for it in skipped]
+    picks = Picks.concat(parts)
+    candidates = Picks.concat(r.picks for r in results)
+    written: list[Path] = []
+    if outputs is not None:
+        picked = {r.name for r in results} | {it.name for it in skipped}
+        names = [it.name for it in items if it.name in picked]
+        if skipped and outputs.format == "relion" and not outputs.sharded:
+            from .io import read_coordinates
+
+            earlier = [read_coordinates(outputs.candidates_file(it), "star", micrograph=it.name)
+                       for it in skipped]
+            candidates = Picks.concat([candidates] + [p.with_micrograph(it.name)
+                                                      for p, it in zip(earlier, skipped, strict=True)])
+        written = outputs.finish(picks, candidates, results, names)
+    return PickReport(picks=picks, candidates=Picks.concat(r.picks for r in results), threshold=threshold,
+                      n_micrographs=len(items), n_skipped=len(skipped), failures=failures,
+                      seconds=time.perf_counter() - started, outputs=written, shard=shard)
