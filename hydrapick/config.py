@@ -121,3 +121,107 @@ class PickConfig:
     batch_size: int = 4
     max_tile_px: int = 2048  # model-scale side above which inference is tiled
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of `hydrapick train` that are not file names (see docs/training.md).
+
+    Training runs in two phases (thesis 4.3): phase 1 pretrains the body with the generic head alone on
+    every dataset (Adam, cosine annealing with warm restarts); phase 2 adds one head per dataset,
+    initialised from the pretrained generic head, and trains body and heads with the bias loss tying the
+    generic head to them (SGD with momentum). An epoch is ``steps_per_epoch`` optimiser steps of one
+    mini-batch each, not a pass over the data, so tiny and huge corpora are handled alike.
+    """
+
+    seed: int = 0
+    # Data: crops in model pixels, mini-batches from one dataset at a time.
+    crop_px: int = 368
+    batch_size: int = 4
+    steps_per_epoch: int = 100
+    flips: bool = True  # random 90-degree rotations and mirror images
+    any_angle: bool = False  # also random rotations by any angle (interpolates the noise)
+    cache_dtype: str = "float32"  # "float16" halves the memory of the micrograph cache
+    # Phase 1: single-head pretraining.
+    pretrain_epochs: int = 200
+    pretrain_lr: float = 1e-3
+    restart_epochs: int = 40  # warm restart period of the cosine schedule (thesis: 40 epochs)
+    min_lr: float = 1e-6
+    weight_decay: float = 0.0
+    # Phase 2: multi-head training.
+    multihead_epochs: int = 20
+    multihead_lr: float = 1e-3
+    momentum: float = 0.98  # thesis 4.3
+    # Loss (thesis eq. 3.1): loc + cls_weight * cls + bias_weight * bias.
+    cls_weight: float = 1.0
+    bias_weight: float = 0.1
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    grad_clip: float = 10.0  # global gradient-norm clip; 0 switches it off
+    # Validation, model selection and calibration.
+    valid_every: int = 1  # epochs between validations (the last epoch of a phase is always validated)
+    valid_tile_px: int | None = None  # validation tiles in model pixels; None: crop_px
+    max_valid_tiles: int = 32  # per dataset, chosen once with the seed
+    calibration_precision: float = 0.8  # thesis rule: threshold where validation precision >= 0.8
+    # Checkpoints and devices.
+    checkpoint_every: int = 5  # epochs
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling)
+
+    def __post_init__(self) -> None:
+        positive = ("crop_px", "batch_size", "steps_per_epoch", "restart_epochs", "valid_every",
+                    "max_valid_tiles", "checkpoint_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("pretrain_epochs", "multihead_epochs", "pretrain_lr", "multihead_lr", "min_lr",
+                     "weight_decay", "cls_weight", "bias_weight", "focal_gamma", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.pretrain_epochs + self.multihead_epochs < 1:
+            raise ValueError("pretrain_epochs + multihead_epochs must be at least 1")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 < self.calibration_precision <= 1:
+            raise ValueError(f"calibration_precision must be in (0, 1], got {self.calibration_precision}")
+        if self.cache_dtype not in ("float32", "float16"):
+            raise ValueError(f"cache_dtype must be float32 or float16, got {self.cache_dtype!r}")
+        if self.valid_tile_px is not None and self.valid_tile_px < 1:
+            raise ValueError(f"valid_tile_px must be >= 1, got {self.valid_tile_px}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Options of `hydrapick finetune` that are not file names (see docs/training.md).
+
+    The body and the generic head stay frozen; body features of each training micrograph are computed
+    once and the new head is trained on random crops of them (Adam, cosine decay over ``steps``).
+    """
+
+    seed: int = 0
+    steps: int = 300
+    batch_size: int = 4
+    crop_px: int = 368  # in model pixels; rounded down to whole anchor cells
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    cls_weight: float = 1.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    grad_clip: float = 10.0
+    flips: bool = False  # also features of the 7 mirrored/rotated copies (x8 feature time and memory)
+    feature_dtype: str = "float16"  # cache of body features; float16 halves its memory
+    calibration_precision: float = 0.8
+    cv_folds: int = 3  # cross-validation folds for calibration when no held-out micrographs are given
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "crop_px", "cv_folds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "cls_weight", "focal_gamma", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.calibration_precision <= 1:
+            raise ValueError(f"calibration_precision must be in (0, 1], got {self.calibration_precision}")
+        if self.feature_dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"feature_dtype must be float32, float16 or bfloat16, "
+                             f"got {self.feature_dtype!r}")

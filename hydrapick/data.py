@@ -1,0 +1,856 @@
+"""Training data: the dataset manifest, micrographs cached at the model's scale, crops and batches.
+
+A training corpus is described by a TOML manifest (reference: docs/training.md). Every micrograph is read
+and resampled once with `hydrapick.preprocess.prepare` (the same code path as picking), then kept in
+memory at the model's scale together with its particle centres, so a training step never touches the
+disk. Steps draw random crops with random 90-degree rotations and flips (optionally any angle), padded
+with background-like noise when a micrograph is smaller than the crop, and every mini-batch comes from
+one dataset (thesis 4.3), which keeps small datasets represented.
+
+Randomness is a pure function of ``(seed, phase, epoch, step, rank)`` (see `DatasetBatchSampler`), so an
+interrupted run resumed from an epoch checkpoint draws exactly the batches it would have drawn, and the
+ranks of a multi-GPU run draw disjoint shares of the same global batch.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+import re
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from .config import ModelConfig
+from .picks import Picks, micrograph_key
+from .preprocess import pad_with_noise, prepare
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+_DATASET_KEYS = {
+    "micrographs", "coordinates", "coordinate_format", "flip_y", "diameter_A", "pixel_size_A",
+    "train", "valid", "test", "allow_empty", "weight", "simulated",
+}
+_SIMULATED_KEYS = {"structure", "procedural", "n_micrographs", "seed", "config"}
+_TOP_KEYS = {"datasets", "valid_fraction", "test_fraction", "split_seed"}
+_NAME = re.compile(r"^[A-Za-z0-9_\-+]+$")
+_GLOB_CHARS = set("*?[")
+_MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".mrc.gz", ".mrc.bz2")
+
+
+class ManifestError(ValueError):
+    """A manifest with problems; ``problems`` lists every one (the message shows them all)."""
+
+    def __init__(self, path: str | os.PathLike, problems: Sequence[str]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        n = len(self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{self.path}: {n} problem{'s' if n != 1 else ''}:\n{lines}")
+
+
+# --- manifest ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SimulatedSource:
+    """A dataset made by the simulator: one structure, ``n_micrographs`` micrographs from ``seed``."""
+
+    n_micrographs: int
+    structure: str | None = None  # path of a PDB/mmCIF file
+    procedural: str | None = None  # kind for `hydrapick.simulate.procedural_structure`
+    seed: int = 0
+    config: tuple[tuple[str, Any], ...] = ()  # SimulationConfig overrides, as sorted (key, value) pairs
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of a manifest, paths resolved against the manifest's folder (nothing read yet)."""
+
+    name: str
+    micrographs: tuple[str, ...] = ()  # entries as given (files, globs, folders, micrograph lists)
+    coordinates: tuple[str, ...] = ()  # files, folders or globs
+    coordinate_format: str | None = None
+    flip_y: bool = False
+    diameter_A: float | None = None
+    pixel_size_A: float | None = None
+    split: tuple[tuple[str, tuple[str, ...]], ...] = ()  # explicit (split, micrograph keys) pairs
+    allow_empty: bool = False
+    weight: float = 1.0
+    simulated: SimulatedSource | None = None
+
+    def explicit_split(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.split)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed training manifest (see docs/training.md for every key)."""
+
+    path: str
+    datasets: tuple[DatasetSpec, ...]
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.datasets]
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Parse and check a TOML manifest without reading any micrograph.
+
+    Checks every key, value and path it can without reading data: unknown keys, types, positive sizes,
+    globs that match nothing, files that do not exist, and micrographs named in two splits.
+
+    Raises
+    ------
+    ManifestError
+        Listing every problem found.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(path, ["the manifest file does not exist"])
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(path, [f"not valid TOML: {exc}"]) from None
+    return parse_manifest(raw, base_dir=path.parent, path=str(path))
+
+
+def parse_manifest(raw: dict[str, Any], base_dir: str | os.PathLike = ".", path: str = "<manifest>",
+                   ) -> Manifest:
+    """Build a `Manifest` from an already parsed TOML dict (paths relative to ``base_dir``)."""
+    problems: list[str] = []
+    base = Path(base_dir)
+    for key in sorted(set(raw) - _TOP_KEYS):
+        problems.append(f"unknown top-level key '{key}' (known: {', '.join(sorted(_TOP_KEYS))})")
+    fractions = {}
+    for key, default in (("valid_fraction", 0.1), ("test_fraction", 0.1)):
+        value = raw.get(key, default)
+        if not _is_number(value) or not 0 <= value < 1:
+            problems.append(f"{key} must be a number in [0, 1), got {value!r}")
+            value = default
+        fractions[key] = float(value)
+    if fractions["valid_fraction"] + fractions["test_fraction"] >= 1:
+        problems.append("valid_fraction + test_fraction must be below 1")
+    split_seed = raw.get("split_seed", 0)
+    if not isinstance(split_seed, int) or isinstance(split_seed, bool):
+        problems.append(f"split_seed must be an integer, got {split_seed!r}")
+        split_seed = 0
+
+    tables = raw.get("datasets")
+    datasets: list[DatasetSpec] = []
+    if not isinstance(tables, dict) or not tables:
+        problems.append("no datasets: add at least one [datasets.NAME] table")
+    else:
+        for name, table in tables.items():
+            spec = _parse_dataset(name, table, base, problems)
+            if spec is not None:
+                datasets.append(spec)
+    if problems:
+        raise ManifestError(path, problems)
+    return Manifest(path=path, datasets=tuple(datasets), valid_fraction=fractions["valid_fraction"],
+                    test_fraction=fractions["test_fraction"], split_seed=split_seed)
+
+
+def _parse_dataset(name: str, table: Any, base: Path, problems: list[str]) -> DatasetSpec | None:
+    where = f"datasets.{name}"
+    n_before = len(problems)
+    if not _NAME.match(name):
+        problems.append(f"{where}: dataset name must use letters, digits, '_', '-' or '+' only")
+    if name == "generic":
+        problems.append(f"{where}: 'generic' is reserved for the generic head")
+    if not isinstance(table, dict):
+        problems.append(f"{where}: expected a table of settings")
+        return None
+    for key in sorted(set(table) - _DATASET_KEYS):
+        problems.append(f"{where}: unknown key '{key}' (known: {', '.join(sorted(_DATASET_KEYS))})")
+
+    diameter = table.get("diameter_A")
+    if diameter is not None and (not _is_number(diameter) or diameter <= 0):
+        problems.append(f"{where}.diameter_A must be a positive number of Å, got {diameter!r}")
+    pixel = table.get("pixel_size_A")
+    if pixel is not None and (not _is_number(pixel) or pixel <= 0):
+        problems.append(f"{where}.pixel_size_A must be a positive number of Å, got {pixel!r}")
+    weight = table.get("weight", 1.0)
+    if not _is_number(weight) or weight <= 0:
+        problems.append(f"{where}.weight must be a positive number, got {weight!r}")
+    for key in ("flip_y", "allow_empty"):
+        if not isinstance(table.get(key, False), bool):
+            problems.append(f"{where}.{key} must be true or false, got {table[key]!r}")
+    fmt = table.get("coordinate_format")
+    if fmt is not None and not isinstance(fmt, str):
+        problems.append(f"{where}.coordinate_format must be a string, got {fmt!r}")
+
+    split: list[tuple[str, tuple[str, ...]]] = []
+    seen: dict[str, str] = {}
+    for part in SPLITS:
+        if part not in table:
+            continue
+        names = _string_list(table[part], f"{where}.{part}", problems)
+        keys = tuple(micrograph_key(n) for n in names)
+        for key in keys:
+            if key in seen and seen[key] != part:
+                problems.append(f"{where}: micrograph '{key}' is in both '{seen[key]}' and '{part}'")
+            seen[key] = part
+        split.append((part, keys))
+
+    simulated = None
+    micrographs: tuple[str, ...] = ()
+    coordinates: tuple[str, ...] = ()
+    if "simulated" in table:
+        simulated = _parse_simulated(table["simulated"], where, base, problems)
+        for key in ("micrographs", "coordinates", "coordinate_format", "pixel_size_A", "flip_y"):
+            if key in table:
+                problems.append(f"{where}: '{key}' does not apply to a simulated dataset")
+    else:
+        if "micrographs" not in table:
+            problems.append(f"{where}: 'micrographs' is missing (a glob, folder, file or list of them)")
+        else:
+            micrographs = tuple(_resolve(e, base) for e in _string_list(table["micrographs"],
+                                                                          f"{where}.micrographs", problems))
+            for entry in micrographs:
+                _check_micrograph_entry(entry, where, problems)
+        if "coordinates" not in table:
+            problems.append(f"{where}: 'coordinates' is missing (a file, folder, glob or list of them)")
+        else:
+            coordinates = tuple(_resolve(e, base) for e in _string_list(table["coordinates"],
+                                                                          f"{where}.coordinates", problems))
+            for entry in coordinates:
+                if _is_glob(entry) and not os.path.exists(entry):
+                    if not glob.glob(entry):
+                        problems.append(f"{where}.coordinates: '{entry}' matches no files")
+                elif not os.path.exists(entry):
+                    problems.append(f"{where}.coordinates: '{entry}' does not exist")
+        if diameter is None:
+            problems.append(f"{where}: 'diameter_A' (particle diameter in Å) is missing")
+    if len(problems) > n_before:
+        return None
+    return DatasetSpec(
+        name=name, micrographs=micrographs, coordinates=coordinates, coordinate_format=fmt,
+        flip_y=bool(table.get("flip_y", False)),
+        diameter_A=float(diameter) if diameter is not None else None,
+        pixel_size_A=float(pixel) if pixel is not None else None, split=tuple(split),
+        allow_empty=bool(table.get("allow_empty", False)), weight=float(weight), simulated=simulated)
+
+
+def _parse_simulated(table: Any, where: str, base: Path, problems: list[str]) -> SimulatedSource | None:
+    where = f"{where}.simulated"
+    if not isinstance(table, dict):
+        problems.append(f"{where}: expected a table (structure or procedural, n_micrographs, ...)")
+        return None
+    for key in sorted(set(table) - _SIMULATED_KEYS):
+        problems.append(f"{where}: unknown key '{key}' (known: {', '.join(sorted(_SIMULATED_KEYS))})")
+    structure, procedural = table.get("structure"), table.get("procedural")
+    if structure is not None and procedural is not None:
+        problems.append(f"{where}: give either 'structure' or 'procedural', not both")
+    if structure is not None:
+        if not isinstance(structure, str):
+            problems.append(f"{where}.structure must be a file path, got {structure!r}")
+            structure = None
+        else:
+            structure = _resolve(structure, base)
+            if not os.path.isfile(structure):
+                problems.append(f"{where}.structure: '{structure}' does not exist")
+    if procedural is not None and not isinstance(procedural, str):
+        problems.append(f"{where}.procedural must be a kind name (string), got {procedural!r}")
+    n = table.get("n_micrographs")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        problems.append(f"{where}.n_micrographs must be a positive integer, got {n!r}")
+    seed = table.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        problems.append(f"{where}.seed must be an integer, got {seed!r}")
+    overrides = table.get("config", {})
+    if not isinstance(overrides, dict):
+        problems.append(f"{where}.config must be a table of simulator settings")
+        overrides = {}
+    else:
+        try:
+            simulation_config(overrides)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{where}.config: {exc}")
+    if problems and any(p.startswith(where) for p in problems):
+        return None
+    return SimulatedSource(n_micrographs=n, structure=structure, procedural=procedural, seed=seed,
+                           config=tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
+
+
+def simulation_config(overrides: dict[str, Any] | Sequence[tuple[str, Any]]):
+    """`hydrapick.config.SimulationConfig` with ``overrides`` (unknown keys rejected)."""
+    from .config import SimulationConfig, from_dict
+
+    return from_dict(SimulationConfig, dict(overrides), where="simulator config")
+
+
+def _check_micrograph_entry(entry: str, where: str, problems: list[str]) -> None:
+    if _is_glob(entry) and not os.path.exists(entry):
+        if not any(m.lower().endswith(_MICROGRAPH_SUFFIXES) for m in glob.glob(entry, recursive=True)):
+            problems.append(f"{where}.micrographs: '{entry}' matches no MRC micrographs")
+    elif os.path.isdir(entry):
+        if not any(p.name.lower().endswith(_MICROGRAPH_SUFFIXES) for p in Path(entry).iterdir()):
+            problems.append(f"{where}.micrographs: folder '{entry}' holds no MRC micrographs")
+    elif not os.path.exists(entry):
+        problems.append(f"{where}.micrographs: '{entry}' does not exist")
+
+
+def _string_list(value: Any, where: str, problems: list[str]) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    problems.append(f"{where} must be a string or a list of strings, got {value!r}")
+    return []
+
+
+def _resolve(entry: str, base: Path) -> str:
+    expanded = os.path.expanduser(entry)
+    return expanded if os.path.isabs(expanded) else os.path.normpath(str(base / expanded))
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in _GLOB_CHARS for c in text)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
+
+
+# --- splits ------------------------------------------------------------------------------------------
+
+def split_names(names: Sequence[str], dataset: str, *, valid_fraction: float = 0.1,
+                test_fraction: float = 0.1, seed: int = 0,
+                explicit: dict[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
+    """Assign micrograph keys to train/valid/test.
+
+    With ``explicit`` (split -> keys), the listed keys go where they are listed and the rest to train
+    (unless ``train`` is listed too, in which case unlisted micrographs are left out). Otherwise a seeded
+    shuffle (seed and dataset name, so adding a dataset leaves the others' splits unchanged) gives
+    ``round(n * valid_fraction)`` validation micrographs (at least 1 when n >= 3) and
+    ``round(n * test_fraction)`` test micrographs (at least 1 when n >= 5); tiny datasets train on all.
+    """
+    names = list(names)
+    if explicit:
+        out: dict[str, list[str]] = {s: [] for s in SPLITS}
+        where = {k: s for s, keys in explicit.items() for k in keys}
+        for n in names:
+            part = where.get(n, None if "train" in explicit else "train")
+            if part is not None:
+                out[part].append(n)
+        return out
+    n = len(names)
+    n_valid = max(1, round(n * valid_fraction)) if n >= 3 and valid_fraction > 0 else 0
+    n_test = max(1, round(n * test_fraction)) if n >= 5 and test_fraction > 0 else 0
+    rng = np.random.default_rng([seed, zlib.crc32(dataset.encode())])
+    order = [names[i] for i in rng.permutation(n)]
+    valid, test = order[:n_valid], order[n_valid:n_valid + n_test]
+    chosen = set(valid) | set(test)
+    return {"train": [m for m in names if m not in chosen], "valid": sorted(valid, key=names.index),
+            "test": sorted(test, key=names.index)}
+
+
+# --- in-memory data ----------------------------------------------------------------------------------
+
+@dataclass
+class MicrographSample:
+    """One micrograph at the model's scale.
+
+    Attributes
+    ----------
+    name : str
+        Micrograph key (`hydrapick.picks.micrograph_key`).
+    source : str
+        File path, or ``simulated:<dataset>/<index>``.
+    image : (H, W) tensor
+        Normalised micrograph at the model's scale (float32, or float16 to halve the memory).
+    centres : (P, 2) float32 tensor
+        Particle centres (x, y) in model pixels.
+    pixel_size_A, diameter_A : float
+        As used for resampling.
+    """
+
+    name: str
+    source: str
+    image: torch.Tensor
+    centres: torch.Tensor
+    pixel_size_A: float
+    diameter_A: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+
+@dataclass
+class TrainingDataset:
+    """A dataset ready for training: micrographs at model scale, split into train/valid (test by name)."""
+
+    name: str
+    diameter_A: float
+    train: list[MicrographSample]
+    valid: list[MicrographSample] = field(default_factory=list)
+    test_names: list[str] = field(default_factory=list)
+    weight: float = 1.0
+    kind: str = "files"
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-dict description for checkpoints and logs."""
+        samples = self.train + self.valid
+        sizes = sorted({round(s.pixel_size_A, 4) for s in samples})
+        return {
+            "name": self.name, "kind": self.kind, "diameter_A": self.diameter_A, "weight": self.weight,
+            "pixel_size_A": [sizes[0], sizes[-1]] if sizes else None,
+            "n_train": len(self.train), "n_valid": len(self.valid), "n_test": len(self.test_names),
+            "particles_train": int(sum(len(s.centres) for s in self.train)),
+            "particles_valid": int(sum(len(s.centres) for s in self.valid)),
+            "micrographs": {"train": [s.name for s in self.train], "valid": [s.name for s in self.valid],
+                            "test": list(self.test_names)},
+        }
+
+
+ProgressFn = Callable[[str, int, int], None]  # (message, done, total)
+
+
+def load_datasets(manifest: Manifest | str | os.PathLike, model_config: ModelConfig, *,
+                  cache_dtype: torch.dtype = torch.float32, clip_percentile: float = 0.1,
+                  device: torch.device | str | None = None, progress: ProgressFn | None = None,
+                  ) -> list[TrainingDataset]:
+    """Read (or simulate) every dataset of ``manifest`` and cache it at the model's scale.
+
+    All cheap checks come first (micrograph lists, coordinate files, matching of coordinates to
+    micrographs, pixel sizes in headers), so a bad manifest fails in seconds with every problem listed
+    rather than after an hour of resampling. Test micrographs are not loaded, only named.
+
+    Parameters
+    ----------
+    manifest : Manifest or path
+    model_config : ModelConfig
+        Gives the particle diameter in model pixels that micrographs are resampled to.
+    cache_dtype : torch.dtype
+        float32, or float16 to halve the memory of the cache.
+    device : optional
+        Where resampling runs (the cache itself is kept on the CPU).
+    progress : callable, optional
+        Called as ``progress(message, done, total)`` after each micrograph.
+
+    Raises
+    ------
+    ManifestError
+        Listing every problem found in the cheap checks.
+    """
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest)
+    problems: list[str] = []
+    plans = []
+    for spec in manifest.datasets:
+        if spec.simulated is None:
+            plans.append(_plan_files(spec, manifest, problems))
+        else:
+            plans.append(None)
+    if problems:
+        raise ManifestError(manifest.path, problems)
+
+    total = sum(len(p["todo"]) if p else spec.simulated.n_micrographs
+                for p, spec in zip(plans, manifest.datasets, strict=True))
+    done = 0
+
+    def tick(message: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(message, done, total)
+
+    out = []
+    for spec, plan in zip(manifest.datasets, plans, strict=True):
+        if plan is None:
+            out.append(_load_simulated(spec, manifest, model_config, cache_dtype, clip_percentile, device,
+                                       tick))
+            continue
+        samples: dict[str, MicrographSample] = {}
+        for key, (path, pixel_size, picks) in plan["todo"].items():
+            samples[key] = _prepare_sample(key, path, _read_image(path), pixel_size, spec.diameter_A, picks,
+                                           model_config, cache_dtype, clip_percentile, device)
+            tick(f"{spec.name}: {key}")
+        split = plan["split"]
+        out.append(TrainingDataset(name=spec.name, diameter_A=float(spec.diameter_A),
+                                   train=[samples[k] for k in split["train"]],
+                                   valid=[samples[k] for k in split["valid"]],
+                                   test_names=list(split["test"]), weight=spec.weight))
+        log.info("dataset %s: %d train, %d valid, %d test micrographs", spec.name, len(split["train"]),
+                 len(split["valid"]), len(split["test"]))
+    return out
+
+
+def _plan_files(spec: DatasetSpec, manifest: Manifest, problems: list[str]) -> dict[str, Any] | None:
+    """Cheap pass over one file-based dataset: list micrographs, read coordinates, read headers."""
+    from .io import FormatError, read_coordinate_folder, read_coordinates, read_micrograph
+
+    where = f"datasets.{spec.name}"
+    paths: dict[str, str] = {}
+    for entry in spec.micrographs:
+        for path in _expand_micrographs(entry):
+            key = micrograph_key(path)
+            if key in paths and paths[key] != path:
+                problems.append(f"{where}: micrographs '{paths[key]}' and '{path}' have the same name "
+                                f"'{key}'")
+            paths[key] = path
+    parts = []
+    for entry in spec.coordinates:
+        try:
+            if os.path.isdir(entry) or (_is_glob(entry) and not os.path.exists(entry)):
+                parts.append(read_coordinate_folder(entry, spec.coordinate_format))
+            else:
+                parts.append(read_coordinates(entry, spec.coordinate_format))
+        except (FormatError, ValueError, OSError) as exc:
+            problems.append(f"{where}.coordinates: {exc}")
+    picks = Picks.concat(parts)
+    keys = np.array([micrograph_key(m) for m in picks.micrograph], dtype=object)
+    known = set(paths)
+    orphans = sorted(set(keys.tolist()) - known)
+    if orphans:
+        log.warning("%s: coordinates for %d micrograph(s) not in the micrograph list are ignored (%s)",
+                    where, len(orphans), ", ".join(orphans[:5]) + (", ..." if len(orphans) > 5 else ""))
+
+    explicit = spec.explicit_split()
+    for part, listed in explicit.items():
+        missing = [k for k in listed if k not in known]
+        if missing:
+            problems.append(f"{where}.{part}: no micrograph named {', '.join(missing)}")
+    split = split_names(list(paths), spec.name, valid_fraction=manifest.valid_fraction,
+                        test_fraction=manifest.test_fraction, seed=manifest.split_seed, explicit=explicit)
+    if not split["train"]:
+        problems.append(f"{where}: no training micrographs left after the split")
+
+    todo: dict[str, tuple[str, float, Picks]] = {}
+    empty = []
+    for key in split["train"] + split["valid"]:
+        path = paths[key]
+        mine = picks[keys == key] if len(picks) else Picks.empty()
+        if not len(mine) and not spec.allow_empty:
+            empty.append(key)
+        try:
+            mic = read_micrograph(path, pixel_size_A=spec.pixel_size_A)
+        except (FormatError, ValueError, OSError) as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if mic.pixel_size_A is None:
+            problems.append(f"{where}: '{path}' has no pixel size in its header; set pixel_size_A")
+            continue
+        if spec.flip_y and len(mine):
+            mine = mine.flip_y(mic.shape[0])
+        h, w = mic.shape
+        outside = (mine.x < -0.5) | (mine.x > w - 0.5) | (mine.y < -0.5) | (mine.y > h - 0.5)
+        if outside.any():
+            problems.append(f"{where}: {int(outside.sum())} coordinate(s) of '{key}' lie outside the "
+                            f"{w}x{h} micrograph (wrong file, or y flipped? see flip_y)")
+        todo[key] = (path, float(mic.pixel_size_A), mine)
+    if empty:
+        shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        problems.append(f"{where}: {len(empty)} micrograph(s) without coordinates: {shown} "
+                        "(set allow_empty = true if they truly hold no particles)")
+    return {"todo": todo, "split": split}
+
+
+def _expand_micrographs(entry: str) -> list[str]:
+    if _is_glob(entry) and not os.path.exists(entry):
+        return sorted(m for m in glob.glob(entry, recursive=True) if m.lower().endswith(_MICROGRAPH_SUFFIXES))
+    if os.path.isdir(entry):
+        return sorted(str(p) for p in Path(entry).iterdir() if p.name.lower().endswith(_MICROGRAPH_SUFFIXES))
+    if entry.lower().endswith((".star", ".txt", ".lst", ".list")):
+        from .io import read_micrograph_list
+
+        return [p for p, _ in read_micrograph_list(entry)]
+    return [entry]
+
+
+def _read_image(path: str) -> np.ndarray:
+    from .io import read_micrograph
+
+    return read_micrograph(path).data
+
+
+def _prepare_sample(key: str, source: str, image: np.ndarray, pixel_size_A: float, diameter_A: float,
+                    picks: Picks, model_config: ModelConfig, cache_dtype: torch.dtype, clip_percentile: float,
+                    device) -> MicrographSample:
+    prepared = prepare(image, pixel_size_A, diameter_A, model_config, clip_percentile=clip_percentile,
+                       device=device)
+    model_picks = prepared.to_model(picks)
+    centres = torch.as_tensor(np.stack([model_picks.x, model_picks.y], axis=1).reshape(-1, 2),
+                              dtype=torch.float32)
+    return MicrographSample(name=key, source=source, image=prepared.image.to("cpu", cache_dtype).contiguous(),
+                            centres=centres, pixel_size_A=float(pixel_size_A), diameter_A=float(diameter_A))
+
+
+def _load_simulated(spec: DatasetSpec, manifest: Manifest, model_config: ModelConfig, cache_dtype,
+                    clip_percentile, device, tick: Callable[[str], None]) -> TrainingDataset:
+    from . import simulate
+
+    source = spec.simulated
+    assert source is not None
+    config = simulation_config(source.config)
+    rng = np.random.default_rng([source.seed, zlib.crc32(spec.name.encode())])
+    if source.structure is not None:
+        structure = simulate.load_structure(source.structure)
+    elif source.procedural is not None:
+        structure = simulate.procedural_structure(source.procedural, rng)
+    else:
+        structure = None  # the simulator draws its own procedural particle
+    samples = []
+    for i in range(source.n_micrographs):
+        sim = simulate.simulate_micrograph(config, np.random.default_rng([source.seed, i]),
+                                           structure=structure)
+        key = f"{spec.name}_{i:04d}"
+        diameter = spec.diameter_A or float(sim.diameter_A)
+        samples.append(_prepare_sample(key, f"simulated:{spec.name}/{i}", sim.image,
+                                       float(sim.pixel_size_A), diameter, sim.picks, model_config,
+                                       cache_dtype, clip_percentile, device))
+        tick(f"{spec.name}: simulated {i + 1}/{source.n_micrographs}")
+    names = [s.name for s in samples]
+    explicit = spec.explicit_split()
+    unknown = [k for keys in explicit.values() for k in keys if k not in names]
+    if unknown:
+        raise ManifestError(manifest.path, [f"datasets.{spec.name}: no simulated micrograph named "
+                                            f"{', '.join(unknown)} (names are {names[0]} ...)"])
+    split = split_names(names, spec.name, valid_fraction=manifest.valid_fraction,
+                        test_fraction=manifest.test_fraction, seed=manifest.split_seed, explicit=explicit)
+    by_name = dict(zip(names, samples, strict=True))
+    diameter_A = spec.diameter_A or float(np.median([s.diameter_A for s in samples]))
+    return TrainingDataset(name=spec.name, diameter_A=diameter_A, train=[by_name[k] for k in split["train"]],
+                           valid=[by_name[k] for k in split["valid"]], test_names=split["test"],
+                           weight=spec.weight, kind="simulated")
+
+
+def dataset_from_arrays(name: str, images: Sequence[np.ndarray], picks: Sequence[Picks],
+                        pixel_size_A: float | Sequence[float], diameter_A: float,
+                        model_config: ModelConfig, *,
+                        valid: int = 0, cache_dtype: torch.dtype = torch.float32,
+                        clip_percentile: float = 0.1) -> TrainingDataset:
+    """A `TrainingDataset` from micrographs already in memory (tests, notebooks, simulated data).
+
+    The last ``valid`` micrographs are used for validation.
+    """
+    sizes = [pixel_size_A] * len(images) if np.isscalar(pixel_size_A) else list(pixel_size_A)
+    samples = [_prepare_sample(f"{name}_{i:04d}", f"memory:{name}/{i}", img, float(size), diameter_A, p,
+                               model_config, cache_dtype, clip_percentile, None)
+               for i, (img, p, size) in enumerate(zip(images, picks, sizes, strict=True))]
+    cut = len(samples) - valid
+    return TrainingDataset(name=name, diameter_A=float(diameter_A), train=samples[:cut], valid=samples[cut:])
+
+
+# --- augmentation ------------------------------------------------------------------------------------
+
+def dihedral(image: torch.Tensor, centres: torch.Tensor, k: int, flip: bool,
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror (x -> W-1-x) if ``flip``, then rotate by ``k`` quarter turns; centres follow the pixels.
+
+    ``image`` (..., H, W); ``centres`` (P, 2) (x, y) in pixels (pixel-centre convention).
+    """
+    centres = centres.clone()
+    if flip:
+        image = image.flip(-1)
+        centres[:, 0] = image.shape[-1] - 1 - centres[:, 0]
+    for _ in range(k % 4):
+        width = image.shape[-1]
+        # torch.rot90 (dims H, W): out[i, j] = in[j, W-1-i], so (x, y) -> (y, W-1-x).
+        image = torch.rot90(image, 1, (-2, -1))
+        centres = torch.stack([centres[:, 1], width - 1 - centres[:, 0]], dim=1)
+    return image, centres
+
+
+def rotate(image: torch.Tensor, centres: torch.Tensor, angle_rad: float, out_px: int,
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate ``image`` (L, L) by ``angle_rad`` about its centre and cut the central ``out_px`` square.
+
+    ``L`` should be at least ``out_px * sqrt(2)`` so the output has no empty corners. Bilinear
+    interpolation slightly smooths the noise, which is why arbitrary angles are off by default.
+    """
+    size = image.shape[-1]
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    r = torch.arange(out_px, dtype=torch.float32) - (out_px - 1) / 2
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    # Output pixel d (relative to the output centre) samples input pixel R d + input centre.
+    sx = c * dx - s * dy + (size - 1) / 2
+    sy = s * dx + c * dy + (size - 1) / 2
+    grid = torch.stack([(2 * sx + 1) / size - 1, (2 * sy + 1) / size - 1], dim=-1)
+    out = F.grid_sample(image.float()[None, None], grid[None], mode="bilinear", align_corners=False)[0, 0]
+    rel = centres - (size - 1) / 2
+    # Inverse rotation R^T maps input positions to output ones.
+    new = torch.stack([c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1]], dim=1)
+    new = new + (out_px - 1) / 2
+    return out, new
+
+
+def inside(centres: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Mask of centres within an image of ``height`` x ``width`` pixels (pixel-centre convention)."""
+    return ((centres[:, 0] >= -0.5) & (centres[:, 0] < width - 0.5)
+            & (centres[:, 1] >= -0.5) & (centres[:, 1] < height - 0.5))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """How training crops are drawn."""
+
+    crop_px: int = 368
+    flips: bool = True  # random 90-degree rotations and mirror images (exact, no interpolation)
+    any_angle: bool = False  # also rotate by a random angle (bilinear interpolation)
+
+
+def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Generator,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One augmented crop of ``sample``: ``(image (crop, crop) float32, centres (P, 2))``.
+
+    The crop position is uniform over the micrograph; a micrograph smaller than the crop is padded with
+    noise of its own background (`hydrapick.preprocess.pad_with_noise`).
+    """
+    out_px = aug.crop_px
+    size = math.ceil(out_px * math.sqrt(2)) + 2 if aug.any_angle else out_px
+    h, w = sample.shape
+    y0 = int(rng.integers(0, max(0, h - size) + 1))
+    x0 = int(rng.integers(0, max(0, w - size) + 1))
+    image = sample.image[y0:y0 + size, x0:x0 + size].float()
+    centres = sample.centres - torch.tensor([x0, y0], dtype=torch.float32)
+    if image.shape != (size, size):
+        image = pad_with_noise(image, (size, size), generator=generator)
+        # The real pixels sit at the top left of the padded crop; move them to a random place.
+        dy, dx = int(rng.integers(0, size - min(h, size) + 1)), int(rng.integers(0, size - min(w, size) + 1))
+        if dy or dx:
+            image = torch.roll(image, shifts=(dy, dx), dims=(0, 1))
+            centres = centres + torch.tensor([dx, dy], dtype=torch.float32)
+    centres = centres[inside(centres, size, size)]
+    if aug.flips:
+        image, centres = dihedral(image, centres, int(rng.integers(4)), bool(rng.integers(2)))
+    if aug.any_angle:
+        image, centres = rotate(image, centres, float(rng.uniform(0, 2 * math.pi)), out_px)
+        centres = centres[inside(centres, out_px, out_px)]
+    return image.contiguous(), centres
+
+
+def make_batch(samples: Sequence[MicrographSample], aug: Augmentation, seed: Sequence[int],
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Augmented crops of ``samples`` as ``(images (N, 1, crop, crop), [centres (P_i, 2)])``.
+
+    ``seed`` fully determines the crops (a `Step.seed`).
+    """
+    rng = np.random.default_rng(list(seed))
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    images, centres = [], []
+    for sample in samples:
+        image, c = random_crop(sample, aug, rng, generator)
+        images.append(image)
+        centres.append(c)
+    # N crops of (crop, crop) -> (N, 1, crop, crop)
+    return torch.stack(images)[:, None], centres
+
+
+def tiles(sample: MicrographSample, tile_px: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Cover ``sample`` with square tiles for validation: ``[(image (t, t) float32, centres (P, 2))]``.
+
+    Tiles step by ``tile_px``; the last row/column is aligned with the micrograph's edge (overlapping its
+    neighbour) rather than padded. A micrograph smaller than a tile is padded with noise drawn from
+    ``seed``, so validation is the same every epoch.
+    """
+    h, w = sample.shape
+
+    def starts(n: int) -> list[int]:
+        if n <= tile_px:
+            return [0]
+        out = list(range(0, n - tile_px, tile_px))
+        return out + [n - tile_px]
+
+    out = []
+    generator = torch.Generator().manual_seed(seed)
+    for y0 in starts(h):
+        for x0 in starts(w):
+            image = sample.image[y0:y0 + tile_px, x0:x0 + tile_px].float()
+            if image.shape != (tile_px, tile_px):
+                image = pad_with_noise(image, (tile_px, tile_px), generator=generator)
+            c = sample.centres - torch.tensor([x0, y0], dtype=torch.float32)
+            out.append((image.contiguous(), c[inside(c, tile_px, tile_px)]))
+    return out
+
+
+# --- sampling ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    """One optimisation step of one rank: which dataset, which micrographs, and the crops' seed."""
+
+    index: int
+    dataset: int
+    micrographs: tuple[int, ...]
+    seed: tuple[int, ...]
+
+
+class DatasetBatchSampler:
+    """Plans the mini-batches of an epoch: every batch from one dataset, sharded over ranks.
+
+    An epoch is a fixed number of steps (not a pass over the data), so tiny and huge corpora train alike.
+    Datasets are drawn in shuffled rounds that visit every dataset once (equal weights), or at random in
+    proportion to their weights; micrographs uniformly within the dataset (without replacement while the
+    dataset is large enough).
+
+    For ``world_size`` ranks, a step's global batch of ``world_size * batch_size`` micrographs comes from
+    one dataset, drawn from a generator that every rank seeds alike; rank ``r`` takes the ``r``-th slice.
+    So all ranks train the same head at each step (no idle parameters under DDP) and see disjoint crops.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Number of training micrographs per dataset (all > 0).
+    weights : sequence of float, optional
+        Relative sampling weight per dataset (default equal).
+    """
+
+    def __init__(self, sizes: Sequence[int], batch_size: int, steps_per_epoch: int, *,
+                 weights: Sequence[float] | None = None, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if not sizes or min(sizes) < 1:
+            raise ValueError("every dataset needs at least one training micrograph")
+        if batch_size < 1 or steps_per_epoch < 1:
+            raise ValueError("batch_size and steps_per_epoch must be positive")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        self.sizes = [int(s) for s in sizes]
+        self.batch_size = int(batch_size)
+        self.steps_per_epoch = int(steps_per_epoch)
+        w = np.ones(len(sizes)) if weights is None else np.asarray(weights, dtype=float)
+        if len(w) != len(sizes) or (w <= 0).any():
+            raise ValueError("weights must be positive, one per dataset")
+        self.weights = w / w.sum()
+        self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+
+    def epoch(self, epoch: int, phase: int = 0) -> list[Step]:
+        """The steps of ``epoch`` in ``phase`` for this rank (a pure function of its arguments)."""
+        rng = np.random.default_rng([self.seed, phase, epoch, 0x5A4D])
+        n_sets = len(self.sizes)
+        if np.allclose(self.weights, self.weights[0]):
+            rounds = -(-self.steps_per_epoch // n_sets)
+            order = np.concatenate([rng.permutation(n_sets) for _ in range(rounds)])[: self.steps_per_epoch]
+        else:
+            order = rng.choice(n_sets, size=self.steps_per_epoch, p=self.weights)
+        total = self.batch_size * self.world_size
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        steps = []
+        for i, d in enumerate(order.tolist()):
+            n = self.sizes[d]
+            chosen = rng.choice(n, size=total, replace=total > n)
+            steps.append(Step(index=i, dataset=int(d), micrographs=tuple(int(m) for m in chosen[lo:hi]),
+                              seed=(self.seed, phase, epoch, i, self.rank)))
+        return steps

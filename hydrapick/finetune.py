@@ -1,0 +1,446 @@
+"""Few-shot fine-tuning: a new head for a new specimen from a few labelled micrographs (thesis 4.7).
+
+The new head starts as a copy of the generic head; the body and every other head stay frozen. Because
+the body is frozen, its features are computed once per micrograph (the whole micrograph at the model's
+scale, as picking sees it) and the head is trained on random crops of the cached feature maps. Crops
+start on whole anchor cells, so the head's stride-2 grid and the anchors line up exactly as they do when
+the head later runs on a full micrograph. A step then costs only the head, which makes fine-tuning a
+matter of minutes on a CPU.
+
+The new head's score threshold is calibrated with the thesis rule (lowest threshold whose precision is
+>= 0.8) on held-out labelled micrographs when they are given; otherwise by k-fold cross-validation over
+the training micrographs (a head trained on the other folds scores each fold; the pooled scores give the
+threshold), and the final head is then trained on all of them. With a single labelled micrograph the
+generic head's threshold is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .anchors import anchor_centres, detect
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import FinetuneConfig, ModelConfig, to_dict
+from .data import (
+    DatasetSpec,
+    Manifest,
+    ManifestError,
+    MicrographSample,
+    _check_micrograph_entry,
+    _plan_files,
+    _prepare_sample,
+    dihedral,
+)
+from .device import resolve_device
+from .model import GENERIC_HEAD, HydraPicker
+from .picks import Picks
+from .training import ProgressCallback, TrainEvent, autocast_for, batch_loss, step_seed
+
+log = logging.getLogger(__name__)
+
+
+class FinetuneError(ValueError):
+    """Fine-tuning cannot run with these inputs (one line naming the problem)."""
+
+
+@dataclass
+class FeatureMap:
+    """Cached body features of one micrograph (or one of its mirrored/rotated copies).
+
+    ``features`` (C, h, w) at the body's stride; ``centres`` (P, 2) particle centres (x, y) in model
+    pixels; ``shape`` the model-scale image size (H, W) the features came from.
+    """
+
+    name: str
+    features: torch.Tensor
+    centres: torch.Tensor
+    shape: tuple[int, int]
+
+
+@dataclass
+class FinetuneResult:
+    """The model with its new head, the checkpoint metadata, and the calibration report."""
+
+    model: HydraPicker
+    metadata: dict[str, Any]
+    head: str
+    threshold: float
+    report: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+# --- features ----------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def compute_features(model: HydraPicker, samples: Sequence[MicrographSample], *, device: torch.device,
+                     flips: bool = False, dtype: torch.dtype = torch.float16,
+                     progress: ProgressCallback | None = None) -> list[FeatureMap]:
+    """Body features of whole micrographs, once (and of their 7 other dihedral copies with ``flips``).
+
+    Features are kept on ``device`` when it is a GPU, else in CPU memory, in ``dtype``.
+    """
+    model.eval()
+    autocast, _ = autocast_for(device, True)
+    store = device if device.type == "cuda" else torch.device("cpu")
+    variants = [(k, f) for f in (False, True) for k in range(4)] if flips else [(0, False)]
+    out = []
+    total = len(samples) * len(variants)
+    for i, sample in enumerate(samples):
+        for j, (k, flip) in enumerate(variants):
+            image, centres = dihedral(sample.image.float(), sample.centres, k, flip)
+            with autocast():
+                # (H, W) -> (1, 1, H, W) -> features (1, C, h, w) -> (C, h, w)
+                feats = model.features(image.to(device)[None, None])[0]
+            out.append(FeatureMap(f"{sample.name}#{k}{'f' if flip else ''}", feats.to(store, dtype),
+                                  centres, (int(image.shape[0]), int(image.shape[1]))))
+            if progress is not None:
+                progress(TrainEvent(kind="features", step=i * len(variants) + j + 1, steps=total,
+                                    message=sample.name))
+    return out
+
+
+def crop_cells(maps: Sequence[FeatureMap], crop_px: int, config: ModelConfig) -> int:
+    """Side of the feature crops in feature cells: whole anchor cells, no larger than any map."""
+    cell = config.anchor_stride // config.stem_stride
+    want = max(1, crop_px // config.anchor_stride) * cell
+    smallest = min(min(m.features.shape[-2:]) for m in maps)
+    fit = (smallest // cell) * cell
+    if fit < cell:
+        raise FinetuneError(f"micrographs are too small for the model: a feature map of {smallest} cells "
+                            f"holds no whole anchor cell of {cell}")
+    return min(want, fit)
+
+
+def feature_batch(maps: Sequence[FeatureMap], indices: Sequence[int], cells: int, config: ModelConfig,
+                  rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Random aligned crops ``(N, C, cells, cells)`` and the particle centres in each crop's input pixels."""
+    s, cell = config.stem_stride, config.anchor_stride // config.stem_stride
+    size_px = cells * s
+    crops, centres = [], []
+    for i in indices:
+        m = maps[i]
+        h, w = m.features.shape[-2:]
+        fy = cell * int(rng.integers(0, (h - cells) // cell + 1))
+        fx = cell * int(rng.integers(0, (w - cells) // cell + 1))
+        crops.append(m.features[:, fy:fy + cells, fx:fx + cells])
+        # Feature cell j sits on input pixel s * j, so a crop at cell fx starts at input pixel s * fx.
+        c = m.centres - torch.tensor([fx * s, fy * s], dtype=torch.float32)
+        keep = (c[:, 0] >= -0.5) & (c[:, 0] < size_px - 0.5) & (c[:, 1] >= -0.5) & (c[:, 1] < size_px - 0.5)
+        centres.append(c[keep])
+    return torch.stack(crops), centres
+
+
+# --- training one head -------------------------------------------------------------------------------
+
+def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config: FinetuneConfig, *,
+               device: torch.device, progress: ProgressCallback | None = None, phase: str = "finetune",
+               ) -> list[float]:
+    """Add head ``name`` (a copy of the generic head) and train it alone on ``maps``.
+
+    Returns the loss of every step.
+    """
+    if name in model.heads:
+        raise FinetuneError(f"head '{name}' already exists in the model")
+    mc = model.config
+    model.add_head(name, init_from=GENERIC_HEAD)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = model.heads[name]
+    head.to(device)
+    for p in head.parameters():
+        p.requires_grad_(True)
+    params = list(head.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps,
+                                                           eta_min=config.lr * 0.01)
+    autocast, scaler = autocast_for(device, config.amp)
+    cells = crop_cells(maps, config.crop_px, mc)
+    anchors = anchor_centres(cells * mc.stem_stride, cells * mc.stem_stride, mc, device=device)
+    rng = np.random.default_rng([config.seed, 0xF17E])
+    head.train()
+    losses = []
+    report_every = max(1, config.steps // 50)
+    for step in range(config.steps):
+        indices = rng.integers(0, len(maps), size=config.batch_size)
+        feats, centres = feature_batch(maps, indices.tolist(), cells, mc, rng)
+        feats = feats.to(device).float()
+        centres = [c.to(device) for c in centres]
+        torch.manual_seed(step_seed((config.seed, step)))
+        with autocast():
+            outputs = head(feats)
+        parts = batch_loss(outputs, centres, anchors, mc, cls_weight=config.cls_weight,
+                           alpha=config.focal_alpha, gamma=config.focal_gamma)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(parts["loss"]).backward()
+        if config.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        losses.append(float(parts["loss"].detach()))
+        if not math.isfinite(losses[-1]):
+            raise FinetuneError(f"fine-tuning diverged at step {step + 1} (loss {losses[-1]}); lower the "
+                                "learning rate")
+        if progress is not None and ((step + 1) % report_every == 0 or step + 1 == config.steps):
+            progress(TrainEvent(kind="step", phase=phase, step=step + 1, steps=config.steps,
+                                values={"loss": float(np.mean(losses[-report_every:]))}))
+    for p in head.parameters():
+        p.requires_grad_(False)
+    head.eval()
+    return losses
+
+
+@torch.no_grad()
+def score_maps(model: HydraPicker, head: str, maps: Sequence[FeatureMap], *, device: torch.device,
+               ) -> tuple[Picks, Picks]:
+    """(truth, picks) in model pixels of ``head`` run on each whole feature map."""
+    mc = model.config
+    model.eval()
+    autocast, _ = autocast_for(device, True)
+    truths, picks = [], []
+    for m in maps:
+        with autocast():
+            outputs = model.head_forward(m.features[None].to(device).float(), head)[0]
+        anchors = anchor_centres(m.shape[0], m.shape[1], mc, device=device)
+        found, scores = detect(outputs.float(), anchors, mc, min_distance_px=0.8 * mc.particle_diameter_px)
+        found, scores = found.cpu().double().numpy(), scores.cpu().double().numpy()
+        picks.append(Picks(m.name, found[:, 0], found[:, 1], scores))
+        c = m.centres.double().numpy()
+        truths.append(Picks(m.name, c[:, 0], c[:, 1]))
+    return Picks.concat(truths), Picks.concat(picks)
+
+
+def _calibrate(truth: Picks, picks: Picks, names: list[str], box_px: float, precision: float,
+               ) -> dict[str, Any]:
+    from .evaluation import evaluate, threshold_at_precision
+
+    threshold = threshold_at_precision(truth, picks, box_px, precision=precision, micrographs=names)
+    at = evaluate(truth, picks, box_px, threshold=threshold, micrographs=names)
+    return {"threshold": threshold, "ap": _finite(at.ap), "precision": _finite(at.precision),
+            "recall": _finite(at.recall), "n_truth": int(at.n_truth)}
+
+
+def _ap(truth: Picks, picks: Picks, names: list[str], box_px: float) -> float | None:
+    from .evaluation import evaluate
+
+    return _finite(evaluate(truth, picks, box_px, micrographs=names).ap)
+
+
+def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSample], *,
+                  valid: Sequence[MicrographSample] = (), config: FinetuneConfig | None = None,
+                  device: str | torch.device = "auto", generic_threshold: float | None = None,
+                  progress: ProgressCallback | None = None) -> tuple[float, dict[str, Any]]:
+    """Add and train head ``name`` on micrographs already at the model's scale; calibrate its threshold.
+
+    Parameters
+    ----------
+    model : HydraPicker
+        Base model (modified in place: it gains the head; nothing else changes).
+    train, valid : sequences of MicrographSample
+        Labelled micrographs at the model's scale (`hydrapick.data.MicrographSample`).
+    generic_threshold : float, optional
+        Used when calibration is impossible (a single labelled micrograph and no ``valid``).
+
+    Returns
+    -------
+    threshold : float
+    report : dict
+        How the threshold was obtained, the new head's AP and the generic head's AP on the same data.
+    """
+    config = config or FinetuneConfig()
+    dev = resolve_device(device)
+    if not train:
+        raise FinetuneError("no training micrographs")
+    if not sum(len(s.centres) for s in train):
+        raise FinetuneError("the training micrographs hold no particles")
+    model.to(dev)
+    box = model.config.particle_diameter_px
+    dtype = getattr(torch, config.feature_dtype)
+    maps = compute_features(model, train, device=dev, flips=config.flips, dtype=dtype, progress=progress)
+    report: dict[str, Any] = {"n_train": len(train), "n_valid": len(valid),
+                              "particles_train": int(sum(len(s.centres) for s in train)),
+                              "steps": config.steps}
+
+    def plain(samples: Sequence[MicrographSample]) -> list[FeatureMap]:
+        # The unflipped copy of each micrograph, for scoring whole micrographs.
+        return [m for m in maps if m.name.endswith("#0")] if samples is train else compute_features(
+            model, samples, device=dev, flips=False, dtype=dtype)
+
+    threshold: float
+    if valid:
+        vmaps = plain(valid)
+        losses = train_head(model, name, maps, config, device=dev, progress=progress)
+        truth, picks = score_maps(model, name, vmaps, device=dev)
+        names = [m.name for m in vmaps]
+        report.update(_calibrate(truth, picks, names, box, config.calibration_precision),
+                      source="held-out micrographs")
+        report["generic_ap"] = _ap(*score_maps(model, GENERIC_HEAD, vmaps, device=dev), names, box)
+        threshold = report["threshold"]
+    elif len(train) >= 2:
+        folds = min(config.cv_folds, len(train))
+        fold_of = np.arange(len(train)) % folds
+        np.random.default_rng([config.seed, 0xC0FF]).shuffle(fold_of)
+        truths, pickss = [], []
+        for f in range(folds):
+            held = {train[i].name for i in np.flatnonzero(fold_of == f)}
+            fold_maps = [m for m in maps if m.name.split("#")[0] not in held]
+            scratch = f"{name}__fold{f}"
+            train_head(model, scratch, fold_maps, config, device=dev, progress=progress,
+                       phase=f"fold {f + 1}/{folds}")
+            held_maps = [m for m in plain(train) if m.name.split("#")[0] in held]
+            t, p = score_maps(model, scratch, held_maps, device=dev)
+            truths.append(t)
+            pickss.append(p)
+            _drop_head(model, scratch)
+        truth, picks = Picks.concat(truths), Picks.concat(pickss)
+        names = [m.name for m in plain(train)]
+        report.update(_calibrate(truth, picks, names, box, config.calibration_precision),
+                      source=f"{folds}-fold cross-validation")
+        report["generic_ap"] = _ap(*score_maps(model, GENERIC_HEAD, plain(train), device=dev), names, box)
+        threshold = report["threshold"]
+        losses = train_head(model, name, maps, config, device=dev, progress=progress)
+    else:
+        losses = train_head(model, name, maps, config, device=dev, progress=progress)
+        threshold = generic_threshold if generic_threshold is not None else 0.5
+        log.warning("one labelled micrograph and no held-out ones: the threshold of head %s cannot be "
+                    "calibrated; using %.3f", name, threshold)
+        report["source"] = "generic head's threshold" if generic_threshold is not None else "default 0.5"
+        report["threshold"] = threshold
+    report["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10):]))
+    return float(threshold), report
+
+
+def _drop_head(model: HydraPicker, name: str) -> None:
+    del model.heads[name]
+    model.head_names.remove(name)
+
+
+# --- files in, checkpoint out ------------------------------------------------------------------------
+
+def load_labelled(micrographs: Sequence[str], coordinates: Sequence[str], diameter_A: float,
+                  model_config: ModelConfig, *, pixel_size_A: float | None = None,
+                  coordinate_format: str | None = None, flip_y: bool = False, what: str = "training",
+                  ) -> list[MicrographSample]:
+    """Read labelled micrographs and bring them to the model's scale (every problem listed at once).
+
+    ``micrographs`` and ``coordinates`` take the forms of a manifest's keys of the same names.
+
+    Raises
+    ------
+    hydrapick.data.ManifestError
+    """
+    spec = DatasetSpec(name=what, micrographs=tuple(os.fspath(m) for m in micrographs),
+                       coordinates=tuple(os.fspath(c) for c in coordinates),
+                       coordinate_format=coordinate_format, flip_y=flip_y, diameter_A=float(diameter_A),
+                       pixel_size_A=pixel_size_A)
+    manifest = Manifest(path=f"{what} micrographs", datasets=(spec,), valid_fraction=0.0, test_fraction=0.0)
+    problems: list[str] = []
+    for entry in spec.micrographs:
+        _check_micrograph_entry(entry, what, problems)
+    if problems:
+        raise ManifestError(manifest.path, problems)
+    plan = _plan_files(spec, manifest, problems)
+    if problems:
+        raise ManifestError(manifest.path, [p.replace(f"datasets.{what}", what) for p in problems])
+    from .io import read_micrograph
+
+    return [_prepare_sample(key, path, read_micrograph(path).data, pixel, float(diameter_A), picks,
+                            model_config, torch.float32, 0.1, None)
+            for key, (path, pixel, picks) in plan["todo"].items()]
+
+
+def load_base(model: str | os.PathLike | None) -> tuple[HydraPicker, dict[str, Any]]:
+    """The base model: a checkpoint file, or the bundled generic model when ``model`` is None."""
+    if model is not None:
+        return load_checkpoint(model)
+    try:
+        from .picking import load_model
+    except ImportError:
+        raise FinetuneError("this build has no bundled generic model; pass a base model file") from None
+    try:
+        return load_model(None)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise FinetuneError(f"the bundled generic model cannot be loaded ({exc}); pass a base model file"
+                            ) from exc
+
+
+def finetune(base: str | os.PathLike | tuple[HydraPicker, dict[str, Any]] | None, name: str,
+             micrographs: Sequence[str], coordinates: Sequence[str], diameter_A: float, *,
+             pixel_size_A: float | None = None, coordinate_format: str | None = None, flip_y: bool = False,
+             valid_micrographs: Sequence[str] = (), valid_coordinates: Sequence[str] = (),
+             config: FinetuneConfig | None = None, device: str | torch.device = "auto",
+             output: str | os.PathLike | None = None, progress: ProgressCallback | None = None,
+             command: str | None = None) -> FinetuneResult:
+    """Fine-tune a new head ``name`` and (with ``output``) write a checkpoint usable for picking.
+
+    Parameters
+    ----------
+    base : path, (model, metadata) or None
+        Base checkpoint; None for the bundled generic model.
+    name : str
+        Name of the new head (letters, digits, ``_``, ``-``, ``+``).
+    micrographs, coordinates : sequences of str
+        Training micrographs (files, globs, folders, lists) and their coordinates (files, folders,
+        globs, in any format hydrapick reads; matched to micrographs by name).
+    diameter_A : float
+        Particle diameter in Å (stored with the head, used by ``hydrapick pick --head name``).
+    valid_micrographs, valid_coordinates : optional
+        Held-out labelled micrographs for calibrating the threshold (else cross-validation).
+
+    Raises
+    ------
+    hydrapick.data.ManifestError, FinetuneError, hydrapick.checkpoint.CheckpointError
+    """
+    config = config or FinetuneConfig()
+    model, meta = base if isinstance(base, tuple) else load_base(base)
+    if name == GENERIC_HEAD or name in model.heads:
+        raise FinetuneError(f"the base model already has a head named '{name}'; choose another name")
+    from .model import check_head_name
+
+    try:
+        check_head_name(name)
+    except ValueError as exc:
+        raise FinetuneError(str(exc)) from None
+    if bool(valid_micrographs) != bool(valid_coordinates):
+        raise FinetuneError("held-out micrographs need both micrographs and coordinates")
+    train = load_labelled(micrographs, coordinates, diameter_A, model.config, pixel_size_A=pixel_size_A,
+                          coordinate_format=coordinate_format, flip_y=flip_y)
+    valid = (load_labelled(valid_micrographs, valid_coordinates, diameter_A, model.config,
+                           pixel_size_A=pixel_size_A, coordinate_format=coordinate_format, flip_y=flip_y,
+                           what="held-out") if valid_micrographs else [])
+    overlap = {s.name for s in train} & {s.name for s in valid}
+    if overlap:
+        raise FinetuneError(f"micrographs both in training and held out: {', '.join(sorted(overlap))}")
+    thresholds = dict(meta.get("thresholds") or {})
+    threshold, report = finetune_head(model, name, train, valid=valid, config=config, device=device,
+                                      generic_threshold=thresholds.get(GENERIC_HEAD), progress=progress)
+    metadata = {k: v for k, v in meta.items()
+                if k not in ("format_version", "hydrapick_version", "model_config", "heads", "created")}
+    metadata["thresholds"] = {**thresholds, name: threshold}
+    metadata["diameters_A"] = {**dict(meta.get("diameters_A") or {}), name: float(diameter_A)}
+    training = dict(meta.get("training") or {})
+    finetunes = dict(training.get("finetune") or {})
+    finetunes[name] = {"config": to_dict(config), "diameter_A": float(diameter_A),
+                       "micrographs": [s.name for s in train], "held_out": [s.name for s in valid],
+                       "calibration": report, "base_created": meta.get("created")}
+    training["finetune"] = finetunes
+    metadata["training"] = training
+    metadata["command"] = command if command is not None else "hydrapick.finetune.finetune()"
+    model.to("cpu")
+    path = save_checkpoint(output, model, metadata) if output is not None else None
+    return FinetuneResult(model=model, metadata=metadata, head=name, threshold=threshold, report=report,
+                          path=path)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None

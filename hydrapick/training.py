@@ -1,0 +1,820 @@
+"""Training HydraPicker on many labelled datasets (thesis 3.2 and 4.3).
+
+Phase 1 (``pretrain``) trains the body with the generic head alone on every dataset (Adam, cosine
+annealing with warm restarts). Phase 2 (``multihead``) adds one head per dataset, each a copy of the
+pretrained generic head, and trains body and dataset heads on their own data while the bias loss
+(eq. 3.4) pulls the generic head towards them (SGD with momentum). Each phase keeps the weights with the
+lowest validation loss. Finally every head's score threshold is calibrated on validation data (the
+lowest threshold with precision >= 0.8) and stored in the checkpoint with the heads' particle diameters.
+
+Files written in the output folder (only by rank 0 of a multi-GPU run):
+
+``checkpoint.pt`` + ``checkpoint-state-*.pt``
+    The latest model (a normal checkpoint) and its optimiser/scheduler/loss-scaler state, every
+    ``checkpoint_every`` epochs; ``resume=True`` continues from them with identical results.
+``best-pretrain.pt``, ``best-multihead.pt``
+    The best weights of each phase so far.
+``model.pt``
+    The final, calibrated model.
+``log.jsonl``
+    One JSON object per epoch: training losses, validation loss and AP per head, learning rate, time.
+
+Randomness (crops, flips, dropout) is a pure function of the seed, the phase, the epoch, the step and
+the rank, so the checkpoint's position is all the random state a resumed run needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .anchors import anchor_centres, build_targets, detect
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ModelConfig, TrainConfig, to_dict
+from .data import (
+    Augmentation,
+    DatasetBatchSampler,
+    Manifest,
+    TrainingDataset,
+    load_datasets,
+    make_batch,
+    tiles,
+)
+from .device import resolve_device
+from .losses import bias_loss, detection_loss
+from .model import GENERIC_HEAD, HydraPicker
+from .picks import Picks
+
+log = logging.getLogger(__name__)
+
+PHASES = ("pretrain", "multihead")
+CHECKPOINT = "checkpoint.pt"
+FINAL = "model.pt"
+LOG = "log.jsonl"
+# Fields of TrainConfig that may change between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = {"pretrain_epochs", "multihead_epochs", "checkpoint_every", "amp"}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or continue (diverged loss, resume state that does not fit, ...)."""
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """Progress report passed to the ``progress`` callback.
+
+    ``kind`` is one of ``load`` (a micrograph was cached; ``step``/``steps`` count them), ``phase`` (a
+    phase starts), ``step`` (``values`` has the running mean ``loss``), ``epoch`` (``values`` is the
+    epoch's log record), ``calibrate`` and ``done`` (``values`` has the thresholds).
+    """
+
+    kind: str
+    phase: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+    values: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+ProgressCallback = Callable[[TrainEvent], None]
+
+
+@dataclass
+class TrainResult:
+    """What `train` produced: the calibrated model, its metadata and where it was written."""
+
+    model: HydraPicker
+    metadata: dict[str, Any]
+    path: Path
+    history: list[dict[str, Any]]
+
+
+# --- devices and processes ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a ``torchrun`` launch (rank 0 of 1 outside one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+
+def distributed_context(environ: dict[str, str] | None = None) -> DistContext:
+    """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as set by ``torchrun`` (defaults: one process)."""
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local = int(env.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise TrainingError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
+    if world < 1 or not 0 <= rank < world:
+        raise TrainingError(f"RANK {rank} is outside WORLD_SIZE {world}")
+    return DistContext(rank=rank, world_size=world, local_rank=local)
+
+
+def setup_device(device: str | torch.device, dist: DistContext) -> torch.device:
+    """The device of this process; joins the process group of a multi-process launch."""
+    if not dist.active:
+        return resolve_device(device)
+    want = resolve_device(device)
+    if want.type == "cuda":
+        want = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(want)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if want.type == "cuda" else "gloo")
+    return want
+
+
+AutocastFactory = Callable[[], contextlib.AbstractContextManager]
+
+
+def autocast_for(device: torch.device, enabled: bool) -> tuple[AutocastFactory, torch.amp.GradScaler]:
+    """Mixed-precision context factory and gradient scaler for ``device``.
+
+    CUDA: bf16 autocast where the GPU supports it (no loss scaling needed), else fp16 with a GradScaler.
+    CPU: full precision (autocast on CPU is slower than float32 for these convolutions).
+    """
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+    return contextlib.nullcontext, torch.amp.GradScaler("cpu", enabled=False)
+
+
+# --- losses ------------------------------------------------------------------------------------------
+
+def batch_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: torch.Tensor,
+               model_config: ModelConfig, *, cls_weight: float = 1.0, alpha: float = 0.25,
+               gamma: float = 2.0) -> dict[str, torch.Tensor]:
+    """`hydrapick.losses.detection_loss` of raw ``outputs`` (N, A, 3) against particle ``centres``."""
+    labels, offsets, positive = build_targets(anchors, list(centres), model_config)
+    return detection_loss(outputs.float(), labels, offsets, positive, cls_weight=cls_weight, alpha=alpha,
+                          gamma=gamma)
+
+
+def step_seed(seed: Sequence[int]) -> int:
+    """A non-negative 63-bit torch seed from a `hydrapick.data.Step` seed tuple."""
+    return int(np.random.SeedSequence(list(seed)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+# --- validation --------------------------------------------------------------------------------------
+
+@dataclass
+class ValidationSet:
+    """Fixed validation tiles of one dataset: images (T, 1, t, t) and particle centres per tile."""
+
+    dataset: str
+    names: list[str]
+    images: torch.Tensor
+    centres: list[torch.Tensor]
+
+
+def validation_sets(datasets: Sequence[TrainingDataset], tile_px: int, max_tiles: int, seed: int,
+                    ) -> list[ValidationSet | None]:
+    """Cut each dataset's validation micrographs into tiles once (None where a dataset has none)."""
+    out: list[ValidationSet | None] = []
+    for d, ds in enumerate(datasets):
+        names, images, centres = [], [], []
+        for sample in ds.valid:
+            for j, (image, c) in enumerate(tiles(sample, tile_px, seed=seed)):
+                names.append(f"{sample.name}__t{j:03d}")
+                images.append(image)
+                centres.append(c)
+        if not names:
+            out.append(None)
+            continue
+        if len(names) > max_tiles:
+            rng = np.random.default_rng([seed, d, 0x7A11])
+            keep = sorted(rng.choice(len(names), size=max_tiles, replace=False).tolist())
+            names, images, centres = ([x[i] for i in keep] for x in (names, images, centres))
+        # T tiles of (t, t) -> (T, 1, t, t)
+        out.append(ValidationSet(ds.name, names, torch.stack(images)[:, None], centres))
+    return out
+
+
+@dataclass
+class HeadValidation:
+    """Validation of one head: summed losses, positives, and (optionally) the detections."""
+
+    loss_sum: float = 0.0
+    num_pos: int = 0
+    truth: list[Picks] = field(default_factory=list)
+    picks: list[Picks] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(1, self.num_pos)
+
+    def ap(self, box_px: float) -> float:
+        from .evaluation import evaluate
+
+        truth, picks = Picks.concat(self.truth), Picks.concat(self.picks)
+        if not len(truth):
+            return float("nan")
+        return float(evaluate(truth, picks, box_px, micrographs=self.names).ap)
+
+
+@torch.no_grad()
+def validate_heads(model: HydraPicker, vset: ValidationSet, heads: Sequence[str], device: torch.device,
+                   config: TrainConfig, autocast: Callable[[], contextlib.AbstractContextManager], *,
+                   detections: bool = True, batch_size: int = 8) -> dict[str, HeadValidation]:
+    """Loss and detections of each of ``heads`` on the tiles of ``vset`` (body features computed once)."""
+    mc = model.config
+    tile = vset.images.shape[-1]
+    anchors = anchor_centres(tile, tile, mc, device=device)
+    out = {h: HeadValidation() for h in heads}
+    was_training = model.training
+    model.eval()
+    try:
+        for lo in range(0, len(vset.names), batch_size):
+            hi = min(len(vset.names), lo + batch_size)
+            x = vset.images[lo:hi].to(device)
+            centres = [c.to(device) for c in vset.centres[lo:hi]]
+            with autocast():
+                feats = model.features(x)
+            for head in heads:
+                with autocast():
+                    outputs = model.head_forward(feats, head)
+                parts = batch_loss(outputs, centres, anchors, mc, cls_weight=config.cls_weight,
+                                   alpha=config.focal_alpha, gamma=config.focal_gamma)
+                n_pos = int(parts["num_pos"])
+                hv = out[head]
+                hv.loss_sum += float(parts["loss"]) * max(1, n_pos)
+                hv.num_pos += n_pos
+                if not detections:
+                    continue
+                for i in range(hi - lo):
+                    name = vset.names[lo + i]
+                    found, scores = detect(outputs[i].float(), anchors, mc,
+                                           min_distance_px=0.8 * mc.particle_diameter_px, score_floor=0.0)
+                    found, scores, c = found.cpu().double().numpy(), scores.cpu().double().numpy(), centres[i]
+                    hv.picks.append(Picks(name, found[:, 0], found[:, 1], scores))
+                    c = c.cpu().double().numpy()
+                    hv.truth.append(Picks(name, c[:, 0], c[:, 1]))
+                    hv.names.append(name)
+    finally:
+        model.train(was_training)
+    return out
+
+
+# --- the trainer -------------------------------------------------------------------------------------
+
+class Trainer:
+    """Runs both training phases over in-memory datasets; see `train` for the public entry point."""
+
+    def __init__(self, datasets: Sequence[TrainingDataset], model: HydraPicker, config: TrainConfig,
+                 out_dir: Path, *, device: torch.device, dist: DistContext = DistContext(),
+                 progress: ProgressCallback | None = None, command: str | None = None,
+                 extra_summary: dict[str, Any] | None = None) -> None:
+        self.datasets = list(datasets)
+        self.names = [d.name for d in self.datasets]
+        self.model = model.to(device)
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.dist = dist
+        self.progress = progress if dist.is_main else None
+        self.command = command
+        self.extra_summary = dict(extra_summary or {})
+        self.autocast, self.scaler = autocast_for(device, config.amp)
+        self.aug = Augmentation(crop_px=config.crop_px, flips=config.flips, any_angle=config.any_angle)
+        self.sampler = DatasetBatchSampler(
+            [len(d.train) for d in self.datasets], config.batch_size, config.steps_per_epoch,
+            weights=[d.weight for d in self.datasets], seed=config.seed, rank=dist.rank,
+            world_size=dist.world_size)
+        self.vsets = validation_sets(self.datasets, config.valid_tile_px or config.crop_px,
+                                     config.max_valid_tiles, config.seed)
+        if not any(self.vsets):
+            log.warning("no dataset has validation micrographs: model selection uses the training loss "
+                        "and thresholds cannot be calibrated")
+        self.history: list[dict[str, Any]] = []
+        self.phase_results: dict[str, dict[str, Any]] = {}
+        # Position and best-so-far of the current phase.
+        self.phase_index = 0
+        self.epoch = 0
+        self.best_loss = math.inf
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+        self._resume_state: dict[str, Any] | None = None
+
+    # -- bookkeeping -----------------------------------------------------------------------------------
+    def _emit(self, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress(TrainEvent(**kwargs))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change between an interrupted run and its resumption."""
+        cfg = {k: v for k, v in to_dict(self.config).items() if k not in _RESUMABLE_CHANGES}
+        data = {d.name: [[s.name for s in d.train], [s.name for s in d.valid]] for d in self.datasets}
+        return {"config": cfg, "model_config": to_dict(self.model.config), "datasets": data,
+                "world_size": self.dist.world_size}
+
+    def _epochs(self, phase: str) -> int:
+        return self.config.pretrain_epochs if phase == "pretrain" else self.config.multihead_epochs
+
+    def _metadata(self, kind: str) -> dict[str, Any]:
+        return {"seed": self.config.seed, "command": self.command, "kind": kind,
+                "training": self.summary()}
+
+    def summary(self) -> dict[str, Any]:
+        return {"config": to_dict(self.config), "datasets": [d.summary() for d in self.datasets],
+                "phases": dict(self.phase_results), "world_size": self.dist.world_size,
+                "device": str(self.device), **self.extra_summary}
+
+    # -- optimisation set-up ---------------------------------------------------------------------------
+    def _start_phase(self, phase: str) -> None:
+        cfg = self.config
+        if phase == "multihead":
+            for name in self.names:
+                if name not in self.model.heads:
+                    self.model.add_head(name, init_from=GENERIC_HEAD)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if phase == "pretrain":
+            self.optimizer = torch.optim.Adam(params, lr=cfg.pretrain_lr, weight_decay=cfg.weight_decay)
+            # Stepped once per optimiser step: the period is restart_epochs epochs.
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+                self.optimizer, T_0=cfg.restart_epochs * cfg.steps_per_epoch, eta_min=cfg.min_lr)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=cfg.multihead_lr, momentum=cfg.momentum,
+                                             weight_decay=cfg.weight_decay)
+            self.scheduler = None  # thesis: plain SGD with momentum in phase 2
+        self.ddp_model: torch.nn.Module = self.model
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # All ranks train the same head at every step (see DatasetBatchSampler) and the bias loss
+            # reaches every head, so parameters go unused only when that loss is switched off.
+            unused = phase == "multihead" and cfg.bias_weight == 0
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused)
+
+    def _heads_for(self, phase: str, d: int) -> tuple[str, list[str]]:
+        """(head trained on dataset ``d``, heads validated on it)."""
+        if phase == "pretrain":
+            return GENERIC_HEAD, [GENERIC_HEAD]
+        return self.names[d], [self.names[d], GENERIC_HEAD]
+
+    # -- one epoch -------------------------------------------------------------------------------------
+    def run_epoch(self, phase: str, epoch: int) -> dict[str, float]:
+        cfg, model = self.config, self.model
+        model.train()
+        steps = self.sampler.epoch(epoch, phase=PHASES.index(phase))
+        anchors = anchor_centres(cfg.crop_px, cfg.crop_px, model.config, device=self.device)
+        with_bias = phase == "multihead" and cfg.bias_weight > 0 and model.head_names
+        sums = {"loss": torch.zeros((), device=self.device), "cls": torch.zeros((), device=self.device),
+                "loc": torch.zeros((), device=self.device), "bias": torch.zeros((), device=self.device)}
+        report_every = max(1, len(steps) // 50)
+        for step in steps:
+            ds = self.datasets[step.dataset]
+            head, _ = self._heads_for(phase, step.dataset)
+            images, centres = make_batch([ds.train[i] for i in step.micrographs], self.aug, step.seed)
+            images = images.to(self.device, non_blocking=True)
+            centres = [c.to(self.device) for c in centres]
+            torch.manual_seed(step_seed(step.seed))  # dropout: same masks when an epoch is re-run
+            with self.autocast():
+                outputs = self.ddp_model(images, head=head)
+            parts = batch_loss(outputs, centres, anchors, model.config, cls_weight=cfg.cls_weight,
+                               alpha=cfg.focal_alpha, gamma=cfg.focal_gamma)
+            loss = parts["loss"]
+            if with_bias:
+                bias = bias_loss(model).float()
+                loss = loss + cfg.bias_weight * bias
+                sums["bias"] += bias.detach()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                trainable = [p for p in model.parameters() if p.requires_grad]
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            sums["loss"] += loss.detach()
+            sums["cls"] += parts["cls"].detach()
+            sums["loc"] += parts["loc"].detach()
+            done = step.index + 1
+            if self.progress is not None and (done % report_every == 0 or done == len(steps)):
+                self._emit(kind="step", phase=phase, epoch=epoch + 1, epochs=self._epochs(phase),
+                           step=step.index + 1, steps=len(steps),
+                           values={"loss": float(sums["loss"]) / (step.index + 1)})
+        means = {k: float(v) / len(steps) for k, v in sums.items()}
+        if self.dist.active:
+            t = torch.tensor([means[k] for k in ("loss", "cls", "loc", "bias")], device=self.device)
+            torch.distributed.all_reduce(t)
+            means = dict(zip(("loss", "cls", "loc", "bias"), (t / self.dist.world_size).tolist(),
+                             strict=True))
+        if not math.isfinite(means["loss"]):
+            raise TrainingError(f"training diverged in {phase} epoch {epoch + 1} (loss {means['loss']}); "
+                                "lower the learning rate or resume from the last checkpoint")
+        return means
+
+    def validate(self, phase: str, *, detections: bool = True) -> dict[str, Any]:
+        """Validation loss (the model-selection objective) and per-head loss and AP."""
+        cfg, box = self.config, self.model.config.particle_diameter_px
+        heads: dict[str, Any] = {}
+        generic = HeadValidation()
+        own_losses, generic_losses = [], []
+        for d, vset in enumerate(self.vsets):
+            if vset is None:
+                continue
+            head, validated = self._heads_for(phase, d)
+            result = validate_heads(self.model, vset, validated, self.device, cfg, self.autocast,
+                                    detections=detections, batch_size=max(1, 2 * cfg.batch_size))
+            own_losses.append(result[head].loss)
+            g = result[GENERIC_HEAD]
+            generic_losses.append(g.loss)
+            generic.loss_sum += g.loss_sum
+            generic.num_pos += g.num_pos
+            generic.truth += g.truth
+            generic.picks += g.picks
+            generic.names += g.names
+            if phase == "multihead":
+                heads[head] = {"loss": result[head].loss,
+                               **({"ap": result[head].ap(box)} if detections else {})}
+            heads.setdefault(f"{GENERIC_HEAD}@{vset.dataset}", {"loss": g.loss})
+        if not own_losses:
+            return {"loss": None, "heads": {}}
+        objective = float(np.mean(own_losses))
+        if phase == "multihead" and cfg.bias_weight > 0:
+            with torch.no_grad():
+                objective += cfg.bias_weight * float(bias_loss(self.model))
+        heads[GENERIC_HEAD] = {"loss": float(np.mean(generic_losses)),
+                               **({"ap": generic.ap(box)} if detections else {})}
+        return {"loss": objective, "heads": heads}
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def _best_path(self, phase: str) -> Path:
+        return self.out_dir / f"best-{phase}.pt"
+
+    def write_checkpoint(self, phase: str) -> None:
+        """Latest model + optimiser state (rank 0 only). The state file is written first, so
+        ``checkpoint.pt`` always names a state file that exists."""
+        if not self.dist.is_main:
+            return
+        tag = f"{phase}-{self.epoch:05d}"
+        state_name = f"checkpoint-state-{tag}.pt"
+        state = {"format": "hydrapick-training-state", "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "scaler": self.scaler.state_dict()}
+        _atomic_torch_save(state, self.out_dir / state_name)
+        meta = self._metadata("training-checkpoint")
+        meta["resume"] = {"phase": phase, "epoch": self.epoch, "best_loss": _finite_or_none(self.best_loss),
+                          "best_epoch": self.best_epoch, "state_file": state_name,
+                          "fingerprint": self.fingerprint()}
+        save_checkpoint(self.out_dir / CHECKPOINT, self.model, meta)
+        for old in self.out_dir.glob("checkpoint-state-*.pt"):
+            if old.name != state_name:
+                old.unlink(missing_ok=True)
+
+    def load_resume(self, meta: dict[str, Any]) -> None:
+        """Take position, best-so-far and optimiser state from a checkpoint's metadata."""
+        resume = meta.get("resume")
+        if not isinstance(resume, dict):
+            raise TrainingError(f"{self.out_dir / CHECKPOINT} holds no resume information")
+        mismatch = _differences(resume.get("fingerprint", {}), self.fingerprint())
+        if mismatch:
+            raise TrainingError("cannot resume: the run differs from the checkpoint in "
+                                + "; ".join(mismatch[:6]) + " (use a new output folder to start afresh)")
+        self.phase_index = PHASES.index(resume["phase"])
+        self.epoch = int(resume["epoch"])
+        self.best_loss = math.inf if resume["best_loss"] is None else float(resume["best_loss"])
+        self.best_epoch = int(resume["best_epoch"])
+        self.phase_results = dict(meta.get("training", {}).get("phases", {}))
+        state = torch.load(self.out_dir / resume["state_file"], map_location=self.device, weights_only=True)
+        self._resume_state = state
+        if self.best_epoch >= 0 and self._best_path(resume["phase"]).exists():
+            best, _ = load_checkpoint(self._best_path(resume["phase"]))
+            self.best_state = {k: v.clone() for k, v in best.state_dict().items()}
+
+    def _remember_best(self, phase: str, loss: float) -> None:
+        self.best_loss, self.best_epoch = loss, self.epoch
+        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        if self.dist.is_main:
+            meta = self._metadata("best")
+            meta["best"] = {"phase": phase, "epoch": self.epoch, "valid_loss": loss}
+            save_checkpoint(self._best_path(phase), self.model, meta)
+
+    def _restore_best(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        if self.dist.active:
+            # Rank 0 chose the best epoch; make every rank hold exactly its weights.
+            for tensor in self.model.state_dict().values():
+                torch.distributed.broadcast(tensor, 0)
+
+    # -- the phases ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        for index, phase in enumerate(PHASES):
+            epochs = self._epochs(phase)
+            if index < self.phase_index or epochs == 0:
+                continue
+            resuming_here = index == self.phase_index and self._resume_state is not None
+            if not resuming_here:
+                self.epoch, self.best_loss, self.best_epoch, self.best_state = 0, math.inf, -1, None
+            self.phase_index = index
+            self._start_phase(phase)
+            if resuming_here:
+                self.optimizer.load_state_dict(self._resume_state["optimizer"])
+                if self.scheduler is not None and self._resume_state.get("scheduler") is not None:
+                    self.scheduler.load_state_dict(self._resume_state["scheduler"])
+                self.scaler.load_state_dict(self._resume_state["scaler"])
+                self._resume_state = None
+            self._emit(kind="phase", phase=phase, epoch=self.epoch, epochs=epochs,
+                       steps=self.config.steps_per_epoch)
+            log.info("%s: epochs %d..%d of %d", phase, self.epoch + 1, epochs, epochs)
+            while self.epoch < epochs:
+                self._one_epoch(phase, epochs)
+            self.phase_results[phase] = {"epochs": epochs, "best_epoch": self.best_epoch,
+                                         "best_valid_loss": _finite_or_none(self.best_loss)}
+            self._restore_best()
+
+    def _one_epoch(self, phase: str, epochs: int) -> None:
+        cfg = self.config
+        start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        train = self.run_epoch(phase, self.epoch)
+        self.epoch += 1
+        last = self.epoch == epochs
+        valid: dict[str, Any] = {"loss": None, "heads": {}}
+        if self.dist.is_main and (self.epoch % cfg.valid_every == 0 or last):
+            valid = self.validate(phase)
+        objective = valid["loss"] if valid["loss"] is not None else train["loss"]
+        improved = False
+        if self.dist.is_main and (valid["loss"] is not None or not any(self.vsets)):
+            if objective < self.best_loss:
+                self._remember_best(phase, objective)
+                improved = True
+        record = {"phase": phase, "epoch": self.epoch, "epochs": epochs, "lr": lr, "train": train,
+                  "valid": valid, "best": improved, "best_epoch": self.best_epoch,
+                  "time_s": round(time.perf_counter() - start, 3)}
+        self.history.append(record)
+        if self.dist.is_main:
+            _append_jsonl(self.out_dir / LOG, record)
+        self._emit(kind="epoch", phase=phase, epoch=self.epoch, epochs=epochs, values=record)
+        if self.epoch % cfg.checkpoint_every == 0 or last:
+            self.write_checkpoint(phase)
+        self.dist.barrier()
+
+    # -- calibration -----------------------------------------------------------------------------------
+    def calibrate(self) -> tuple[dict[str, float], dict[str, Any]]:
+        """Per-head threshold with validation precision >= ``calibration_precision`` (thesis rule)."""
+        from .evaluation import evaluate, threshold_at_precision
+
+        cfg, box = self.config, self.model.config.particle_diameter_px
+        phase = "multihead" if self.model.head_names else "pretrain"
+        collected: dict[str, HeadValidation] = {}
+        for d, vset in enumerate(self.vsets):
+            if vset is None:
+                continue
+            _, validated = self._heads_for(phase, d)
+            result = validate_heads(self.model, vset, validated, self.device, cfg, self.autocast,
+                                    batch_size=max(1, 2 * cfg.batch_size))
+            for head, hv in result.items():
+                acc = collected.setdefault(head, HeadValidation())
+                acc.truth += hv.truth
+                acc.picks += hv.picks
+                acc.names += hv.names
+        thresholds: dict[str, float] = {}
+        report: dict[str, Any] = {}
+        for head in [GENERIC_HEAD, *self.model.head_names]:
+            hv = collected.get(head)
+            truth = Picks.concat(hv.truth) if hv else Picks.empty()
+            picks = Picks.concat(hv.picks) if hv else Picks.empty()
+            if hv is None or not len(truth) or not len(picks):
+                fallback = thresholds.get(GENERIC_HEAD, 0.5)
+                log.warning("head %s: no validation particles to calibrate on; threshold %.3f (%s)", head,
+                            fallback, "generic head's" if GENERIC_HEAD in thresholds else "default")
+                thresholds[head] = fallback
+                report[head] = {"threshold": fallback, "source": "fallback"}
+                continue
+            value = threshold_at_precision(truth, picks, box, precision=cfg.calibration_precision,
+                                           micrographs=hv.names)
+            ev = evaluate(truth, picks, box, threshold=value, micrographs=hv.names)
+            thresholds[head] = value
+            report[head] = {"threshold": value, "source": "validation", "ap": _finite_or_none(ev.ap),
+                            "precision": _finite_or_none(ev.precision), "recall": _finite_or_none(ev.recall),
+                            "n_truth": int(ev.n_truth), "n_tiles": len(hv.names)}
+        return thresholds, report
+
+
+# --- public entry point ------------------------------------------------------------------------------
+
+def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_dir: str | os.PathLike, *,
+          config: TrainConfig | None = None, model_config: ModelConfig | None = None,
+          init: str | os.PathLike | None = None, resume: bool = False, device: str | torch.device = "auto",
+          progress: ProgressCallback | None = None, command: str | None = None) -> TrainResult:
+    """Train a multi-head HydraPicker and write the calibrated model to ``out_dir/model.pt``.
+
+    Parameters
+    ----------
+    data : Manifest, path of a TOML manifest, or list of TrainingDataset
+        The datasets (see `hydrapick.data`).
+    out_dir : path
+        Output folder (created). It must not hold a previous run unless ``resume`` is set.
+    config : TrainConfig
+        Schedule, loss weights, augmentation; defaults from `hydrapick.config.TrainConfig`.
+    model_config : ModelConfig
+        Network of a fresh model (default: the thesis network). Ignored with ``init`` or ``resume``.
+    init : path, optional
+        Checkpoint whose body and generic head start the training (its dataset heads are dropped).
+    resume : bool
+        Continue the run in ``out_dir`` from its ``checkpoint.pt``; the result equals that of an
+        uninterrupted run.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; under ``torchrun`` each process takes its local GPU.
+    progress : callable, optional
+        Receives `TrainEvent` s (rank 0 only).
+    command : str, optional
+        Command line recorded in the checkpoints.
+
+    Raises
+    ------
+    hydrapick.data.ManifestError
+        Bad manifest, missing files, micrographs without coordinates (every problem listed).
+    TrainingError
+        Output folder already used, resume state that does not fit, diverged training.
+    """
+    config = config or TrainConfig()
+    out = Path(out_dir)
+    dist = distributed_context()
+    dev = setup_device(device, dist)
+    checkpoint = out / CHECKPOINT
+    if resume and not checkpoint.exists():
+        raise TrainingError(f"cannot resume: {checkpoint} does not exist")
+    if not resume and (checkpoint.exists() or (out / FINAL).exists()):
+        raise TrainingError(f"{out} already holds a training run; resume it with --resume or choose "
+                            "another output folder")
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+
+    if isinstance(data, (Manifest, str, os.PathLike)):
+        mc_for_data = _model_config_for(resume, checkpoint, init, model_config)
+
+        def loading(message: str, done: int, total: int) -> None:
+            if progress is not None and dist.is_main:
+                progress(TrainEvent(kind="load", step=done, steps=total, message=message))
+
+        datasets = load_datasets(data, mc_for_data, cache_dtype=getattr(torch, config.cache_dtype),
+                                 progress=loading, device=dev if dev.type == "cuda" else None)
+        manifest_path = str(data.path if isinstance(data, Manifest) else data)
+    else:
+        datasets = list(data)
+        manifest_path = None
+    if not datasets:
+        raise TrainingError("no datasets to train on")
+
+    meta: dict[str, Any] | None = None
+    if resume:
+        model, meta = load_checkpoint(checkpoint)
+    elif init is not None:
+        base, _ = load_checkpoint(init)
+        model = HydraPicker(base.config)
+        model.body.load_state_dict(base.body.state_dict())
+        model.heads[GENERIC_HEAD].load_state_dict(base.heads[GENERIC_HEAD].state_dict())
+    else:
+        model = HydraPicker(model_config or ModelConfig())
+    trainer = Trainer(datasets, model, config, out, device=dev, dist=dist, progress=progress, command=command,
+                      extra_summary={"manifest": manifest_path, "init": str(init) if init else None})
+    if meta is not None:
+        trainer.load_resume(meta)
+        _truncate_log(out / LOG, trainer, dist)
+        trainer.history = _read_jsonl(out / LOG)
+    trainer.run()
+
+    if progress is not None and dist.is_main:
+        progress(TrainEvent(kind="calibrate", message="calibrating thresholds on validation data"))
+    thresholds, report = trainer.calibrate() if dist.is_main else ({}, {})
+    final_meta = trainer._metadata("model")
+    final_meta["training"]["calibration"] = report
+    final_meta["thresholds"] = thresholds
+    final_meta["diameters_A"] = {GENERIC_HEAD: None, **{d.name: d.diameter_A for d in datasets
+                                                         if d.name in trainer.model.head_names}}
+    path = out / FINAL
+    if dist.is_main:
+        save_checkpoint(path, trainer.model, final_meta)
+        log.info("wrote %s", path)
+    dist.barrier()
+    if progress is not None and dist.is_main:
+        progress(TrainEvent(kind="done", values={"thresholds": thresholds, "path": str(path)}))
+    return TrainResult(model=trainer.model, metadata=final_meta, path=path, history=trainer.history)
+
+
+def _model_config_for(resume: bool, checkpoint: Path, init, model_config: ModelConfig | None) -> ModelConfig:
+    """The model configuration the data must be prepared for (its particle size in pixels)."""
+    from .checkpoint import read_checkpoint
+    from .config import from_dict
+
+    source = checkpoint if resume else (Path(init) if init is not None else None)
+    if source is None:
+        return model_config or ModelConfig()
+    meta = read_checkpoint(source)["metadata"]
+    return from_dict(ModelConfig, meta["model_config"], where=str(source))
+
+
+# --- small helpers -----------------------------------------------------------------------------------
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _differences(saved: Any, now: Any, where: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(saved) | set(now)):
+            out += _differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)
+        return out
+    norm = json.loads(json.dumps(saved)), json.loads(json.dumps(now))
+    return [] if norm[0] == norm[1] else [f"{where} ({_short(saved)} -> {_short(now)})"]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(_plain(record), allow_nan=False) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars as Python numbers, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _truncate_log(path: Path, trainer: Trainer, dist: DistContext) -> None:
+    """Drop log records of epochs after the checkpoint (they are re-run and logged again)."""
+    if not dist.is_main or not path.exists():
+        return
+    keep = [r for r in _read_jsonl(path)
+            if (PHASES.index(r["phase"]), r["epoch"]) <= (trainer.phase_index, trainer.epoch)]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a training log (``log.jsonl``), one dict per epoch."""
+    return _read_jsonl(Path(path))
+
+
