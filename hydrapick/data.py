@@ -282,6 +282,8 @@ def _parse_simulated(table: Any, where: str, base: Path, problems: list[str]) ->
     else:
         try:
             simulation_config(overrides)
+        except ImportError:
+            problems.append(f"{where}: this installation has no simulator (hydrapick.simulate)")
         except (ValueError, TypeError) as exc:
             problems.append(f"{where}.config: {exc}")
     if problems and any(p.startswith(where) for p in problems):
@@ -499,6 +501,46 @@ def load_datasets(manifest: Manifest | str | os.PathLike, model_config: ModelCon
     return out
 
 
+def inspect_manifest(manifest: Manifest | str | os.PathLike) -> list[dict[str, Any]]:
+    """Run every cheap check of `load_datasets` and describe each dataset without preparing any image.
+
+    Returns one dict per dataset: ``name``, ``kind``, ``n_train``/``n_valid``/``n_test`` micrographs,
+    ``particles`` (train + valid), ``diameter_A`` and ``pixel_size_A`` ([min, max]; None for simulated).
+
+    Raises
+    ------
+    ManifestError
+        Listing every problem found.
+    """
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest)
+    problems: list[str] = []
+    out = []
+    for spec in manifest.datasets:
+        if spec.simulated is not None:
+            n = spec.simulated.n_micrographs
+            split = split_names([f"{spec.name}_{i:04d}" for i in range(n)], spec.name,
+                                valid_fraction=manifest.valid_fraction, test_fraction=manifest.test_fraction,
+                                seed=manifest.split_seed, explicit=spec.explicit_split())
+            source = spec.simulated.structure or spec.simulated.procedural or "procedural"
+            out.append({"name": spec.name, "kind": f"simulated ({source})", "particles": None,
+                        "diameter_A": spec.diameter_A, "pixel_size_A": None,
+                        **{f"n_{k}": len(v) for k, v in split.items()}})
+            continue
+        plan = _plan_files(spec, manifest, problems)
+        if plan is None:
+            continue
+        sizes = [p for _, p, _ in plan["todo"].values()]
+        out.append({"name": spec.name, "kind": "files",
+                    "particles": int(sum(len(picks) for _, _, picks in plan["todo"].values())),
+                    "diameter_A": spec.diameter_A,
+                    "pixel_size_A": [min(sizes), max(sizes)] if sizes else None,
+                    **{f"n_{k}": len(v) for k, v in plan["split"].items()}})
+    if problems:
+        raise ManifestError(manifest.path, problems)
+    return out
+
+
 def _plan_files(spec: DatasetSpec, manifest: Manifest, problems: list[str]) -> dict[str, Any] | None:
     """Cheap pass over one file-based dataset: list micrographs, read coordinates, read headers."""
     from .io import FormatError, read_coordinate_folder, read_coordinates, read_micrograph
@@ -563,6 +605,7 @@ def _plan_files(spec: DatasetSpec, manifest: Manifest, problems: list[str]) -> d
                             f"{w}x{h} micrograph (wrong file, or y flipped? see flip_y)")
         todo[key] = (path, float(mic.pixel_size_A), mine)
     if empty:
+        empty.sort()
         shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         problems.append(f"{where}: {len(empty)} micrograph(s) without coordinates: {shown} "
                         "(set allow_empty = true if they truly hold no particles)")
@@ -584,7 +627,9 @@ def _expand_micrographs(entry: str) -> list[str]:
 def _read_image(path: str) -> np.ndarray:
     from .io import read_micrograph
 
-    return read_micrograph(path).data
+    data = read_micrograph(path).data
+    # A read-only memory map cannot back a tensor; one float32 copy per micrograph is cheap.
+    return data if data.flags.writeable else np.array(data, dtype=np.float32)
 
 
 def _prepare_sample(key: str, source: str, image: np.ndarray, pixel_size_A: float, diameter_A: float,

@@ -38,6 +38,7 @@ from .data import (
     _check_micrograph_entry,
     _plan_files,
     _prepare_sample,
+    _read_image,
     dihedral,
 )
 from .device import resolve_device
@@ -352,26 +353,24 @@ def load_labelled(micrographs: Sequence[str], coordinates: Sequence[str], diamet
     plan = _plan_files(spec, manifest, problems)
     if problems:
         raise ManifestError(manifest.path, [p.replace(f"datasets.{what}", what) for p in problems])
-    from .io import read_micrograph
-
-    return [_prepare_sample(key, path, read_micrograph(path).data, pixel, float(diameter_A), picks,
+    return [_prepare_sample(key, path, _read_image(path), pixel, float(diameter_A), picks,
                             model_config, torch.float32, 0.1, None)
             for key, (path, pixel, picks) in plan["todo"].items()]
 
 
 def load_base(model: str | os.PathLike | None) -> tuple[HydraPicker, dict[str, Any]]:
-    """The base model: a checkpoint file, or the bundled generic model when ``model`` is None."""
+    """The base model: a checkpoint file, or the bundled generic model when ``model`` is None.
+
+    Raises
+    ------
+    hydrapick.checkpoint.CheckpointError
+        Unreadable checkpoint, or no bundled model in this installation.
+    """
     if model is not None:
         return load_checkpoint(model)
-    try:
-        from .picking import load_model
-    except ImportError:
-        raise FinetuneError("this build has no bundled generic model; pass a base model file") from None
-    try:
-        return load_model(None)
-    except (FileNotFoundError, OSError, ValueError) as exc:
-        raise FinetuneError(f"the bundled generic model cannot be loaded ({exc}); pass a base model file"
-                            ) from exc
+    from .picking import load_model
+
+    return load_model(None)
 
 
 def finetune(base: str | os.PathLike | tuple[HydraPicker, dict[str, Any]] | None, name: str,
