@@ -32,16 +32,287 @@ def pick() -> None:
 
 # --- train (issue: training) ----------------------------------------------------------------------------
 @cli.command()
-def train() -> None:
-    """Train a multi-head model on datasets described in a TOML manifest."""
-    raise click.ClickException("train is not available in this build yet")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Run folder: checkpoints, log.jsonl and the final model.pt (required unless --check).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="TOML file: a [train] table of TrainConfig keys and a [model] table of ModelConfig keys "
+                   "(plus preset = 'thesis' or 'light'). Options given here override it.")
+@click.option("--architecture", type=click.Choice(["thesis", "light"]),
+              help="Network of a fresh model (default: thesis, or the config file's [model] preset).")
+@click.option("--init", "init_path", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this checkpoint's body and generic head instead of random weights.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --output from its checkpoint.")
+@click.option("--pretrain-epochs", type=int, help="Epochs of phase 1 (single head, Adam).")
+@click.option("--multihead-epochs", type=int, help="Epochs of phase 2 (one head per dataset, SGD).")
+@click.option("--steps-per-epoch", type=int, help="Optimiser steps per epoch.")
+@click.option("--batch-size", type=int, help="Crops per mini-batch (all from one dataset).")
+@click.option("--crop", "crop_px", type=int, help="Crop side in model pixels.")
+@click.option("--seed", type=int, help="Seed of every random choice (default 0).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("--check", is_flag=True, help="Only check the manifest and list its datasets; train nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display; errors and the summary only.")
+def train(manifest: str, out_dir: str | None, config_path: str | None, architecture: str | None,
+          init_path: str | None, resume: bool, pretrain_epochs: int | None, multihead_epochs: int | None,
+          steps_per_epoch: int | None, batch_size: int | None, crop_px: int | None, seed: int | None,
+          device: str, threads: int | None, check: bool, quiet: bool) -> None:
+    """Train a multi-head model on datasets described in a TOML manifest.
+
+    Phase 1 pretrains the body with the generic head on every dataset; phase 2 trains one head per
+    dataset plus the generic head tied to them by the bias loss. The best epochs (validation loss) are
+    kept, thresholds are calibrated on validation data, and OUTPUT/model.pt is ready for
+    `hydrapick pick --model`. Multi-GPU: launch with torchrun (docs/training.md).
+    """
+    from rich.console import Console
+
+    from .data import ManifestError, inspect_manifest
+
+    console = Console(stderr=True, quiet=quiet)
+    if check:
+        try:
+            rows = inspect_manifest(manifest)
+        except ManifestError as exc:
+            raise click.ClickException(str(exc)) from None
+        _train_print_datasets(rows)
+        return
+    if out_dir is None:
+        raise click.UsageError("--output is required (the run folder)")
+    overrides = {k: v for k, v in dict(pretrain_epochs=pretrain_epochs, multihead_epochs=multihead_epochs,
+                                       steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                                       crop_px=crop_px, seed=seed).items() if v is not None}
+    train_config, model_config = _train_configs(config_path, architecture, overrides)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from .checkpoint import CheckpointError
+    from .training import TrainingError
+    from .training import train as run_training
+
+    display = _TrainDisplay(console)
+    try:
+        with display:
+            result = run_training(manifest, out_dir, config=train_config, model_config=model_config,
+                                  init=init_path, resume=resume, device=device, progress=display,
+                                  command=" ".join(["hydrapick", *sys.argv[1:]]))
+    except (ManifestError, TrainingError, CheckpointError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _train_print_result(result.metadata, result.path)
+
+
+def _train_configs(config_path, architecture, overrides):
+    """TrainConfig and ModelConfig from an optional TOML file, the preset and command-line overrides."""
+    from .config import ModelConfig, TrainConfig, from_dict, to_dict
+    from .data import tomllib
+
+    raw: dict = {}
+    if config_path:
+        try:
+            with open(config_path, "rb") as f:
+                raw = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise click.ClickException(f"{config_path}: cannot read the config ({exc})") from None
+        unknown = sorted(set(raw) - {"train", "model"})
+        if unknown:
+            raise click.ClickException(f"{config_path}: unknown table(s) {', '.join(unknown)}; "
+                                       "expected [train] and [model]")
+    model_raw = dict(raw.get("model", {}))
+    preset = architecture or model_raw.pop("preset", "thesis")
+    if preset not in ("thesis", "light"):
+        raise click.ClickException(f"{config_path}: [model] preset must be 'thesis' or 'light'")
+    try:
+        train_config = from_dict(TrainConfig, {**raw.get("train", {}), **overrides},
+                                 where=f"{config_path or 'options'} [train]")
+        base = ModelConfig.light() if preset == "light" else ModelConfig.thesis()
+        model_config = from_dict(ModelConfig, {**to_dict(base), **model_raw},
+                                 where=f"{config_path or 'options'} [model]")
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return train_config, model_config
+
+
+class _TrainDisplay:
+    """Rich progress for `hydrapick train` / `finetune`, fed by the library's TrainEvent callback."""
+
+    def __init__(self, console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 disable=console.quiet)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def _task(self, key: str, description: str, total: int) -> int:
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(description, total=total, info="")
+        return self.tasks[key]
+
+    def __call__(self, event) -> None:
+        p = self.progress
+        if event.kind in ("load", "features"):
+            label = "caching micrographs" if event.kind == "load" else "computing features"
+            task = self._task(event.kind, label, event.steps)
+            p.update(task, completed=event.step, total=event.steps, info=event.message)
+        elif event.kind == "phase":
+            task = self._task("epochs", event.phase, event.epochs)
+            p.update(task, description=event.phase, completed=event.epoch, total=event.epochs, info="")
+        elif event.kind == "step":
+            label = "steps" if event.epochs else event.phase
+            task = self._task("steps", label, event.steps)
+            p.update(task, description=label, completed=event.step, total=event.steps,
+                     info=f"loss {event.values.get('loss', float('nan')):.4f}")
+        elif event.kind == "epoch":
+            record = event.values
+            p.update(self._task("epochs", event.phase, event.epochs), completed=event.epoch)
+            p.console.print(_train_epoch_line(record))
+        elif event.kind in ("calibrate", "done") and event.message:
+            p.console.print(event.message)
+
+
+def _train_epoch_line(record: dict) -> str:
+    valid = record.get("valid") or {}
+    parts = [f"{record['phase']} {record['epoch']:>4}/{record['epochs']}",
+             f"loss {record['train']['loss']:.4f}"]
+    if valid.get("loss") is not None:
+        parts.append(f"valid {valid['loss']:.4f}")
+    aps = [f"{h} {v['ap']:.3f}" for h, v in valid.get("heads", {}).items()
+           if isinstance(v, dict) and v.get("ap") is not None]
+    if aps:
+        parts.append("AP " + ", ".join(aps[:6]) + (" ..." if len(aps) > 6 else ""))
+    if record.get("best"):
+        parts.append("[bold green]best[/]")
+    return "  ".join(parts)
+
+
+def _train_print_datasets(rows) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="datasets")
+    for col in ("name", "kind", "train", "valid", "test", "particles", "diameter (Å)", "pixel size (Å)"):
+        table.add_column(col)
+    for r in rows:
+        px = r["pixel_size_A"]
+        table.add_row(r["name"], r["kind"], str(r["n_train"]), str(r["n_valid"]), str(r["n_test"]),
+                      "-" if r["particles"] is None else str(r["particles"]),
+                      "-" if r["diameter_A"] is None else f"{r['diameter_A']:g}",
+                      "-" if px is None else (f"{px[0]:g}" if px[0] == px[1] else f"{px[0]:g}-{px[1]:g}"))
+    Console().print(table)
+
+
+def _train_print_result(metadata: dict, path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    calibration = metadata.get("training", {}).get("calibration", {})
+    table = Table(title=f"model written to {path}")
+    for col in ("head", "threshold", "valid AP", "precision", "recall", "diameter (Å)"):
+        table.add_column(col)
+    for head, threshold in metadata.get("thresholds", {}).items():
+        c = calibration.get(head, {})
+        d = metadata.get("diameters_A", {}).get(head)
+
+        def fmt(v):
+            return "-" if v is None else f"{v:.3f}"
+        table.add_row(head, fmt(threshold), fmt(c.get("ap")), fmt(c.get("precision")), fmt(c.get("recall")),
+                      "-" if d is None else f"{d:g}")
+    Console().print(table)
 
 
 # --- finetune (issue: training) -------------------------------------------------------------------------
 @cli.command()
-def finetune() -> None:
-    """Adapt the generic model to a new specimen from a few labelled micrographs (a new head)."""
-    raise click.ClickException("finetune is not available in this build yet")
+@click.argument("micrograph_args", metavar="[MICROGRAPHS]...", nargs=-1)
+@click.option("--micrographs", "micrograph_opts", multiple=True,
+              help="Training micrographs: a file, a quoted glob, a folder or a list (.star/.txt); "
+                   "repeatable. Micrographs may also be given as arguments.")
+@click.option("--coordinates", multiple=True, required=True,
+              help="Their particle coordinates: a file, a folder or a quoted glob, in any format hydrapick "
+                   "reads (matched to micrographs by name); repeatable.")
+@click.option("--name", required=True, help="Name of the new head; pick with `hydrapick pick --head NAME`.")
+@click.option("--diameter", "diameter_A", type=float, required=True, help="Particle diameter in Angstrom.")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False),
+              help="Base checkpoint (default: the bundled generic model).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint to write: the base model plus the new head.")
+@click.option("--apix", "pixel_size_A", type=float, help="Pixel size in Angstrom (default: MRC header).")
+@click.option("--coordinate-format", type=click.Choice(["star", "relion", "box", "cbox", "topaz", "cs"]),
+              help="Coordinate format (default: from the file extension).")
+@click.option("--flip-y", is_flag=True, help="Mirror y of the coordinates (y -> height - 1 - y).")
+@click.option("--valid-micrographs", multiple=True,
+              help="Held-out labelled micrographs to calibrate the threshold on (default: cross-validation "
+                   "over the training micrographs); repeatable.")
+@click.option("--valid-coordinates", multiple=True, help="Coordinates of the held-out micrographs.")
+@click.option("--steps", type=int, help="Optimiser steps (default from FinetuneConfig).")
+@click.option("--crop", "crop_px", type=int, help="Crop side in model pixels.")
+@click.option("--lr", type=float, help="Learning rate (Adam).")
+@click.option("--flips", is_flag=True, help="Also train on mirrored and rotated copies (8x feature cost).")
+@click.option("--seed", type=int, help="Seed of every random choice (default 0).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display; errors and the summary only.")
+def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...], coordinates: tuple[str, ...],
+             name: str, diameter_A: float, model_path: str | None, output: str, pixel_size_A: float | None,
+             coordinate_format: str | None, flip_y: bool, valid_micrographs: tuple[str, ...],
+             valid_coordinates: tuple[str, ...], steps: int | None, crop_px: int | None, lr: float | None,
+             flips: bool, seed: int | None, device: str, threads: int | None, quiet: bool) -> None:
+    """Adapt the generic model to a new specimen from a few labelled micrographs (a new head).
+
+    A new head, initialised from the generic head, is trained on the body features of the labelled
+    micrographs (computed once; body and generic head stay frozen), and its score threshold is
+    calibrated. The output checkpoint picks with `hydrapick pick --model OUTPUT --head NAME`.
+    """
+    from rich.console import Console
+
+    from .checkpoint import CheckpointError
+    from .config import FinetuneConfig, from_dict
+    from .data import ManifestError
+    from .finetune import FinetuneError
+    from .finetune import finetune as run_finetune
+
+    micrographs = list(micrograph_opts) + list(micrograph_args)
+    if not micrographs:
+        raise click.UsageError("give the training micrographs (arguments or --micrographs)")
+    given = dict(steps=steps, crop_px=crop_px, lr=lr, seed=seed)
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if flips:
+        overrides["flips"] = True
+    try:
+        config = from_dict(FinetuneConfig, overrides, where="finetune options")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    console = Console(stderr=True, quiet=quiet)
+    try:
+        with _TrainDisplay(console) as display:
+            result = run_finetune(model_path, name, micrographs, list(coordinates), diameter_A,
+                                  pixel_size_A=pixel_size_A, coordinate_format=coordinate_format,
+                                  flip_y=flip_y, valid_micrographs=list(valid_micrographs),
+                                  valid_coordinates=list(valid_coordinates), config=config, device=device,
+                                  output=output, progress=display,
+                                  command=" ".join(["hydrapick", *sys.argv[1:]]))
+    except (ManifestError, FinetuneError, CheckpointError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    r = result.report
+    lines = [f"head '{name}' written to {result.path}",
+             f"threshold {result.threshold:.3f} ({r.get('source', '?')})"]
+    if r.get("ap") is not None:
+        generic = r.get("generic_ap")
+        where = "held-out" if r.get("n_valid") else "cross-validated"
+        lines.append(f"AP {r['ap']:.3f} on {where} micrographs"
+                     + (f" (generic head: {generic:.3f})" if generic is not None else ""))
+    click.echo("\n".join(lines))
 
 
 # --- evaluate (issue: evaluation) -----------------------------------------------------------------------
