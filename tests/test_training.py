@@ -1,0 +1,243 @@
+"""Two-phase training: falling loss, outputs and calibration, exact resume, and the train command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hydrapick.checkpoint import load_checkpoint
+from hydrapick.cli import cli
+from hydrapick.config import ModelConfig, TrainConfig
+from hydrapick.data import dataset_from_arrays
+from hydrapick.io import write_coordinates, write_micrograph
+from hydrapick.model import GENERIC_HEAD
+from hydrapick.picks import Picks
+from hydrapick.training import (
+    PHASES,
+    TrainingError,
+    distributed_context,
+    read_log,
+    train,
+)
+
+MODEL = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(16, 16),
+                    stem_stride=2, anchor_stride=8, particle_diameter_px=32)
+CONFIG = TrainConfig(crop_px=96, batch_size=3, steps_per_epoch=8, pretrain_epochs=4, multihead_epochs=2,
+                     restart_epochs=4, pretrain_lr=3e-3, checkpoint_every=1, max_valid_tiles=4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny convolutions: one thread is faster than two, and far faster on a busy machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _scene(rng, kind, n=192, k=10, d=32):
+    """A noisy micrograph with ``k`` particles (Gaussian blobs or rings of diameter ~d px)."""
+    yy, xx = np.mgrid[:n, :n]
+    image = rng.normal(size=(n, n)).astype(np.float32)
+    xs, ys = [], []
+    while len(xs) < k:
+        x, y = rng.uniform(d / 2, n - d / 2, 2)
+        if all((x - a) ** 2 + (y - b) ** 2 > d * d for a, b in zip(xs, ys, strict=True)):
+            xs.append(x)
+            ys.append(y)
+    for x, y in zip(xs, ys, strict=True):
+        r = np.hypot(xx - x, yy - y)
+        image += (2 * np.exp(-r ** 2 / (2 * (d / 4) ** 2)) if kind == "blob"
+                  else 1.5 * np.exp(-(r - d / 3) ** 2 / 8.0)).astype(np.float32)
+    return image, Picks("m", np.array(xs), np.array(ys))
+
+
+def _datasets(seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, kind in (("blobs", "blob"), ("rings", "ring")):
+        scenes = [_scene(rng, kind) for _ in range(4)]
+        out.append(dataset_from_arrays(name, [s[0] for s in scenes], [s[1] for s in scenes], 1.0, 32.0, MODEL,
+                                       valid=1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    return _datasets()
+
+
+@pytest.fixture(scope="module")
+def full_run(datasets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    events = []
+    result = train(datasets, out, config=CONFIG, model_config=MODEL, device="cpu", progress=events.append)
+    return out, result, events
+
+
+def test_loss_falls_and_every_output_is_written(full_run):
+    out, result, events = full_run
+    history = result.history
+    assert [(r["phase"], r["epoch"]) for r in history] == [("pretrain", e) for e in (1, 2, 3, 4)] + [
+        ("multihead", 1), ("multihead", 2)]
+    pre = [r["train"]["loss"] for r in history if r["phase"] == "pretrain"]
+    assert pre[-1] < 0.8 * pre[0]
+    valid = [r["valid"]["loss"] for r in history]
+    assert min(valid) < valid[0]
+    assert history[-1]["train"]["bias"] > 0 and history[0]["train"]["bias"] == 0
+    # Validation AP per head is logged, for the dataset heads only in phase 2.
+    assert set(history[0]["valid"]["heads"]) >= {GENERIC_HEAD}
+    assert {"blobs", "rings", GENERIC_HEAD} <= set(history[-1]["valid"]["heads"])
+    assert 0 <= history[-1]["valid"]["heads"]["blobs"]["ap"] <= 1
+    assert read_log(out / "log.jsonl") == json.loads(json.dumps(history))
+    assert {p.name for p in out.iterdir()} >= {"model.pt", "checkpoint.pt", "best-pretrain.pt",
+                                               "best-multihead.pt", "log.jsonl"}
+    assert len(list(out.glob("checkpoint-state-*.pt"))) == 1
+
+    model, meta = load_checkpoint(out / "model.pt")
+    assert model.head_names == ["blobs", "rings"]
+    assert set(meta["thresholds"]) == {GENERIC_HEAD, "blobs", "rings"}
+    assert all(0 < t < 1 for t in meta["thresholds"].values())
+    assert meta["diameters_A"] == {GENERIC_HEAD: None, "blobs": 32.0, "rings": 32.0}
+    calibration = meta["training"]["calibration"]
+    assert calibration["blobs"]["source"] == "validation" and calibration["blobs"]["precision"] >= 0.8
+    assert [d["name"] for d in meta["training"]["datasets"]] == ["blobs", "rings"]
+    assert meta["training"]["phases"]["pretrain"]["best_epoch"] >= 1
+    # The final model is the best phase-2 epoch, not simply the last one.
+    best = min(r["valid"]["loss"] for r in history if r["phase"] == "multihead")
+    assert meta["training"]["phases"]["multihead"]["best_valid_loss"] == pytest.approx(best)
+    kinds = {e.kind for e in events}
+    assert {"phase", "step", "epoch", "calibrate", "done"} <= kinds
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(phase, epoch):
+    def callback(event):
+        if event.kind == "epoch" and (event.phase, event.epoch) == (phase, epoch):
+            raise _Stop
+    return callback
+
+
+def test_resume_continues_with_identical_state(full_run, datasets, tmp_path):
+    out_full, result, _ = full_run
+    out = tmp_path / "run"
+    # Interrupted in phase 1 (Adam + warm restarts) and again in phase 2 (SGD momentum), after the
+    # epoch ran but before its checkpoint: the resumed run must redo that epoch exactly.
+    with pytest.raises(_Stop):
+        train(datasets, out, config=CONFIG, model_config=MODEL, device="cpu",
+              progress=_stop_at("pretrain", 2))
+    assert [r["epoch"] for r in read_log(out / "log.jsonl")] == [1, 2]
+    with pytest.raises(_Stop):
+        train(datasets, out, config=CONFIG, model_config=MODEL, device="cpu", resume=True,
+              progress=_stop_at("multihead", 2))
+    resumed = train(datasets, out, config=CONFIG, model_config=MODEL, device="cpu", resume=True)
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in records]
+
+    assert strip(read_log(out / "log.jsonl")) == strip(read_log(out_full / "log.jsonl"))
+    a, b = result.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.metadata["thresholds"] == result.metadata["thresholds"]
+
+
+def test_refuses_to_overwrite_or_resume_a_different_run(full_run, datasets):
+    out, _, _ = full_run
+    with pytest.raises(TrainingError, match="already holds a training run"):
+        train(datasets, out, config=CONFIG, model_config=MODEL, device="cpu")
+    changed = TrainConfig(**{**CONFIG.__dict__, "crop_px": 64})
+    with pytest.raises(TrainingError, match="crop_px"):
+        train(datasets, out, config=changed, model_config=MODEL, device="cpu", resume=True)
+    with pytest.raises(TrainingError, match="does not exist"):
+        train(datasets, out / "nothing", config=CONFIG, device="cpu", resume=True)
+
+
+def test_single_head_run_and_init_from_checkpoint(datasets, full_run, tmp_path):
+    out, _, _ = full_run
+    config = TrainConfig(crop_px=96, batch_size=2, steps_per_epoch=2, pretrain_epochs=0, multihead_epochs=1,
+                         max_valid_tiles=2)
+    # Phase 2 alone, started from the trained model's body and generic head.
+    result = train(datasets[:1], tmp_path / "init", config=config, init=out / "model.pt", device="cpu")
+    model, _ = load_checkpoint(out / "model.pt")
+    assert result.model.head_names == ["blobs"]
+    assert result.model.config == MODEL
+    # The new head started as a copy of the loaded generic head: after 2 SGD steps they are still close.
+    new = dict(result.model.heads["blobs"].named_parameters())
+    old = dict(model.heads[GENERIC_HEAD].named_parameters())
+    assert all(torch.allclose(new[k], old[k], atol=0.05) for k in old)
+    single = TrainConfig(crop_px=96, batch_size=2, steps_per_epoch=2, pretrain_epochs=1, multihead_epochs=0,
+                         max_valid_tiles=2)
+    result = train(datasets, tmp_path / "single", config=single, model_config=MODEL, device="cpu")
+    assert result.model.head_names == [] and set(result.metadata["thresholds"]) == {GENERIC_HEAD}
+
+
+def test_distributed_context_from_torchrun_environment():
+    assert distributed_context({}) == distributed_context({"WORLD_SIZE": "1"})
+    ctx = distributed_context({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.is_main, ctx.active) == (3, 4, 1, False, True)
+    with pytest.raises(TrainingError, match="outside"):
+        distributed_context({"RANK": "4", "WORLD_SIZE": "4"})
+    assert PHASES == ("pretrain", "multihead")
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="crop_px"):
+        TrainConfig(crop_px=0)
+    with pytest.raises(ValueError, match="momentum"):
+        TrainConfig(momentum=1.0)
+    with pytest.raises(ValueError, match="at least 1"):
+        TrainConfig(pretrain_epochs=0, multihead_epochs=0)
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+def _files(folder, seed=1, n=3):
+    rng = np.random.default_rng(seed)
+    (folder / "mics").mkdir(parents=True)
+    (folder / "coords").mkdir()
+    for i in range(n):
+        image, picks = _scene(rng, "blob", n=160, k=8)
+        # 64 Å particles at 2 Å/px: 32 px, the model's size.
+        write_micrograph(folder / "mics" / f"m{i}.mrc", image, 2.0)
+        write_coordinates(picks.with_micrograph(f"m{i}"), folder / "coords" / f"m{i}.star")
+
+
+def test_train_command(tmp_path):
+    _files(tmp_path / "a")
+    (tmp_path / "manifest.toml").write_text(
+        '[datasets.a]\nmicrographs = "a/mics/*.mrc"\ncoordinates = "a/coords"\ndiameter_A = 64\n')
+    (tmp_path / "train.toml").write_text(
+        "[train]\ncrop_px = 96\nbatch_size = 2\nsteps_per_epoch = 2\npretrain_epochs = 1\n"
+        "multihead_epochs = 1\nmax_valid_tiles = 2\n"
+        "[model]\npreset = 'light'\nbody_channels = 8\nbody_blocks = 1\ngroup_norm_groups = 4\n"
+        "head_channels = [16, 16, 16]\nanchor_stride = 8\nparticle_diameter_px = 32\n")
+    runner = CliRunner()
+    check = runner.invoke(cli, ["train", str(tmp_path / "manifest.toml"), "--check"])
+    assert check.exit_code == 0, check.output
+    assert "a" in check.output and "files" in check.output
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["train", str(tmp_path / "manifest.toml"), "-o", str(out), "--config",
+                                 str(tmp_path / "train.toml"), "--seed", "3", "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "model written to" in result.output
+    model, meta = load_checkpoint(out / "model.pt")
+    assert model.head_names == ["a"] and model.config.stem_stride == 2 and model.config.body_channels == 8
+    assert meta["seed"] == 3 and meta["command"].startswith("hydrapick")
+    again = runner.invoke(cli, ["train", str(tmp_path / "manifest.toml"), "-o", str(out), "-q"])
+    assert again.exit_code == 1 and "already holds a training run" in again.output
+
+
+def test_train_command_reports_manifest_problems(tmp_path):
+    (tmp_path / "m.toml").write_text('[datasets.x]\nmicrographs = "none/*.mrc"\ncoordinates = "c"\n')
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "m.toml"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "3 problems" in result.output and "matches no MRC micrographs" in result.output
+    assert "Traceback" not in result.output
+    bad = CliRunner().invoke(cli, ["train", str(tmp_path / "m.toml"), "-o", str(tmp_path / "o"),
+                                   "--steps-per-epoch", "0"])
+    assert bad.exit_code == 1 and "steps_per_epoch must be >= 1" in bad.output
