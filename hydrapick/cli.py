@@ -95,7 +95,7 @@ def train(manifest: str, out_dir: str | None, config_path: str | None, architect
         with display:
             result = run_training(manifest, out_dir, config=train_config, model_config=model_config,
                                   init=init_path, resume=resume, device=device, progress=display,
-                                  command=" ".join(["hydrapick", *sys.argv[1:]]))
+                                  command=_invocation())
     except (ManifestError, TrainingError, CheckpointError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     _train_print_result(result.metadata, result.path)
@@ -130,6 +130,29 @@ def _train_configs(config_path, architecture, overrides):
     except (ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from None
     return train_config, model_config
+
+
+def _invocation() -> str:
+    """The current command with its effective options, for the provenance stored in checkpoints."""
+    import shlex
+
+    ctx = click.get_current_context()
+    parts = ["hydrapick", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or value is False or value == ():
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        if isinstance(param, click.Argument):
+            parts += [shlex.quote(str(v)) for v in values]
+            continue
+        flag = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            parts.append(flag)
+        else:
+            for v in values:
+                parts += [flag, shlex.quote(str(v))]
+    return " ".join(parts)
 
 
 class _TrainDisplay:
@@ -301,7 +324,7 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
                                   flip_y=flip_y, valid_micrographs=list(valid_micrographs),
                                   valid_coordinates=list(valid_coordinates), config=config, device=device,
                                   output=output, progress=display,
-                                  command=" ".join(["hydrapick", *sys.argv[1:]]))
+                                  command=_invocation())
     except (ManifestError, FinetuneError, CheckpointError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     r = result.report
