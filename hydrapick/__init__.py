@@ -7,4 +7,13 @@ __version__ = "0.1.0"
 
 from .picks import Picks, micrograph_key  # noqa: E402
 
-__all__ = ["Picks", "micrograph_key", "__version__"]
+__all__ = ["Picks", "micrograph_key", "pick", "__version__"]
+
+
+def __getattr__(name: str):
+    # Picking pulls in torch; import it only when used so `import hydrapick` stays light.
+    if name == "pick":
+        from .picking import pick
+
+        return pick
+    raise AttributeError(f"module 'hydrapick' has no attribute {name!r}")

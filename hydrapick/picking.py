@@ -411,6 +411,18 @@ def _as_input(p: str | os.PathLike | MicrographInput) -> MicrographInput:
     return MicrographInput(path=text, name=text)
 
 
+def cpu_threads(num_threads: int | None = None) -> int:
+    """Threads for CPU inference: ``num_threads``, else ``OMP_NUM_THREADS`` when set, else every core."""
+    if num_threads is not None:
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+        return num_threads
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return _cpu_count()
+
+
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -464,7 +476,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
                      batch_size: int = PickConfig.batch_size,
                      progress: Callable[[PickResult], None] | None = None,
                      max_tile_px: int | None = PickConfig.max_tile_px, num_workers: int | None = None,
-                     mixed_precision: bool = True) -> Iterator[PickResult]:
+                     num_threads: int | None = None, mixed_precision: bool = True) -> Iterator[PickResult]:
     """Pick particles on micrographs, one `PickResult` per micrograph, in input order.
 
     Parameters
@@ -498,6 +510,9 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
         memory).
     num_workers : int, optional
         Reader threads (default: 1 on CPU, min(8, cores) on CUDA).
+    num_threads : int, optional
+        CPU only: torch threads for the network (default ``OMP_NUM_THREADS`` when set, else every core
+        this process may use).
     mixed_precision : bool
         On CUDA, run the network under autocast (bfloat16 where supported, else float16).
 
@@ -612,7 +627,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
     if cuda:
         torch.backends.cudnn.benchmark = True
     half = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-    with _torch_threads(None if cuda else _cpu_count()):
+    with _torch_threads(None if cuda else cpu_threads(num_threads)):
         pending: list[_Loaded] = []
         depth = max(2 * batch_size, 2 * workers)
         for loaded in _ordered_prefetch(items, load, workers, depth):
@@ -845,7 +860,8 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
          batch_size: int = PickConfig.batch_size, shard: tuple[int, int] | str | None = None,
          skip_existing: bool = False, preview_dir: str | os.PathLike | None = None,
          preview_count: int = PREVIEW_COUNT, max_tile_px: int | None = PickConfig.max_tile_px,
-         progress: Callable[[PickProgress], None] | None = None) -> PickReport:
+         num_threads: int | None = None, progress: Callable[[PickProgress], None] | None = None,
+         ) -> PickReport:
     """Pick micrographs and write the results: what ``hydrapick pick`` does, from Python.
 
     Parameters
@@ -924,7 +940,8 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
     for result in pick_micrographs(todo, model=(net, metadata), head=head, diameter_A=diameter_A,
                                    pixel_size_A=pixel_size_A, threshold=threshold,
                                    min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
-                                   device=device, batch_size=batch_size, max_tile_px=max_tile_px):
+                                   device=device, batch_size=batch_size, max_tile_px=max_tile_px,
+                                   num_threads=num_threads):
         if result.ok:
             if outputs is not None:
                 outputs.write_micrograph(result)
