@@ -56,7 +56,8 @@ class ModelConfig:
     head_dropout: float = 0.1
     prior_probability: float = 0.01  # initial particle probability of every anchor (RetinaNet)
     anchor_stride: int = 16
-    # Particle diameter (= box side) in the model's pixels; micrographs are resampled to it.
+    # Particle diameter (= box side) in the model's pixels; micrographs are resampled to it. Above ~60 px a
+    # particle's nearest anchor on the 16-px grid always overlaps it at IoU > 0.6 (docs/method.md).
     particle_diameter_px: float = 64.0
     match_iou: float = 0.6
 
