@@ -423,6 +423,19 @@ def cpu_threads(num_threads: int | None = None) -> int:
     return _cpu_count()
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -514,7 +527,9 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
         CPU only: torch threads for the network (default ``OMP_NUM_THREADS`` when set, else every core
         this process may use).
     mixed_precision : bool
-        On CUDA, run the network under autocast (bfloat16 where supported, else float16).
+        Run the network under autocast: on CUDA in bfloat16 where supported, else float16; on a CPU
+        with hardware bfloat16 (AVX512-BF16, AMX) in bfloat16, about 3x faster than float32 there.
+        Scores then differ from float32 by about 0.01; False computes in float32 throughout.
 
     Yields
     ------
@@ -613,7 +628,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
     def _run_batch(batch: list[_Loaded]) -> list[PickResult]:
         # (N, H, W) -> (N, 1, H, W)
         images = torch.stack([b.prepared.image for b in batch])[:, None]  # type: ignore[union-attr]
-        amp = torch.autocast("cuda", dtype=half) if cuda and mixed_precision else nullcontext()
+        amp = torch.autocast(dev.type, dtype=half) if autocast else nullcontext()
         with amp:
             outputs = infer(net, images.to(dev), head, max_tile_px=max_tile_px)
         return [finish(b, outputs[i]) for i, b in enumerate(batch)]
@@ -626,7 +641,8 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
 
     if cuda:
         torch.backends.cudnn.benchmark = True
-    half = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    half = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported() else torch.float16
+    autocast = mixed_precision and (cuda or cpu_has_native_bf16())
     with _torch_threads(None if cuda else cpu_threads(num_threads)):
         pending: list[_Loaded] = []
         depth = max(2 * batch_size, 2 * workers)
@@ -860,8 +876,8 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
          batch_size: int = PickConfig.batch_size, shard: tuple[int, int] | str | None = None,
          skip_existing: bool = False, preview_dir: str | os.PathLike | None = None,
          preview_count: int = PREVIEW_COUNT, max_tile_px: int | None = PickConfig.max_tile_px,
-         num_threads: int | None = None, progress: Callable[[PickProgress], None] | None = None,
-         ) -> PickReport:
+         num_threads: int | None = None, mixed_precision: bool = True,
+         progress: Callable[[PickProgress], None] | None = None) -> PickReport:
     """Pick micrographs and write the results: what ``hydrapick pick`` does, from Python.
 
     Parameters
@@ -941,7 +957,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
                                    pixel_size_A=pixel_size_A, threshold=threshold,
                                    min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
                                    device=device, batch_size=batch_size, max_tile_px=max_tile_px,
-                                   num_threads=num_threads):
+                                   num_threads=num_threads, mixed_precision=mixed_precision):
         if result.ok:
             if outputs is not None:
                 outputs.write_micrograph(result)
