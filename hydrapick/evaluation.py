@@ -232,14 +232,10 @@ def evaluate(truth: Picks, picks: Picks, box_px: float, *, iou_threshold: float 
     offset[hit] = np.hypot(px[hit] - tx[matched[hit]], py[hit] - ty[matched[hit]])
 
     n_truth_per = np.bincount(t_id, minlength=len(selected))
-    per: dict[str, EvaluationReport] = {}
-    order = np.argsort(p_id, kind="stable")
-    bounds = np.searchsorted(p_id[order], np.arange(len(selected) + 1))
-    for i, key in enumerate(selected):
-        rows = order[bounds[i]:bounds[i + 1]]
-        per[key] = _report(score[rows], hit[rows], offset[rows], int(n_truth_per[i]), threshold, box_px,
-                           iou_threshold, 1)
-    overall = _report(score, hit, offset, len(tx), threshold, box_px, iou_threshold, len(selected))
+    per = dict(zip(selected, _reports(p_id, len(selected), score, hit, offset, n_truth_per, threshold, box_px,
+                                      iou_threshold, 1), strict=True))
+    (overall,) = _reports(np.zeros(len(px), dtype=np.int64), 1, score, hit, offset, np.array([len(tx)]),
+                          threshold, box_px, iou_threshold, len(selected))
     return replace(overall, per_micrograph=per, skipped_picks=skipped_picks, skipped_truth=skipped_truth)
 
 
@@ -423,6 +419,13 @@ def _match(tx, ty, t_id, px, py, p_id, score, box_px: float, iou_threshold: floa
     i, j, iou = i[keep], j[keep], iou[keep]
     if len(i) == 0:
         return matched
+    # A pick with a single candidate particle that no other pick overlaps cannot be contested: match it
+    # directly, and leave only the contested pairs (crowded particles, duplicates) to the greedy loop.
+    alone = (np.bincount(i, minlength=len(px))[i] == 1) & (np.bincount(j, minlength=len(tx))[j] == 1)
+    matched[i[alone]] = j[alone]
+    i, j, iou = i[~alone], j[~alone], iou[~alone]
+    if len(i) == 0:
+        return matched
     rank = np.empty(len(px), dtype=np.int64)
     rank[np.argsort(-score, kind="stable")] = np.arange(len(px))
     # Candidate pairs in processing order: by pick rank, then the best-overlapping truth first.
@@ -437,63 +440,108 @@ def _match(tx, ty, t_id, px, py, p_id, score, box_px: float, iou_threshold: floa
     return matched
 
 
-def _curves(score: np.ndarray, hit: np.ndarray, n_truth: int) -> Curves:
-    order = np.argsort(-score, kind="stable")
-    s, h = score[order], hit[order]
-    n = len(s)
-    # Keep the last pick of every run of equal scores: a threshold keeps ties together.
-    last = np.flatnonzero(np.r_[s[1:] != s[:-1], True]) if n else np.zeros(0, dtype=np.int64)
-    n_matched = np.cumsum(h, dtype=np.int64)[last]
-    n_picks = last + 1
-    precision = n_matched / n_picks
-    recall = n_matched / n_truth if n_truth else np.full(len(last), np.nan)
-    n_fp_total = n - int(h.sum())
-    fp_rate = (n_picks - n_matched) / n_fp_total if n_fp_total else np.full(len(last), np.nan)
-    fpr = np.r_[0.0, fp_rate, 1.0]
-    tpr = np.r_[0.0, recall, 1.0] if n_truth else np.full(len(last) + 2, np.nan)
-    return Curves(s[last], precision, recall, n_picks, n_matched, fpr, tpr)
+def _reports(group: np.ndarray, n_groups: int, score: np.ndarray, hit: np.ndarray, offset: np.ndarray,
+             n_truth: np.ndarray, threshold: float | None, box_px: float, iou_threshold: float,
+             n_micrographs: int) -> list[EvaluationReport]:
+    """One report per group (micrograph), computed for all groups at once.
 
+    Parameters
+    ----------
+    group : (n,) int64 in [0, n_groups)
+        Group of each pick; each group is ranked on its own.
+    score, hit, offset : (n,)
+        Ranking score, matched flag and distance to the matched particle (NaN when unmatched).
+    n_truth : (n_groups,) int64
+        True particles per group.
+    """
+    n_truth = np.asarray(n_truth, dtype=np.int64)
+    # Picks by group, then by descending score; ties keep file order (lexsort is stable).
+    order = np.lexsort((-score, group))
+    g, s, h = group[order], score[order], hit[order]
+    n = len(g)
+    starts = np.searchsorted(g, np.arange(n_groups))
+    n_picks_total = np.bincount(g, minlength=n_groups)
+    n_hits_total = np.bincount(g, weights=h, minlength=n_groups).astype(np.int64)
 
-def _report(score, hit, offset, n_truth: int, threshold: float | None, box_px: float, iou_threshold: float,
-            n_micrographs: int) -> EvaluationReport:
-    curves = _curves(score, hit, n_truth)
-    n_total = len(score)
-    nan = float("nan")
+    cum = np.cumsum(h, dtype=np.int64)
+    before = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0) if n else np.zeros(n_groups, np.int64)
+    # An operating point per run of equal scores within a group: a threshold keeps ties together.
+    last = np.ones(n, dtype=bool)
+    if n:
+        last[:-1] = (s[1:] != s[:-1]) | (g[1:] != g[:-1])
+    pts = np.flatnonzero(last)
+    pg = g[pts]
+    tp = cum[pts] - before[pg]
+    kept = pts - starts[pg] + 1
+    truth_pg = n_truth[pg]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = tp / kept
+        recall = np.where(truth_pg > 0, tp / truth_pg, np.nan)
+        fp_total = (n_picks_total - n_hits_total)[pg]
+        fpr = np.where(fp_total > 0, (kept - tp) / fp_total, np.nan)
+    first = np.ones(len(pts), dtype=bool)
+    first[1:] = pg[1:] != pg[:-1]
+    prev_recall = np.where(first, 0.0, np.roll(recall, 1))
+    prev_fpr = np.where(first, 0.0, np.roll(fpr, 1))
+    bounds = np.searchsorted(pg, np.arange(n_groups + 1))
+    has_pts = bounds[1:] > bounds[:-1]
 
-    if n_truth and len(curves.thresholds):
-        envelope = np.maximum.accumulate(curves.precision[::-1])[::-1]
-        ap = float(np.sum(np.diff(np.r_[0.0, curves.recall]) * envelope))
-    else:
-        ap = 0.0 if n_truth else nan
-    n_fp_total = n_total - int(hit.sum())
-    auroc = float(np.trapezoid(curves.tpr, curves.fpr)) if (n_truth and n_fp_total) else nan
+    # AP, all-point interpolation: precision envelope from the right within each group. Adding 2 per
+    # group (precision <= 1) makes one running maximum over the reversed array restart at each group.
+    lift = 2.0 * (n_groups - 1 - pg)
+    envelope = np.maximum.accumulate((precision + lift)[::-1])[::-1] - lift
+    ap = np.bincount(pg, weights=(recall - prev_recall) * envelope, minlength=n_groups).astype(np.float64)
+    ap = np.where(n_truth > 0, ap, np.nan)
 
-    if len(curves.thresholds):
-        f1_curve = 2.0 * curves.n_matched / (curves.n_picks + n_truth)
-        best = int(np.argmax(f1_curve))
-        best_f1, best_threshold = float(f1_curve[best]), float(curves.thresholds[best])
-        reach = curves.precision >= 0.9
-        recall_at_09 = float(curves.recall[reach].max()) if reach.any() else (0.0 if n_truth else nan)
-    else:
-        best_f1, best_threshold = (0.0 if n_truth else nan), nan
-        recall_at_09 = 0.0 if n_truth else nan
+    # AUROC: trapezoids from (0, 0) through every point, then to (1, 1) (the missed particles).
+    area = np.bincount(pg, weights=(fpr - prev_fpr) * (recall + prev_recall) / 2.0,
+                       minlength=n_groups).astype(np.float64)
+    last_pt = bounds[1:][has_pts] - 1
+    area[has_pts] += (1.0 - fpr[last_pt]) * (1.0 + recall[last_pt]) / 2.0
+    defined = has_pts & (n_truth > 0) & (n_picks_total > n_hits_total)
+    auroc = np.where(defined, area, np.nan)
 
-    kept = np.ones(n_total, dtype=bool) if threshold is None else score >= threshold
-    n_picks = int(kept.sum())
-    n_matched = int(hit[kept].sum())
-    precision = n_matched / n_picks if n_picks else nan
-    recall = n_matched / n_truth if n_truth else nan
-    f1 = 2.0 * n_matched / (n_picks + n_truth) if (n_picks + n_truth) else nan
-    offsets = offset[kept & hit]
-    return EvaluationReport(
-        ap=ap, auroc=auroc, precision=precision, recall=recall, f1=f1,
-        threshold=None if threshold is None else float(threshold),
-        best_f1=best_f1, best_f1_threshold=best_threshold, recall_at_precision_0_9=recall_at_09,
-        n_truth=int(n_truth), n_picks=n_picks, n_matched=n_matched, n_picks_total=int(n_total),
-        mean_offset_px=float(offsets.mean()) if len(offsets) else nan,
-        box_px=float(box_px), iou_threshold=float(iou_threshold), n_micrographs=int(n_micrographs),
-        curves=curves,
-    )
+    # Best F1: first (highest-threshold) maximum within each group.
+    f1_curve = 2.0 * tp / (kept + truth_pg)
+    by_f1 = np.lexsort((np.arange(len(pts)), -f1_curve, pg))
+    best_at = by_f1[bounds[:-1][has_pts]]
+    best_f1 = np.where(n_truth > 0, 0.0, np.nan)
+    best_threshold = np.full(n_groups, np.nan)
+    best_f1[has_pts] = f1_curve[best_at]
+    best_threshold[has_pts] = s[pts[best_at]]
+
+    reach = np.where(precision >= 0.9, recall, -1.0)
+    r09 = np.full(n_groups, -1.0)
+    if len(pts):
+        r09[has_pts] = np.maximum.reduceat(reach, bounds[:-1][has_pts])
+    r09 = np.where(n_truth > 0, np.maximum(r09, 0.0), np.nan)
+
+    sel = np.ones(n, dtype=bool) if threshold is None else s >= threshold
+    n_sel = np.bincount(g[sel], minlength=n_groups)
+    hits_sel = sel & h
+    n_hit_sel = np.bincount(g[hits_sel], minlength=n_groups)
+    offset_sum = np.bincount(g[hits_sel], weights=offset[order][hits_sel], minlength=n_groups)
+
+    reports = []
+    for i in range(n_groups):
+        a, b = bounds[i], bounds[i + 1]
+        nt, ns, nh = int(n_truth[i]), int(n_sel[i]), int(n_hit_sel[i])
+        curves = Curves(thresholds=s[pts[a:b]], precision=precision[a:b], recall=recall[a:b],
+                        n_picks=kept[a:b], n_matched=tp[a:b],
+                        fpr=np.concatenate(([0.0], fpr[a:b], [1.0])),
+                        tpr=np.concatenate(([0.0], recall[a:b], [1.0])) if nt else np.full(b - a + 2, np.nan))
+        reports.append(EvaluationReport(
+            ap=float(ap[i]) if (nt == 0 or b > a) else 0.0, auroc=float(auroc[i]),
+            precision=nh / ns if ns else math.nan, recall=nh / nt if nt else math.nan,
+            f1=2.0 * nh / (ns + nt) if (ns + nt) else math.nan,
+            threshold=None if threshold is None else float(threshold),
+            best_f1=float(best_f1[i]), best_f1_threshold=float(best_threshold[i]),
+            recall_at_precision_0_9=float(r09[i]), n_truth=nt, n_picks=ns, n_matched=nh,
+            n_picks_total=int(n_picks_total[i]), mean_offset_px=offset_sum[i] / nh if nh else math.nan,
+            box_px=float(box_px), iou_threshold=float(iou_threshold), n_micrographs=n_micrographs,
+            curves=curves,
+        ))
+    return reports
 
 
 def _json_float(value):
