@@ -45,7 +45,7 @@ _DATASET_KEYS = {
     "micrographs", "coordinates", "coordinate_format", "flip_y", "diameter_A", "pixel_size_A",
     "train", "valid", "test", "allow_empty", "weight", "simulated",
 }
-_SIMULATED_KEYS = {"structure", "procedural", "n_micrographs", "seed", "config"}
+_SIMULATED_KEYS = {"structure", "procedural", "mass_kDa", "symmetry", "n_micrographs", "seed", "config"}
 _TOP_KEYS = {"datasets", "valid_fraction", "test_fraction", "split_seed"}
 _NAME = re.compile(r"^[A-Za-z0-9_\-+]+$")
 _GLOB_CHARS = set("*?[")
@@ -72,6 +72,8 @@ class SimulatedSource:
     n_micrographs: int
     structure: str | None = None  # path of a PDB/mmCIF file
     procedural: str | None = None  # kind for `hydrapick.simulate.procedural_structure`
+    mass_kDa: float | None = None  # of the procedural particle (default: drawn for its kind)
+    symmetry: str | None = None  # of the procedural particle ("C5", "D7", ...; default: drawn)
     seed: int = 0
     config: tuple[tuple[str, Any], ...] = ()  # SimulationConfig overrides, as sorted (key, value) pairs
 
@@ -218,6 +220,12 @@ def _parse_dataset(name: str, table: Any, base: Path, problems: list[str]) -> Da
         for key in ("micrographs", "coordinates", "coordinate_format", "pixel_size_A", "flip_y"):
             if key in table:
                 problems.append(f"{where}: '{key}' does not apply to a simulated dataset")
+        if simulated is not None:
+            names = {f"{name}_{i:04d}" for i in range(simulated.n_micrographs)}
+            unknown = [k for _, keys in split for k in keys if k not in names]
+            if unknown:
+                problems.append(f"{where}: no simulated micrograph named {', '.join(unknown)} (they are "
+                                f"{name}_0000 to {name}_{simulated.n_micrographs - 1:04d})")
     else:
         if "micrographs" not in table:
             problems.append(f"{where}: 'micrographs' is missing (a glob, folder, file or list of them)")
@@ -269,6 +277,13 @@ def _parse_simulated(table: Any, where: str, base: Path, problems: list[str]) ->
                 problems.append(f"{where}.structure: '{structure}' does not exist")
     if procedural is not None and not isinstance(procedural, str):
         problems.append(f"{where}.procedural must be a kind name (string), got {procedural!r}")
+    mass, symmetry = table.get("mass_kDa"), table.get("symmetry")
+    if mass is not None and (not _is_number(mass) or mass <= 0):
+        problems.append(f"{where}.mass_kDa must be a positive number, got {mass!r}")
+    if symmetry is not None and not isinstance(symmetry, str):
+        problems.append(f"{where}.symmetry must be a point group name such as 'C5', got {symmetry!r}")
+    if structure is not None and (mass is not None or symmetry is not None):
+        problems.append(f"{where}: mass_kDa and symmetry apply to procedural particles, not to a structure")
     n = table.get("n_micrographs")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         problems.append(f"{where}.n_micrographs must be a positive integer, got {n!r}")
@@ -288,7 +303,8 @@ def _parse_simulated(table: Any, where: str, base: Path, problems: list[str]) ->
             problems.append(f"{where}.config: {exc}")
     if problems and any(p.startswith(where) for p in problems):
         return None
-    return SimulatedSource(n_micrographs=n, structure=structure, procedural=procedural, seed=seed,
+    return SimulatedSource(n_micrographs=n, structure=structure, procedural=procedural,
+                           mass_kDa=float(mass) if mass is not None else None, symmetry=symmetry, seed=seed,
                            config=tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
 
 
@@ -651,16 +667,21 @@ def _load_simulated(spec: DatasetSpec, manifest: Manifest, model_config: ModelCo
     source = spec.simulated
     assert source is not None
     config = simulation_config(source.config)
-    rng = np.random.default_rng([source.seed, zlib.crc32(spec.name.encode())])
+    name_seed = zlib.crc32(spec.name.encode())
+    rng = np.random.default_rng([source.seed, name_seed])
     if source.structure is not None:
         structure = simulate.load_structure(source.structure)
-    elif source.procedural is not None:
-        structure = simulate.procedural_structure(source.procedural, rng)
     else:
-        structure = None  # the simulator draws its own procedural particle
+        # One particle for the whole dataset: a dataset is one specimen.
+        mass = source.mass_kDa
+        if mass is None and config.structure_mass_kDa_range is not None:
+            lo, hi = config.structure_mass_kDa_range
+            mass = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        structure = simulate.procedural_structure(source.procedural or config.structure_kind, rng,
+                                                  mass_kDa=mass, symmetry=source.symmetry)
     samples = []
     for i in range(source.n_micrographs):
-        sim = simulate.simulate_micrograph(config, np.random.default_rng([source.seed, i]),
+        sim = simulate.simulate_micrograph(config, np.random.default_rng([source.seed, name_seed, i]),
                                            structure=structure)
         key = f"{spec.name}_{i:04d}"
         diameter = spec.diameter_A or float(sim.diameter_A)
@@ -669,13 +690,9 @@ def _load_simulated(spec: DatasetSpec, manifest: Manifest, model_config: ModelCo
                                        cache_dtype, clip_percentile, device))
         tick(f"{spec.name}: simulated {i + 1}/{source.n_micrographs}")
     names = [s.name for s in samples]
-    explicit = spec.explicit_split()
-    unknown = [k for keys in explicit.values() for k in keys if k not in names]
-    if unknown:
-        raise ManifestError(manifest.path, [f"datasets.{spec.name}: no simulated micrograph named "
-                                            f"{', '.join(unknown)} (names are {names[0]} ...)"])
     split = split_names(names, spec.name, valid_fraction=manifest.valid_fraction,
-                        test_fraction=manifest.test_fraction, seed=manifest.split_seed, explicit=explicit)
+                        test_fraction=manifest.test_fraction, seed=manifest.split_seed,
+                        explicit=spec.explicit_split())
     by_name = dict(zip(names, samples, strict=True))
     diameter_A = spec.diameter_A or float(np.median([s.diameter_A for s in samples]))
     return TrainingDataset(name=spec.name, diameter_A=diameter_A, train=[by_name[k] for k in split["train"]],

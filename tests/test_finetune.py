@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_training import _scene
+from test_training import simulated_manifest, simulation_config
 
 from hydrapick.checkpoint import load_checkpoint
 from hydrapick.cli import cli
 from hydrapick.config import FinetuneConfig, ModelConfig, TrainConfig
-from hydrapick.data import ManifestError, dataset_from_arrays
+from hydrapick.data import ManifestError, dataset_from_arrays, load_datasets
 from hydrapick.evaluation import evaluate
 from hydrapick.finetune import (
     FeatureMap,
@@ -22,11 +22,13 @@ from hydrapick.finetune import (
     finetune_head,
     score_maps,
 )
-from hydrapick.io import write_coordinates, write_micrograph
+from hydrapick.io import read_coordinate_folder
 from hydrapick.model import GENERIC_HEAD
+from hydrapick.picks import Picks
+from hydrapick.simulate import procedural_structure, simulate_dataset, simulate_micrograph
 from hydrapick.training import train
 
-MODEL = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(16, 16),
+MODEL = ModelConfig(body_channels=16, body_blocks=1, group_norm_groups=4, head_channels=(16, 32),
                     stem_stride=2, anchor_stride=8, particle_diameter_px=32)
 FAST = FinetuneConfig(steps=60, crop_px=128, batch_size=4, lr=3e-3)
 CPU = torch.device("cpu")
@@ -42,23 +44,25 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    """A small model pretrained on blob-like particles only (its generic head has never seen rings)."""
-    rng = np.random.default_rng(10)
-    scenes = [_scene(rng, "blob") for _ in range(5)]
-    data = dataset_from_arrays("blobs", [s[0] for s in scenes], [s[1] for s in scenes], 1.0, 32.0, MODEL,
-                               valid=1)
-    config = TrainConfig(crop_px=96, batch_size=3, steps_per_epoch=10, pretrain_epochs=4, multihead_epochs=0,
-                         restart_epochs=4, pretrain_lr=3e-3, max_valid_tiles=4)
-    out = tmp_path_factory.mktemp("base")
-    train([data], out, config=config, model_config=MODEL, device="cpu")
-    return out / "model.pt"
+    """A small model pretrained on three simulated specimens; ring-shaped particles stay unseen."""
+    folder = tmp_path_factory.mktemp("base")
+    manifest = simulated_manifest(folder, {"globular": ("globular", 200.0, 1, 5),
+                                           "elongated": ("elongated", 300.0, 2, 5),
+                                           "multidomain": ("multidomain", 300.0, 6, 5)})
+    config = TrainConfig(crop_px=96, batch_size=3, steps_per_epoch=10, pretrain_epochs=6, multihead_epochs=0,
+                         restart_epochs=6, pretrain_lr=3e-3, max_valid_tiles=4)
+    train(load_datasets(manifest, MODEL), folder / "run", config=config, model_config=MODEL, device="cpu")
+    return folder / "run" / "model.pt"
 
 
-def _rings(seed, n):
-    rng = np.random.default_rng(seed)
-    scenes = [_scene(rng, "ring") for _ in range(n)]
-    images, picks = [s[0] for s in scenes], [s[1] for s in scenes]
-    return dataset_from_arrays("rings", images, picks, 1.0, 32.0, MODEL).train
+UNSEEN = procedural_structure("ring", 3, mass_kDa=400.0)
+
+
+def _unseen(seeds):
+    """Micrographs of the unseen specimen at the model's scale."""
+    sims = [simulate_micrograph(simulation_config(), 300 + i, structure=UNSEEN) for i in seeds]
+    return dataset_from_arrays("new", [s.image for s in sims], [s.picks for s in sims],
+                               [s.pixel_size_A for s in sims], UNSEEN.diameter_A, MODEL).train
 
 
 def test_feature_crops_start_on_anchor_cells():
@@ -91,93 +95,95 @@ def test_feature_crops_start_on_anchor_cells():
 def test_finetune_improves_ap_on_an_unseen_specimen(base):
     model, meta = load_checkpoint(base)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train_set, test_set = _rings(20, 3), _rings(21, 3)
-    threshold, report = finetune_head(model, "rings", train_set, config=FAST, device="cpu",
+    train_set, test_set = _unseen(range(3)), _unseen(range(3, 6))
+    threshold, report = finetune_head(model, "ring", train_set, config=FAST, device="cpu",
                                       generic_threshold=meta["thresholds"][GENERIC_HEAD])
     # Body, generic head: untouched. The new head: trained away from its generic initialisation.
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    moved = [not torch.equal(after[f"heads.rings.{k}"], before[f"heads.generic.{k}"])
+    moved = [not torch.equal(after[f"heads.ring.{k}"], before[f"heads.generic.{k}"])
              for k in dict(model.heads[GENERIC_HEAD].named_parameters())]
     assert all(moved)
-    assert model.head_names == ["rings"] and not any(p.requires_grad for p in model.parameters())
+    assert model.head_names == ["ring"] and not any(p.requires_grad for p in model.parameters())
+    # AP on 3 other micrographs of the unseen specimen, generic head vs the fine-tuned one.
     maps = compute_features(model, test_set, device=CPU, dtype=torch.float32)
     names = [m.name for m in maps]
-    ap = {head: evaluate(*score_maps(model, head, maps, device=CPU), 32.0, micrographs=names).ap
-          for head in (GENERIC_HEAD, "rings")}
-    assert ap["rings"] > ap[GENERIC_HEAD] + 0.2, ap
-    assert ap["rings"] > 0.7, ap
+    box = MODEL.particle_diameter_px
+    ap = {head: evaluate(*score_maps(model, head, maps, device=CPU), box, micrographs=names).ap
+          for head in (GENERIC_HEAD, "ring")}
+    assert ap["ring"] > ap[GENERIC_HEAD] + 0.1, ap
     assert report["source"] == "3-fold cross-validation" and 0 < threshold < 1
     assert report["ap"] > report["generic_ap"]
 
 
-def _write(folder, samples_seed, n, kind="ring"):
-    rng = np.random.default_rng(samples_seed)
-    (folder / "mics").mkdir(parents=True)
-    (folder / "coords").mkdir()
-    for i in range(n):
-        image, picks = _scene(rng, kind)
-        name = f"{folder.name}{i}"
-        write_micrograph(folder / "mics" / f"{name}.mrc", image, 2.0)  # 64 Å = 32 px at 2 Å/px
-        write_coordinates(picks.with_micrograph(name), folder / "coords" / f"{name}.star")
+def _simulate(folder, n, seed):
+    simulate_dataset(folder, n, simulation_config(), structure=UNSEEN, seed=seed, prefix=folder.name)
     return folder
 
 
 def test_finetune_command_writes_a_checkpoint_for_picking(base, tmp_path):
-    tr, va = _write(tmp_path / "tr", 30, 3), _write(tmp_path / "va", 31, 2)
+    tr, va = _simulate(tmp_path / "tr", 3, 30), _simulate(tmp_path / "va", 2, 31)
+    mics = sorted(str(p) for p in (tr / "micrographs").glob("*.mrc"))
     out = tmp_path / "ft.pt"
+    diameter = f"{UNSEEN.diameter_A:.1f}"
     result = CliRunner().invoke(cli, [
-        "finetune", str(tr / "mics" / "tr0.mrc"), str(tr / "mics" / "tr1.mrc"), "--micrographs",
-        str(tr / "mics" / "tr2.mrc"), "--coordinates", str(tr / "coords"), "--name", "rings",
-        "--diameter", "64",
-        "--model", str(base), "-o", str(out), "--valid-micrographs", str(va / "mics" / "*.mrc"),
-        "--valid-coordinates", str(va / "coords"), "--steps", "40", "--crop", "128", "--lr", "0.003",
-        "--device", "cpu", "-q"])
+        "finetune", mics[0], mics[1], "--micrographs", mics[2], "--coordinates", str(tr / "coordinates"),
+        "--name", "ring", "--diameter", diameter, "--model", str(base), "-o", str(out),
+        "--valid-micrographs", str(va / "micrographs" / "*.mrc"), "--valid-coordinates",
+        str(va / "coordinates"), "--steps", "40", "--crop", "128", "--lr", "0.003", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
-    assert "head 'rings' written to" in result.output and "held-out" in result.output
+    assert "head 'ring' written to" in result.output and "held-out" in result.output
     model, meta = load_checkpoint(out)
     _, base_meta = load_checkpoint(base)
-    assert model.head_names == ["rings"]
-    assert meta["diameters_A"] == {GENERIC_HEAD: None, "rings": 64.0}
+    assert model.head_names == ["ring"]
+    assert meta["diameters_A"] == {GENERIC_HEAD: None, "ring": float(diameter)}
     assert meta["thresholds"][GENERIC_HEAD] == base_meta["thresholds"][GENERIC_HEAD]
-    assert 0 < meta["thresholds"]["rings"] < 1
-    info = meta["training"]["finetune"]["rings"]
-    assert sorted(info["micrographs"]) == ["tr0", "tr1", "tr2"] and info["held_out"] == ["va0", "va1"]
+    assert 0 < meta["thresholds"]["ring"] < 1
+    info = meta["training"]["finetune"]["ring"]
+    assert sorted(info["micrographs"]) == ["tr_00000", "tr_00001", "tr_00002"]
+    assert info["held_out"] == ["va_00000", "va_00001"]
     assert info["calibration"]["source"] == "held-out micrographs"
     assert meta["command"].startswith("hydrapick finetune")
     assert meta["training"]["datasets"] == base_meta["training"]["datasets"]  # the base's provenance stays
 
+    # The checkpoint picks with its new head (diameter and threshold come from the checkpoint).
+    from hydrapick.io import read_micrograph
     from hydrapick.picking import pick_micrographs
 
-    (picked,) = list(pick_micrographs([va / "mics" / "va0.mrc"], model=str(out), head="rings", device="cpu"))
-    assert picked.error is None
-    from hydrapick.io import read_coordinates
-
-    report = evaluate(read_coordinates(va / "coords" / "va0.star"), picked.picks, 32.0)
-    assert report.ap > 0.5
+    paths = sorted((va / "micrographs").glob("*.mrc"))
+    truth = read_coordinate_folder(va / "coordinates")
+    box = UNSEEN.diameter_A / read_micrograph(paths[0]).pixel_size_A
+    ap = {}
+    for head in (GENERIC_HEAD, "ring"):
+        diameter_A = UNSEEN.diameter_A if head == GENERIC_HEAD else None  # the new head records its own
+        results = list(pick_micrographs(paths, model=str(out), head=head, diameter_A=diameter_A,
+                                        device="cpu"))
+        assert all(r.error is None for r in results)
+        ap[head] = evaluate(truth, Picks.concat([r.picks for r in results]), box).ap
+    assert ap["ring"] > ap[GENERIC_HEAD], ap
 
 
 def test_calibration_falls_back_with_one_micrograph(base):
     model, meta = load_checkpoint(base)
-    threshold, report = finetune_head(model, "one", _rings(40, 1), config=FinetuneConfig(steps=5, crop_px=96),
+    threshold, report = finetune_head(model, "one", _unseen([7]), config=FinetuneConfig(steps=5, crop_px=96),
                                       device="cpu", generic_threshold=0.42)
     assert threshold == 0.42 and report["source"] == "generic head's threshold"
 
 
 def test_finetune_input_errors(base, tmp_path):
-    tr = _write(tmp_path / "tr", 50, 2)
-    (tr / "coords" / "tr1.star").unlink()
-    with pytest.raises(ManifestError, match="tr1"):
-        finetune(base, "x", [str(tr / "mics")], [str(tr / "coords")], 64.0, config=FAST, device="cpu")
+    tr = _simulate(tmp_path / "tr", 2, 50)
+    (tr / "coordinates" / "tr_00001.star").unlink()
+    args = ([str(tr / "micrographs")], [str(tr / "coordinates")], 150.0)
+    with pytest.raises(ManifestError, match="without coordinates: tr_00001"):
+        finetune(base, "x", *args, config=FAST, device="cpu")
     model, meta = load_checkpoint(base)
     model.add_head("taken")
     with pytest.raises(FinetuneError, match="already has a head named 'taken'"):
-        finetune((model, meta), "taken", [str(tr / "mics")], [str(tr / "coords")], 64.0)
+        finetune((model, meta), "taken", *args)
     with pytest.raises(FinetuneError, match="not allowed"):
-        finetune(base, "bad name", [str(tr / "mics")], [str(tr / "coords")], 64.0)
+        finetune(base, "bad name", *args)
     with pytest.raises(FinetuneError, match="both micrographs and coordinates"):
-        finetune(base, "x", [str(tr / "mics")], [str(tr / "coords")], 64.0, valid_micrographs=["a.mrc"])
+        finetune(base, "x", *args, valid_micrographs=["a.mrc"])
     result = CliRunner().invoke(cli, ["finetune", "--coordinates", "c", "--name", "n", "--diameter", "10",
                                       "-o", str(tmp_path / "o.pt"), "--model", str(base)])
     assert result.exit_code != 0 and "give the training micrographs" in result.output
-

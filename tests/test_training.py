@@ -2,18 +2,17 @@
 
 import json
 
-import numpy as np
 import pytest
+import tomli_w
 import torch
 from click.testing import CliRunner
 
 from hydrapick.checkpoint import load_checkpoint
 from hydrapick.cli import cli
-from hydrapick.config import ModelConfig, TrainConfig
-from hydrapick.data import dataset_from_arrays
-from hydrapick.io import write_coordinates, write_micrograph
+from hydrapick.config import ModelConfig, SimulationConfig, TrainConfig
+from hydrapick.data import load_datasets
 from hydrapick.model import GENERIC_HEAD
-from hydrapick.picks import Picks
+from hydrapick.simulate import procedural_structure, simulate_dataset
 from hydrapick.training import (
     PHASES,
     TrainingError,
@@ -37,36 +36,34 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _scene(rng, kind, n=192, k=10, d=32):
-    """A noisy micrograph with ``k`` particles (Gaussian blobs or rings of diameter ~d px)."""
-    yy, xx = np.mgrid[:n, :n]
-    image = rng.normal(size=(n, n)).astype(np.float32)
-    xs, ys = [], []
-    while len(xs) < k:
-        x, y = rng.uniform(d / 2, n - d / 2, 2)
-        if all((x - a) ** 2 + (y - b) ** 2 > d * d for a, b in zip(xs, ys, strict=True)):
-            xs.append(x)
-            ys.append(y)
-    for x, y in zip(xs, ys, strict=True):
-        r = np.hypot(xx - x, yy - y)
-        image += (2 * np.exp(-r ** 2 / (2 * (d / 4) ** 2)) if kind == "blob"
-                  else 1.5 * np.exp(-(r - d / 3) ** 2 / 8.0)).astype(np.float32)
-    return image, Picks("m", np.array(xs), np.array(ys))
+# Clean, high-dose micrographs with particles of ~32 px: learnable by a tiny model in a few dozen steps.
+SIM = {"shape_px": [256, 256], "particle_diameter_px_range": [30.0, 34.0], "pixel_size_A_range": [1.0, 8.0],
+       "n_views": 32, "coverage_range": [0.3, 0.4], "dose_e_per_A2_range": [60.0, 80.0],
+       "defocus_um_range": [2.0, 3.0], "junk_fraction_range": [0.0, 0.05], "aggregate_probability": 0.0,
+       "carbon_probability": 0.0, "continuous_carbon_probability": 0.0, "contamination_probability": 0.0,
+       "ice_crystal_probability": 0.0, "blemish_probability": 0.0, "hot_pixel_probability": 0.0}
 
 
-def _datasets(seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for name, kind in (("blobs", "blob"), ("rings", "ring")):
-        scenes = [_scene(rng, kind) for _ in range(4)]
-        out.append(dataset_from_arrays(name, [s[0] for s in scenes], [s[1] for s in scenes], 1.0, 32.0, MODEL,
-                                       valid=1))
-    return out
+def simulation_config():
+    return SimulationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in SIM.items()})
+
+
+def simulated_manifest(folder, datasets, valid_fraction=0.2):
+    """A manifest of simulated datasets: ``datasets`` maps name -> (procedural kind, mass kDa, seed, n)."""
+    tables = {name: {"simulated": {"procedural": kind, "mass_kDa": mass, "seed": seed, "n_micrographs": n,
+                                   "config": SIM}}
+              for name, (kind, mass, seed, n) in datasets.items()}
+    path = folder / "manifest.toml"
+    manifest = {"valid_fraction": valid_fraction, "test_fraction": 0.0, "datasets": tables}
+    path.write_text(tomli_w.dumps(manifest))
+    return path
 
 
 @pytest.fixture(scope="module")
-def datasets():
-    return _datasets()
+def datasets(tmp_path_factory):
+    path = simulated_manifest(tmp_path_factory.mktemp("sim"), {"globular": ("globular", 200.0, 1, 5),
+                                                               "elongated": ("elongated", 300.0, 2, 5)})
+    return load_datasets(path, MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +74,7 @@ def full_run(datasets, tmp_path_factory):
     return out, result, events
 
 
-def test_loss_falls_and_every_output_is_written(full_run):
+def test_loss_falls_and_every_output_is_written(full_run, datasets):
     out, result, events = full_run
     history = result.history
     assert [(r["phase"], r["epoch"]) for r in history] == [("pretrain", e) for e in (1, 2, 3, 4)] + [
@@ -89,21 +86,24 @@ def test_loss_falls_and_every_output_is_written(full_run):
     assert history[-1]["train"]["bias"] > 0 and history[0]["train"]["bias"] == 0
     # Validation AP per head is logged, for the dataset heads only in phase 2.
     assert set(history[0]["valid"]["heads"]) >= {GENERIC_HEAD}
-    assert {"blobs", "rings", GENERIC_HEAD} <= set(history[-1]["valid"]["heads"])
-    assert 0 <= history[-1]["valid"]["heads"]["blobs"]["ap"] <= 1
+    assert {"globular", "elongated", GENERIC_HEAD} <= set(history[-1]["valid"]["heads"])
+    assert 0 <= history[-1]["valid"]["heads"]["globular"]["ap"] <= 1
     assert read_log(out / "log.jsonl") == json.loads(json.dumps(history))
     assert {p.name for p in out.iterdir()} >= {"model.pt", "checkpoint.pt", "best-pretrain.pt",
                                                "best-multihead.pt", "log.jsonl"}
     assert len(list(out.glob("checkpoint-state-*.pt"))) == 1
 
     model, meta = load_checkpoint(out / "model.pt")
-    assert model.head_names == ["blobs", "rings"]
-    assert set(meta["thresholds"]) == {GENERIC_HEAD, "blobs", "rings"}
+    assert model.head_names == ["globular", "elongated"]
+    assert set(meta["thresholds"]) == {GENERIC_HEAD, "globular", "elongated"}
     assert all(0 < t < 1 for t in meta["thresholds"].values())
-    assert meta["diameters_A"] == {GENERIC_HEAD: None, "blobs": 32.0, "rings": 32.0}
+    assert meta["diameters_A"] == {GENERIC_HEAD: None, **{d.name: d.diameter_A for d in datasets}}
+    assert all(d.kind == "simulated" and 100 < d.diameter_A < 400 for d in datasets)
     calibration = meta["training"]["calibration"]
-    assert calibration["blobs"]["source"] == "validation" and calibration["blobs"]["precision"] >= 0.8
-    assert [d["name"] for d in meta["training"]["datasets"]] == ["blobs", "rings"]
+    assert calibration["globular"]["source"] == "validation" and calibration["globular"]["n_truth"] > 0
+    summary = meta["training"]["datasets"]
+    assert [d["name"] for d in summary] == ["globular", "elongated"]
+    assert [(d["n_train"], d["n_valid"]) for d in summary] == [(4, 1), (4, 1)]
     assert meta["training"]["phases"]["pretrain"]["best_epoch"] >= 1
     # The final model is the best phase-2 epoch, not simply the last one.
     best = min(r["valid"]["loss"] for r in history if r["phase"] == "multihead")
@@ -164,10 +164,10 @@ def test_single_head_run_and_init_from_checkpoint(datasets, full_run, tmp_path):
     # Phase 2 alone, started from the trained model's body and generic head.
     result = train(datasets[:1], tmp_path / "init", config=config, init=out / "model.pt", device="cpu")
     model, _ = load_checkpoint(out / "model.pt")
-    assert result.model.head_names == ["blobs"]
+    assert result.model.head_names == ["globular"]
     assert result.model.config == MODEL
     # The new head started as a copy of the loaded generic head: after 2 SGD steps they are still close.
-    new = dict(result.model.heads["blobs"].named_parameters())
+    new = dict(result.model.heads["globular"].named_parameters())
     old = dict(model.heads[GENERIC_HEAD].named_parameters())
     assert all(torch.allclose(new[k], old[k], atol=0.05) for k in old)
     single = TrainConfig(crop_px=96, batch_size=2, steps_per_epoch=2, pretrain_epochs=1, multihead_epochs=0,
@@ -196,21 +196,12 @@ def test_config_rejects_bad_values():
 
 # --- the command -------------------------------------------------------------------------------------
 
-def _files(folder, seed=1, n=3):
-    rng = np.random.default_rng(seed)
-    (folder / "mics").mkdir(parents=True)
-    (folder / "coords").mkdir()
-    for i in range(n):
-        image, picks = _scene(rng, "blob", n=160, k=8)
-        # 64 Å particles at 2 Å/px: 32 px, the model's size.
-        write_micrograph(folder / "mics" / f"m{i}.mrc", image, 2.0)
-        write_coordinates(picks.with_micrograph(f"m{i}"), folder / "coords" / f"m{i}.star")
-
-
 def test_train_command(tmp_path):
-    _files(tmp_path / "a")
+    structure = procedural_structure("globular", 5, mass_kDa=200.0)
+    simulate_dataset(tmp_path / "a", 3, simulation_config(), structure=structure, seed=5)
     (tmp_path / "manifest.toml").write_text(
-        '[datasets.a]\nmicrographs = "a/mics/*.mrc"\ncoordinates = "a/coords"\ndiameter_A = 64\n')
+        '[datasets.a]\nmicrographs = "a/micrographs/*.mrc"\ncoordinates = "a/coordinates"\n'
+        f'diameter_A = {structure.diameter_A}\n')
     (tmp_path / "train.toml").write_text(
         "[train]\ncrop_px = 96\nbatch_size = 2\nsteps_per_epoch = 2\npretrain_epochs = 1\n"
         "multihead_epochs = 1\nmax_valid_tiles = 2\n"
