@@ -347,3 +347,53 @@ def test_crop_seed_changes_with_every_step_and_rank():
     seeds = {s.seed for r in range(2) for s in DatasetBatchSampler([4], 2, 10, rank=r, world_size=2).epoch(0)}
     assert len(seeds) == 20
     assert math.isclose(sum(DatasetBatchSampler([4, 4], 1, 10).weights), 1.0)
+
+
+# --- simulated datasets ------------------------------------------------------------------------------
+
+SIMULATED = """
+valid_fraction = 0.25
+test_fraction = 0.25
+[datasets.sim]
+diameter_A = 120
+[datasets.sim.simulated]
+procedural = "globular"
+mass_kDa = 150.0
+seed = 4
+n_micrographs = 5
+[datasets.sim.simulated.config]
+shape_px = [96, 128]
+n_views = 8
+particle_diameter_px_range = [20.0, 30.0]
+"""
+
+
+def test_simulated_dataset_is_generated_once_and_reproducibly(tmp_path):
+    path = _manifest(tmp_path, SIMULATED)
+    (row,) = inspect_manifest(path)
+    assert (row["n_train"], row["n_valid"], row["n_test"]) == (3, 1, 1)
+    assert row["kind"].startswith("simulated")
+    (a,) = load_datasets(path, MODEL)
+    (b,) = load_datasets(path, MODEL)
+    assert a.kind == "simulated" and a.diameter_A == 120.0  # the manifest's diameter wins
+    assert len(a.train) == 3 and len(a.valid) == 1 and a.test_names[0].startswith("sim_000")
+    for x, y in zip(a.train + a.valid, b.train + b.valid, strict=True):
+        assert torch.equal(x.image, y.image) and torch.equal(x.centres, y.centres)
+        assert x.source.startswith("simulated:sim/")
+    # Resampled so that the 120 Å particle is MODEL.particle_diameter_px wide.
+    sample = a.train[0]
+    assert sample.shape[0] == round(96 * MODEL.particle_diameter_px / (120 / sample.pixel_size_A))
+
+
+def test_simulated_dataset_problems(tmp_path):
+    text = SIMULATED.replace("n_views = 8", "n_views = 8\ncolour = 1").replace(
+        "seed = 4", "seed = 4\nstructure = 'missing.pdb'")
+    with pytest.raises(ManifestError) as info:
+        read_manifest(_manifest(tmp_path, text))
+    joined = "\n".join(info.value.problems)
+    assert "unknown key(s) colour" in joined
+    assert "give either 'structure' or 'procedural'" in joined and "missing.pdb' does not exist" in joined
+    assert "mass_kDa and symmetry apply to procedural particles" in joined
+    text = SIMULATED.replace("[datasets.sim.simulated]", 'valid = ["sim_0009"]\n[datasets.sim.simulated]')
+    with pytest.raises(ManifestError, match="no simulated micrograph named sim_0009"):
+        read_manifest(_manifest(tmp_path, text))
