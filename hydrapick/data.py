@@ -610,7 +610,8 @@ def _plan_files(spec: DatasetSpec, manifest: Manifest, problems: list[str]) -> d
             problems.append(f"{where}: {exc}")
             continue
         if mic.pixel_size_A is None:
-            problems.append(f"{where}: '{path}' has no pixel size in its header; set pixel_size_A")
+            problems.append(f"{where}: '{path}' has no pixel size in its header; give it (pixel_size_A in "
+                            "a manifest, --apix on the command line)")
             continue
         if spec.flip_y and len(mine):
             mine = mine.flip_y(mic.shape[0])

@@ -287,7 +287,7 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
                       source="held-out micrographs")
         report["generic_ap"] = _ap(*score_maps(model, GENERIC_HEAD, vmaps, device=dev), names, box)
         threshold = report["threshold"]
-    elif len(train) >= 2:
+    elif len(train) >= 2 and config.cv_folds >= 2:
         folds = min(config.cv_folds, len(train))
         fold_of = np.arange(len(train)) % folds
         np.random.default_rng([config.seed, 0xC0FF]).shuffle(fold_of)
@@ -313,8 +313,9 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
     else:
         losses = train_head(model, name, maps, config, device=dev, progress=progress)
         threshold = generic_threshold if generic_threshold is not None else 0.5
-        log.warning("one labelled micrograph and no held-out ones: the threshold of head %s cannot be "
-                    "calibrated; using %.3f", name, threshold)
+        if config.cv_folds >= 2:
+            log.warning("one labelled micrograph and no held-out ones: the threshold of head %s cannot "
+                        "be calibrated; using %.3f", name, threshold)
         report["source"] = "generic head's threshold" if generic_threshold is not None else "default 0.5"
         report["threshold"] = threshold
     report["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10):]))
@@ -331,7 +332,7 @@ def _drop_head(model: HydraPicker, name: str) -> None:
 def load_labelled(micrographs: Sequence[str], coordinates: Sequence[str], diameter_A: float,
                   model_config: ModelConfig, *, pixel_size_A: float | None = None,
                   coordinate_format: str | None = None, flip_y: bool = False, what: str = "training",
-                  ) -> list[MicrographSample]:
+                  progress: ProgressCallback | None = None) -> list[MicrographSample]:
     """Read labelled micrographs and bring them to the model's scale (every problem listed at once).
 
     ``micrographs`` and ``coordinates`` take the forms of a manifest's keys of the same names.
@@ -353,9 +354,13 @@ def load_labelled(micrographs: Sequence[str], coordinates: Sequence[str], diamet
     plan = _plan_files(spec, manifest, problems)
     if problems:
         raise ManifestError(manifest.path, [p.replace(f"datasets.{what}", what) for p in problems])
-    return [_prepare_sample(key, path, _read_image(path), pixel, float(diameter_A), picks,
-                            model_config, torch.float32, 0.1, None)
-            for key, (path, pixel, picks) in plan["todo"].items()]
+    samples = []
+    for key, (path, pixel, picks) in plan["todo"].items():
+        samples.append(_prepare_sample(key, path, _read_image(path), pixel, float(diameter_A), picks,
+                                       model_config, torch.float32, 0.1, None))
+        if progress is not None:
+            progress(TrainEvent(kind="load", step=len(samples), steps=len(plan["todo"]), message=key))
+    return samples
 
 
 def load_base(model: str | os.PathLike | None) -> tuple[HydraPicker, dict[str, Any]]:
@@ -413,10 +418,10 @@ def finetune(base: str | os.PathLike | tuple[HydraPicker, dict[str, Any]] | None
     if bool(valid_micrographs) != bool(valid_coordinates):
         raise FinetuneError("held-out micrographs need both micrographs and coordinates")
     train = load_labelled(micrographs, coordinates, diameter_A, model.config, pixel_size_A=pixel_size_A,
-                          coordinate_format=coordinate_format, flip_y=flip_y)
+                          coordinate_format=coordinate_format, flip_y=flip_y, progress=progress)
     valid = (load_labelled(valid_micrographs, valid_coordinates, diameter_A, model.config,
                            pixel_size_A=pixel_size_A, coordinate_format=coordinate_format, flip_y=flip_y,
-                           what="held-out") if valid_micrographs else [])
+                           what="held-out", progress=progress) if valid_micrographs else [])
     overlap = {s.name for s in train} & {s.name for s in valid}
     if overlap:
         raise FinetuneError(f"micrographs both in training and held out: {', '.join(sorted(overlap))}")

@@ -163,7 +163,7 @@ diameter_A = 32.0
         inspect_manifest(path)
     text = "\n".join(info.value.problems)
     assert "1 coordinate(s) of 'mic_000' lie outside the 300x200 micrograph" in text
-    assert "mic_001.mrc' has no pixel size in its header; set pixel_size_A" in text
+    assert "mic_001.mrc' has no pixel size in its header; give it (pixel_size_A" in text
 
 
 def test_inspect_manifest_counts_without_loading(tmp_path):
