@@ -208,11 +208,13 @@ def train(manifest: str, out_dir: str | None, config_path: str | None, architect
     kept, thresholds are calibrated on validation data, and OUTPUT/model.pt is ready for
     `hydrapick pick --model`. Multi-GPU: launch with torchrun (docs/training.md).
     """
+    import os
+
     from rich.console import Console
 
     from .data import ManifestError, inspect_manifest
 
-    console = Console(stderr=True, quiet=quiet)
+    console = Console(stderr=True, quiet=quiet or os.environ.get("RANK", "0") != "0")
     if check:
         try:
             rows = inspect_manifest(manifest)
@@ -242,7 +244,8 @@ def train(manifest: str, out_dir: str | None, config_path: str | None, architect
                                   command=_invocation())
     except (ManifestError, TrainingError, CheckpointError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    _train_print_result(result.metadata, result.path)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 calibrates and reports
+        _train_print_result(result.metadata, result.path)
 
 
 def _train_configs(config_path, architecture, overrides):
