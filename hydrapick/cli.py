@@ -24,6 +24,8 @@ def cli(verbose: int) -> None:
 
 
 # --- pick (issue: picking) ------------------------------------------------------------------------------
+from .config import PickConfig as _PickConfig  # noqa: E402 - defaults of the pick options
+
 PICK_EXIT_FAILED = 3  # exit status when some micrographs could not be picked (the others were)
 _PICK_SHOWN_FAILURES = 20
 
@@ -38,7 +40,7 @@ _PICK_SHOWN_FAILURES = 20
                    "job folder).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False),
               help="Checkpoint to pick with (default: the bundled generic model).")
-@click.option("--head", default="generic", show_default=True,
+@click.option("--head", default=_PickConfig.head, show_default=True,
               help="Head of the model: 'generic' for a new specimen, else a fine-tuned head's name.")
 @click.option("--diameter", "diameter_A", type=float,
               help="Particle diameter in Angstrom (required unless the head records one).")
@@ -48,12 +50,12 @@ _PICK_SHOWN_FAILURES = 20
               help="Score cut for the main output (default: the calibrated threshold stored with the head).")
 @click.option("--min-distance", "min_distance_A", type=float,
               help="Minimum distance between picks in Angstrom (default: 0.8 x diameter).")
-@click.option("--border", "border_A", type=float, default=0.0, show_default=True,
+@click.option("--border", "border_A", type=float, default=_PickConfig.border_A, show_default=True,
               help="Drop picks whose centre is closer than this to the micrograph edge, in Angstrom.")
-@click.option("--score-floor", type=float, default=0.05, show_default=True,
+@click.option("--score-floor", type=float, default=_PickConfig.score_floor, show_default=True,
               help="Candidates above this score go to the candidates output, for re-thresholding later.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=4, show_default=True,
+@click.option("--batch-size", type=int, default=_PickConfig.batch_size, show_default=True,
               help="Micrographs per forward pass (those of equal size are batched).")
 @click.option("--threads", "num_threads", type=click.IntRange(min=1),
               help="CPU threads for the network (default: OMP_NUM_THREADS if set, else every core).")
