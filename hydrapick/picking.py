@@ -626,6 +626,11 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
 
     @torch.inference_mode()
     def _run_batch(batch: list[_Loaded]) -> list[PickResult]:
+        if cuda:
+            for b in batch:
+                # Made on a reader's stream, used on this one: keep the allocator from reusing the memory
+                # for the reader's next micrograph before the work queued here has read it.
+                b.prepared.image.record_stream(torch.cuda.current_stream(dev))  # type: ignore[union-attr]
         # (N, H, W) -> (N, 1, H, W)
         images = torch.stack([b.prepared.image for b in batch])[:, None]  # type: ignore[union-attr]
         amp = torch.autocast(dev.type, dtype=half) if autocast else nullcontext()
