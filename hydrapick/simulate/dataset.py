@@ -4,6 +4,8 @@ Layout::
 
     out_dir/micrographs/sim_00000.mrc      float32 counts, pixel size in the header
     out_dir/coordinates/sim_00000.star     RELION per-micrograph coordinates (labelled particles)
+    out_dir/particles/sim_00000.star       every placed particle: position, view, in-plane angle,
+                                           aggregate, labelled or why not (see the label policy)
     out_dir/manifest.toml                  the configuration, the structure and, per micrograph, its
                                            seed, pixel size, diameter and every drawn parameter
 
@@ -58,16 +60,42 @@ def plain(value):
     return value
 
 
-def _write_toml(path: Path, data: dict) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            tomli_w.dump(plain(data), fh)
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_toml(path: Path, data: dict) -> None:
+    _write_atomic(path, tomli_w.dumps(plain(data)).encode())
+
+
+# Columns of the all-particles table: RELION names where RELION has one.
+_PARTICLE_COLUMNS = (("_rlnCoordinateX", "x_px", "{:.3f}"), ("_rlnCoordinateY", "y_px", "{:.3f}"),
+                     ("_rlnAnglePsi", "psi_deg", "{:.2f}"), ("_hydrapickView", "view", "{:d}"),
+                     ("_hydrapickAggregate", "aggregate", "{:d}"), ("_hydrapickReason", "reason", "{}"))
+
+
+def write_particle_table(path: Path, particles: dict) -> None:
+    """Every placed particle of one micrograph as a STAR table (atomic).
+
+    ``_hydrapickReason`` is ``picked`` for labelled particles, else why not (edge, carbon, contamination,
+    aggregate, overlap); ``_hydrapickView`` indexes the structure's projection bank; ``_hydrapickAggregate``
+    is -1 for free particles.
+    """
+    lines = ["", "# version 30001", "", "data_particles", "", "loop_"]
+    lines += [f"{name} #{i + 1}" for i, (name, _, _) in enumerate(_PARTICLE_COLUMNS)]
+    for row in zip(*(particles[key] for _, key, _ in _PARTICLE_COLUMNS), strict=True):
+        cells = [fmt.format(v if not (key == "reason" and v == "") else "picked")
+                 for (_, key, fmt), v in zip(_PARTICLE_COLUMNS, row, strict=True)]
+        lines.append(" ".join(cells))
+    _write_atomic(path, ("\n".join(lines) + "\n").encode())
 
 
 def simulate_dataset(out_dir: str | os.PathLike, n: int, config: SimulationConfig | None = None,
@@ -101,6 +129,7 @@ def simulate_dataset(out_dir: str | os.PathLike, n: int, config: SimulationConfi
     out = Path(out_dir)
     (out / "micrographs").mkdir(parents=True, exist_ok=True)
     (out / "coordinates").mkdir(parents=True, exist_ok=True)
+    (out / "particles").mkdir(parents=True, exist_ok=True)
     shared = None
     if structure is not None or not per_micrograph_structure:
         shared = resolve_structure(structure, config, np.random.default_rng([int(seed), 2**31 - 1]))
@@ -115,10 +144,17 @@ def simulate_dataset(out_dir: str | os.PathLike, n: int, config: SimulationConfi
         star = out / "coordinates" / f"{name}.star"
         write_micrograph(mrc, sim.image, sim.pixel_size_A)
         write_coordinates(sim.picks, star, "star", combined=False)
+        params = dict(sim.params)
+        placed = params.pop("particles")
+        write_particle_table(out / "particles" / f"{name}.star", placed)
+        reasons = [r or "picked" for r in placed["reason"]]
+        params["particles"] = {"n_placed": placed["n_placed"], "n_labelled": placed["n_labelled"],
+                               "by_reason": {r: reasons.count(r) for r in sorted(set(reasons))},
+                               "table": f"particles/{name}.star"}
         records.append({"name": name, "seed": s, "micrograph": f"micrographs/{name}.mrc",
                         "coordinates": f"coordinates/{name}.star", "pixel_size_A": sim.pixel_size_A,
                         "diameter_A": sim.diameter_A, "diameter_px": sim.diameter_px,
-                        "n_particles": len(sim.picks), "params": sim.params})
+                        "n_particles": len(sim.picks), "params": params})
         log.info("%s: %d labelled particles, %.3f Å/px", name, len(sim.picks), sim.pixel_size_A)
         if progress is not None:
             progress(i + 1, n)

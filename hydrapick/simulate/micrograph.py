@@ -66,6 +66,10 @@ class SimulatedMicrograph:
         ``diameter_px`` set, no scores.
     params : dict
         Every drawn parameter (conditions, scene, particles with their reasons) as plain values.
+    layers : dict of (H, W) float32 arrays
+        Only with ``layers=True``: ``particles_potential_V_A`` (projected potential of the particles
+        alone, V Å), ``potential_V_A`` (everything: particles, junk, ice, carbon, contamination) and
+        ``expected_counts`` (the noise-free image: mean counts before shot noise and detector blur).
     """
 
     image: np.ndarray
@@ -73,6 +77,7 @@ class SimulatedMicrograph:
     diameter_A: float
     picks: Picks
     params: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)
 
     @property
     def diameter_px(self) -> float:
@@ -140,8 +145,8 @@ def _ice_texture(shape, pixel_size_A: float, thickness: np.ndarray, mean_A: floa
 
 
 def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.random.Generator = 0,
-                        structure: Structure | str | Path | None = None, *, name: str = "simulated"
-                        ) -> SimulatedMicrograph:
+                        structure: Structure | str | Path | None = None, *, name: str = "simulated",
+                        layers: bool = False) -> SimulatedMicrograph:
     """Simulate one labelled micrograph.
 
     Parameters
@@ -152,6 +157,7 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
         The per-structure projection bank is built on first use and cached, so pass the same structure
         again for speed.
     name : micrograph name recorded in ``picks.micrograph``.
+    layers : also return the noise-free intermediate images (see `SimulatedMicrograph.layers`).
 
     Returns
     -------
@@ -179,6 +185,7 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
     # --- projected potential (V Å) ---
     potential = np.zeros(shape, np.float32)
     render_views(potential, bank.level_for(p), particles.view, particles.x, particles.y, particles.psi_rad, p)
+    extra = {"particles_potential_V_A": potential.copy()} if layers else {}
     if len(junk.fragments["x"]):
         frag = junk.fragments
         render_views(potential, bank.level_for(p, fragments=True), frag["view"], frag["x"], frag["y"],
@@ -195,6 +202,9 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
     if contamination.thickness_A is not None:
         potential += sc.ICE_MIP_V * contamination.thickness_A
 
+    if layers:
+        extra["potential_V_A"] = potential.copy()
+
     # --- exit wave, lens, intensity ---
     ctf = cond.ctf
     phase = (sc.interaction_constant(ctf.voltage_kV) * potential).astype(np.float32)
@@ -204,11 +214,15 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
     wave = np.empty(shape, np.complex64)
     wave.real = amplitude * np.cos(phase)
     wave.imag = amplitude * np.sin(phase)
+    exit_intensity = float(np.mean(amplitude.astype(np.float64) ** 2))
     spec = sfft.fft2(wave, workers=2)
     spec *= wave_transfer(ctf, shape, p)
     wave = sfft.ifft2(spec, workers=2)
     intensity = (wave.real**2 + wave.imag**2).astype(np.float32)
     del wave, spec
+    # The envelopes stand for partial coherence, drift and blur: they spread electrons, they do not
+    # remove them, so the lens conserves the exit wave's intensity.
+    intensity *= np.float32(exit_intensity / float(intensity.mean(dtype=np.float64)))
 
     mfp_ice = sc.inelastic_mfp_ice_A(ctf.voltage_kV)
     depth = ice / mfp_ice
@@ -234,9 +248,11 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
         intensity *= illum
 
     # --- detection ---
+    mean_count = cond.dose_e_per_A2 * p * p
+    if layers:
+        extra["expected_counts"] = intensity * np.float32(mean_count)
     counts = det.shot_noise(intensity, cond.dose_e_per_A2, p, g_noise, cond.dqe)
     image = det.blur(counts, cond.mtf_sigma_px, cond.binned)
-    mean_count = cond.dose_e_per_A2 * p * p
     blemish_info = det.blemishes(image, config, g_det, mean_count)
 
     keep = particles.labelled
@@ -261,4 +277,4 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
         "n_labelled": int(keep.sum()),
     }
     return SimulatedMicrograph(image=image, pixel_size_A=p, diameter_A=float(structure.diameter_A),
-                               picks=picks, params=params)
+                               picks=picks, params=params, layers=extra)

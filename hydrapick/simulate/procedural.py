@@ -409,7 +409,7 @@ def _rnp_subunit(mass_kDa: float, rna_fraction: float, ratios, rng: np.random.Ge
     # ribosomal density; layered rods reach it.
     e = rot[:, rng.permutation(3)]
     reach = float(axes.max()) * 1.1
-    segments = []
+    candidates = []
     for z in np.arange(-reach + rng.uniform(0, 18.0), reach, 18.0):
         ang = rng.uniform(0, math.pi)
         u = math.cos(ang) * e[:, 1] + math.sin(ang) * e[:, 2]
@@ -422,9 +422,15 @@ def _rnp_subunit(mass_kDa: float, rna_fraction: float, ratios, rng: np.random.Ge
                 d = _unit(u + rng.normal(0, 0.25, 3))
                 c = z * e[:, 0] + m * w + (t + length / 2) * u + rng.normal(0, 1.5, 3)
                 line = c + ((np.arange(n_bp) - (n_bp - 1) / 2) * 2.8)[:, None] * d
-                if env.inside(line, 0.95).all():
-                    segments.append((n_bp, c, d, line))
+                candidates.append((n_bp, c, d, line))
                 t += length + rng.uniform(3.0, 8.0)
+    # Keep the helices that lie wholly inside the envelope (one vectorised test for all of them).
+    segments = []
+    if candidates:
+        inside = env.inside(np.concatenate([cand[3] for cand in candidates]), 0.95)
+        starts = np.cumsum([0] + [cand[0] for cand in candidates[:-1]])
+        whole = np.minimum.reduceat(inside.astype(np.int8), starts) > 0
+        segments = [cand for cand, ok in zip(candidates, whole, strict=True) if ok]
     order = rng.permutation(len(segments))
     axis_list = []
     made = 0
@@ -441,13 +447,20 @@ def _rnp_subunit(mass_kDa: float, rna_fraction: float, ratios, rng: np.random.Ge
     centres = np.zeros((0, 3))
     radii = np.zeros(0)
     fails = 0
+    pool = np.zeros((0, 3))
     while protein_left > 5.0 and fails < 1500:
         m = min(protein_left, rng.uniform(8.0, 35.0) * (0.5 if fails > 500 else 1.0))
         r = (m * 1000.0 * _RESIDUE_VOLUME_A3 / _RESIDUE_MASS_DA * 3 / (4 * math.pi)) ** (1 / 3)
-        c = _unit(rng.standard_normal(3)) * rng.uniform(0.3, 1.05) ** 0.5
-        c = rotate_points((c * axes)[None], rot)[0]
-        ok = env.scaled_radius(c[None])[0] < 1.0
-        if ok and len(axis_pts):
+        if not len(pool):
+            # Candidate centres inside the envelope, drawn in batches (mostly in the outer shell).
+            cand = _unit(rng.standard_normal((256, 3))) * rng.uniform(0.3, 1.05, (256, 1)) ** 0.5
+            cand = rotate_points(cand * axes, rot)
+            pool = cand[env.scaled_radius(cand) < 1.0]
+            fails += 256 - len(pool)
+            continue
+        c, pool = pool[0], pool[1:]
+        ok = True
+        if len(axis_pts):
             ok = np.sqrt(((axis_pts - c) ** 2).sum(1).min()) > 8.0 + 0.6 * r
         if ok and len(centres):
             ok = (np.sqrt(((centres - c) ** 2).sum(1)) > 0.8 * (radii + r)).all()

@@ -86,20 +86,26 @@ class Structure:
         n = len(xyz)
         if n == 0:
             raise StructureError(f"structure {name!r} has no atoms")
-        symbols = np.asarray([sc.element_symbol(str(e)) for e in np.unique(np.asarray(elements))])
-        lookup = {str(e): s for e, s in zip(np.unique(np.asarray(elements)), symbols, strict=True)}
-        el = np.asarray([lookup[str(e)] for e in np.asarray(elements)], dtype=object)
+        names, name_index = np.unique(np.asarray(elements).astype(str), return_inverse=True)
+        element_index = np.array([sc.ELEMENTS.index(sc.element_symbol(e)) for e in names])[name_index.ravel()]
         if hydrogens is None:
-            h = np.asarray([sc.IMPLICIT_HYDROGENS.get(e, 0.0) for e in el], dtype=np.float64)
+            h = np.array([sc.IMPLICIT_HYDROGENS.get(e, 0.0) for e in sc.ELEMENTS])[element_index]
         else:
             h = np.broadcast_to(np.asarray(hydrogens, dtype=np.float64), (n,))
         rho = np.broadcast_to(np.asarray(sc.PROTEIN_DENSITY_G_CM3 if density_g_cm3 is None else density_g_cm3,
                                          dtype=np.float64), (n,))
-        # Distinct (element, hydrogens, density) combinations become atom types.
-        keys = np.rec.fromarrays([el.astype(str), np.round(h, 3), np.round(rho, 3)])
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        types = tuple(AtomType(str(u[0]), float(u[1]),
-                               sc.displaced_volume_A3(str(u[0]), float(u[1]), float(u[2]))) for u in uniq)
+        # Distinct (element, hydrogens, density) combinations become atom types; an integer key keeps
+        # this fast for large structures (hydrogens and density to 1/1000).
+        key = (element_index.astype(np.int64) * 10**8 + np.round(h * 1000).astype(np.int64) * 10**4
+               + np.round(rho * 1000).astype(np.int64))
+        uniq, inverse = np.unique(key, return_inverse=True)
+        types = []
+        for k in uniq:
+            element = sc.ELEMENTS[int(k // 10**8)]
+            hyd = (int(k) // 10**4 % 10**4) / 1000.0
+            dens = (int(k) % 10**4) / 1000.0
+            types.append(AtomType(element, hyd, sc.displaced_volume_A3(element, hyd, dens)))
+        types = tuple(types)
         atom_type = inverse.astype(np.int16).reshape(-1)
         if centre:
             mass = np.array([sc.ATOMIC_MASS_DA[t.element] + t.hydrogens * sc.ATOMIC_MASS_DA["H"]
@@ -195,6 +201,8 @@ def rotate_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     arithmetic by orders of magnitude when its thread pool competes with torch's.
     """
     m = np.asarray(matrix)
+    if len(points) <= 64:
+        return points @ m.T
     return np.stack([points[:, 0] * m[k, 0] + points[:, 1] * m[k, 1] + points[:, 2] * m[k, 2]
                      for k in range(m.shape[0])], axis=1)
 
