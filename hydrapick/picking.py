@@ -922,8 +922,10 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
     items: list[MicrographInput] = []
     for m in micrographs:
         items += [m] if isinstance(m, MicrographInput) else gather_inputs([m])
-    # The same file named twice (a glob and a list, say) is picked once.
-    items = list({os.path.abspath(it.path): it for it in reversed(items)}.values())[::-1]
+    # The same file named twice (a glob and a list, say) is picked once, where it first appears.
+    seen: set[str] = set()
+    items = [it for it in items
+             if not (os.path.abspath(it.path) in seen or seen.add(os.path.abspath(it.path)))]
     if isinstance(shard, str):
         shard = parse_shard(shard)
     if shard is not None:

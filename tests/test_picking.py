@@ -539,3 +539,13 @@ def test_mixed_precision_picks_match_float32(tmp_path):
     np.testing.assert_allclose(np.sort(a.score), np.sort(b.score), atol=0.03)
     d = np.hypot(a.x[:, None] - b.x[None], a.y[:, None] - b.y[None]).min(axis=1)
     assert d.max() < 1.0  # pixels
+
+
+def test_pick_keeps_input_order_and_drops_repeats(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("."), 3, particles=2)
+    names = ["mic_002.mrc", "mic_000.mrc", "mic_002.mrc", "mic_001.mrc"]
+    Path("list.txt").write_text("mic_000.mrc\n")
+    report = pick([*names, "list.txt"], "p.star", model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    assert report.n_micrographs == 3
+    assert read_coordinates("p.star").micrographs() == ["mic_002.mrc", "mic_000.mrc", "mic_001.mrc"]
