@@ -64,8 +64,9 @@ def match(anchors: torch.Tensor, centres: torch.Tensor, box_px: float,
        particle it overlaps most (ties: the lower particle index).
     2. Every particle also gets its best anchor (highest IoU, then nearest, then lowest index), overriding
        step 1. When two particles have the same best anchor, the one with the higher IoU keeps it and the
-       other takes its best anchor not claimed in this step. Particles at least one anchor spacing from
-       every anchor (centres outside the image) get no forced anchor.
+       other takes its best anchor not claimed in this step (if every anchor within reach is claimed,
+       it keeps only its step-1 matches, if any). Particles at least one anchor spacing from every anchor
+       (centres outside the image) get no forced anchor.
 
     Only anchors within ``max(box_px, spacing)`` of a particle are examined, so whole micrographs with
     thousands of particles cost little.

@@ -90,3 +90,27 @@ def test_weights_that_do_not_fit_the_config_are_rejected(tmp_path):
     torch.save(raw, path)
     with pytest.raises(CheckpointError, match="no_such_field"):
         load_checkpoint(path)
+
+
+def test_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
+    import hydrapick.checkpoint as ckpt
+
+    path = save_checkpoint(tmp_path / "m.pt", _model(), {"seed": 1})
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, _model(), {"seed": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_load_to_a_named_device_and_plain_types_only(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", _model(), {"thresholds": {"generic": 0.5}, "tags": ("a", "b")})
+    model, meta = load_checkpoint(path, map_location="cpu")
+    assert next(model.parameters()).device.type == "cpu"
+    assert meta["tags"] == ["a", "b"]  # tuples are stored as lists
