@@ -569,20 +569,26 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
             if mic.pixel_size_A is None:
                 raise PickError(f"File '{item.path}' has no pixel size in its header; give one with --apix "
                                 "(pixel_size_A)")
-            # A copy: reads the memory-mapped file here, in the reader thread, into writable memory.
-            data = np.array(mic.data, dtype=np.float32)
-            if not np.isfinite(data).all():
-                raise PickError(f"File '{item.path}' contains NaN or infinite pixel values")
             if cuda:
                 stream = getattr(streams, "stream", None)
                 if stream is None:
                     stream = streams.stream = torch.cuda.Stream(dev)
-                # The reader's own stream lets upload and resampling overlap the network on the default one.
+                # One copy from the (memory-mapped) file into pinned memory, here in the reader thread;
+                # the upload and the resampling run on the reader's own stream, overlapping the network.
+                host = torch.empty(mic.shape, dtype=torch.float32, pin_memory=True)
+                np.copyto(host.numpy(), mic.data, casting="unsafe")
                 with torch.cuda.stream(stream):
-                    prepared = prepare(torch.from_numpy(data).pin_memory(), mic.pixel_size_A, diameter_A, cfg,
-                                       clip_percentile=clip, device=dev)
+                    image = host.to(dev, non_blocking=True)
+                    if not bool(torch.isfinite(image).all()):
+                        raise PickError(f"File '{item.path}' contains NaN or infinite pixel values")
+                    prepared = prepare(image, mic.pixel_size_A, diameter_A, cfg, clip_percentile=clip,
+                                       device=dev)
                 stream.synchronize()
             else:
+                # A copy: reads the memory-mapped file here, in the reader thread, into writable memory.
+                data = np.array(mic.data, dtype=np.float32)
+                if not np.isfinite(data).all():
+                    raise PickError(f"File '{item.path}' contains NaN or infinite pixel values")
                 prepared = prepare(data, mic.pixel_size_A, diameter_A, cfg, clip_percentile=clip)
             return _Loaded(item, prepared, mic.pixel_size_A)
         except Exception as exc:  # noqa: BLE001 - one bad micrograph must not stop a run of thousands
