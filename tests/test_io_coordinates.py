@@ -351,3 +351,15 @@ def test_autopick_star_listing_itself_is_an_error(tmp_path):
     path.write_text("data_coordinate_files\nloop_\n_rlnMicrographName\n_rlnMicrographCoordinates\n"
                     "a.mrc autopick.star\n")
     _one_line_error(path, "lists further coordinate files")
+
+
+def test_relion_job_outside_a_job_folder_reads_back(tmp_path):
+    """An output folder that is not AutoPick/jobNNN still gives an autopick.star that reads back."""
+    from hydrapick.io import read_coordinates, write_relion_job
+    from hydrapick.picks import Picks
+
+    picks = Picks(["Movies/a.mrc", "Movies/b.mrc"], [10.0, 20.0], [30.0, 40.0], [0.9, 0.8])
+    star = write_relion_job(picks, tmp_path / "picks", ["Movies/a.mrc", "Movies/b.mrc"])
+    back = read_coordinates(star)
+    assert sorted(back.x.tolist()) == [10.0, 20.0]
+    assert set(back.micrographs()) == {"Movies/a.mrc", "Movies/b.mrc"}

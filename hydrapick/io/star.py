@@ -184,8 +184,9 @@ def write_relion_job(picks: Picks, job_dir: str | os.PathLike,
 
     Writes ``<job_dir>/<mirrored tree>/<stem>_autopick.star`` for every micrograph (an empty table when
     it has no picks) and ``<job_dir>/autopick.star`` (block ``coordinate_files``: ``_rlnMicrographName``,
-    ``_rlnMicrographCoordinates``). Coordinate paths are written relative to the project folder, two
-    levels above ``job_dir`` (``AutoPick/job006/Movies/mic_001_autopick.star``), as RELION does.
+    ``_rlnMicrographCoordinates``). In a RELION job folder (``.../jobNNN``) coordinate paths are written
+    relative to the project folder, two levels above it (``AutoPick/job006/Movies/mic_001_autopick.star``),
+    as RELION does; in any other folder they are relative to that folder.
 
     Parameters
     ----------
@@ -210,7 +211,10 @@ def write_relion_job(picks: Picks, job_dir: str | os.PathLike,
     stray = [m for m in picks.micrographs() if micrograph_key(m) not in keys]
     if stray:
         raise ValueError(f"picks on {len(stray)} micrographs not in micrograph_paths, e.g. {stray[0]!r}")
-    project = Path(os.path.abspath(job_dir)).parent.parent
+    # RELION names coordinate files relative to the project, two levels above a jobNNN folder; any other
+    # output folder gets paths relative to itself, which is where the reader looks next.
+    job_abs = Path(os.path.abspath(job_dir))
+    project = job_abs.parent.parent if _star._JOB_DIR.match(job_abs.name) else job_abs
     coord_files = []
     seen: dict[PurePosixPath, str] = {}
     groups = split_by_micrograph(picks, micrograph_paths)
