@@ -166,7 +166,7 @@ class TrainConfig:
     calibration_precision: float = 0.8  # thesis rule: threshold where validation precision >= 0.8
     # Checkpoints and devices.
     checkpoint_every: int = 5  # epochs
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling)
+    amp: bool = True  # mixed precision: CUDA (bf16, else fp16 + loss scaling); CPUs with hardware bf16
 
     def __post_init__(self) -> None:
         positive = ("crop_px", "batch_size", "steps_per_epoch", "restart_epochs", "valid_every",
@@ -292,7 +292,7 @@ class SimulationConfig:
     junk_fraction_range: tuple[float, float] = (0.0, 0.25)  # junk objects per particle
     contamination_probability: float = 0.35  # dark surface contamination (balls, specks)
     ice_crystal_probability: float = 0.15
-    illumination_gradient_range: tuple[float, float] = (0.0, 0.05)
+    illumination_gradient_range: tuple[float, float] = (0.0, 0.03)
     blemish_probability: float = 0.15  # smooth dark/bright detector blemishes
     hot_pixel_probability: float = 0.3
     # Structures (when none is given).

@@ -28,3 +28,16 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) present")
         return device
     raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, PickConfig, PreprocessConfig
-from .device import resolve_device
+from .device import cpu_has_native_bf16, resolve_device
 from .inputs import MicrographInput, gather_inputs, parse_shard, select_shard
 from .picks import Picks, micrograph_key
 from .preprocess import Prepared, prepare
@@ -421,19 +421,6 @@ def cpu_threads(num_threads: int | None = None) -> int:
     if env.isdigit() and int(env) > 0:
         return int(env)
     return _cpu_count()
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where bf16 autocast pays off."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 def _cpu_count() -> int:

