@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 
 # Mean free path (Å) for elastic scattering of amorphous carbon beyond a typical objective aperture.
 CARBON_APERTURE_MFP_A = 1500.0
+# Ice-equivalent thickness (Å) beyond which contamination adds no more coherent phase.
+CONTAMINATION_PHASE_A = 300.0
+# Mirror padding (pixels, each side) of the exit wave before the lens transfer, so that the FFT's
+# periodic boundary does not fold delocalised contrast from one border onto the other.
+LENS_PADDING_PX = 64
 
 
 @dataclass
@@ -200,7 +205,10 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
         fluct = np.sqrt(0.5 * sc.CARBON_ATOMS_PER_A3 * carbon) * (sc.CARBON_FT0 / p)
         potential += fluct * g_texture.standard_normal(shape, dtype=np.float32)
     if contamination.thickness_A is not None:
-        potential += sc.ICE_MIP_V * contamination.thickness_A
+        # A thick object is far from a thin phase object: multiple and inelastic scattering wash out
+        # the coherent fringes its edge would otherwise ring with, so its phase saturates.
+        potential += sc.ICE_MIP_V * CONTAMINATION_PHASE_A * np.tanh(contamination.thickness_A
+                                                                  / CONTAMINATION_PHASE_A)
 
     if layers:
         extra["potential_V_A"] = potential.copy()
@@ -210,16 +218,19 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
     phase = (sc.interaction_constant(ctf.voltage_kV) * potential).astype(np.float32)
     phase -= phase.mean()
     eta = ctf.amplitude_contrast / math.sqrt(1.0 - ctf.amplitude_contrast**2)
-    amplitude = np.exp(-eta * phase)
-    wave = np.empty(shape, np.complex64)
-    wave.real = amplitude * np.cos(phase)
-    wave.imag = amplitude * np.sin(phase)
-    exit_intensity = float(np.mean(amplitude.astype(np.float64) ** 2))
+    pad = min(LENS_PADDING_PX, shape[0] // 4, shape[1] // 4)
+    padded = np.pad(phase, pad, mode="reflect") if pad else phase
+    amplitude = np.exp(-eta * padded)
+    wave = np.empty(padded.shape, np.complex64)
+    wave.real = amplitude * np.cos(padded)
+    wave.imag = amplitude * np.sin(padded)
+    inner = (slice(pad, pad + shape[0]), slice(pad, pad + shape[1]))
+    exit_intensity = float(np.mean(amplitude[inner].astype(np.float64) ** 2))
     spec = sfft.fft2(wave, workers=2)
-    spec *= wave_transfer(ctf, shape, p)
-    wave = sfft.ifft2(spec, workers=2)
+    spec *= wave_transfer(ctf, padded.shape, p)
+    wave = sfft.ifft2(spec, workers=2)[inner]
     intensity = (wave.real**2 + wave.imag**2).astype(np.float32)
-    del wave, spec
+    del wave, spec, padded
     # The envelopes stand for partial coherence, drift and blur: they spread electrons, they do not
     # remove them, so the lens conserves the exit wave's intensity.
     intensity *= np.float32(exit_intensity / float(intensity.mean(dtype=np.float64)))

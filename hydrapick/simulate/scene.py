@@ -105,10 +105,10 @@ def draw_support(shape: tuple[int, int], pixel_size_A: float, config: Simulation
         xx = np.arange(w, dtype=np.float32)[None, :]
         signed = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) - radius_px
         t = float(rng.uniform(*config.carbon_thickness_A_range))
-        # A carbon edge is not atomically sharp: ramp over ~20-60 Å.
-        ramp_px = max(1.0, rng.uniform(20.0, 60.0) / pixel_size_A)
+        # A film edge is not a knife edge: it tapers over ~5-40 nm.
+        ramp_px = max(1.0, rng.uniform(50.0, 400.0) / pixel_size_A)
         film = np.clip(signed / ramp_px + 0.5, 0.0, 1.0)
-        film *= 1.0 + 0.08 * smooth_field(shape, rng, 5)
+        film *= 1.0 + 0.03 * smooth_field(shape, rng, 5)
         thickness += t * film
         sup.on_film = signed > 0
         sup.edge_distance_px = signed
@@ -202,6 +202,16 @@ def _add_polygon(thick, depth, x, y, radius_px, n_sides, regular, rng, slab_A, m
     depth[y0:y1, x0:x1] += inside * slab_A / mfp_A
 
 
+def _object_radius_px(rng: np.random.Generator, lo_A: float, hi_A: float, pixel_size_A: float,
+                      side_px: int) -> float:
+    """Radius (pixels) of a contamination object: log-uniform in ``[lo_A, hi_A]``, but at most a quarter
+    of the image side. Micrographs that ice or contamination dominate are discarded in practice, so
+    they would be poor training material however physical."""
+    hi = min(hi_A / pixel_size_A, 0.25 * side_px)
+    lo = min(lo_A / pixel_size_A, 0.5 * hi)
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
 def draw_contamination(shape: tuple[int, int], pixel_size_A: float, config: SimulationConfig,
                        rng: np.random.Generator) -> Contamination:
     """Contamination balls and specks (amorphous, dark) and ice crystals (polygons, very dark)."""
@@ -216,7 +226,7 @@ def draw_contamination(shape: tuple[int, int], pixel_size_A: float, config: Simu
     if balls:
         # A few large balls (ethane, frost) and, sometimes, a sprinkle of small specks.
         for _ in range(int(rng.integers(0, 4))):
-            r = math.exp(rng.uniform(math.log(150.0), math.log(1500.0))) / pixel_size_A
+            r = _object_radius_px(rng, 150.0, 1500.0, pixel_size_A, min(h, w))
             x, y = rng.uniform(-0.1 * w, 1.1 * w), rng.uniform(-0.1 * h, 1.1 * h)
             _add_sphere(thick, depth, x, y, r, pixel_size_A, 1500.0, rng.uniform(0.6, 1.0))
             out.objects.append({"kind": "ball", "x_px": round(x, 1), "y_px": round(y, 1),
@@ -229,7 +239,7 @@ def draw_contamination(shape: tuple[int, int], pixel_size_A: float, config: Simu
         out.objects.append({"kind": "specks", "count": n_specks})
     if crystals:
         for _ in range(int(rng.integers(1, 4))):
-            r = math.exp(rng.uniform(math.log(300.0), math.log(3000.0))) / pixel_size_A
+            r = _object_radius_px(rng, 300.0, 3000.0, pixel_size_A, min(h, w))
             x, y = rng.uniform(-0.1 * w, 1.1 * w), rng.uniform(-0.1 * h, 1.1 * h)
             regular = rng.random() < 0.5
             sides = 6 if regular else int(rng.integers(4, 9))
