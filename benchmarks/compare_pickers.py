@@ -9,13 +9,13 @@ and micrographs per second (wall time of the picker's commands, start-up and mod
 Datasets:
   real        ../shared/data/real/empiar-10028 (its meta.json gives the split, diameter and pixel size)
   simulated   micrographs made with ``hydrapick simulate`` from structures the bundled model was not
-              trained on, in a temporary folder (or --workdir)
+              trained on (one dataset per structure; default: the held-out targets 4hhb, 6b7n, 6msm)
 
 Every picker's output is kept under --out, so that for example
 ``hydrapick evaluate --truth <truth> --picks <out>/real/topaz.txt --box 56`` reproduces the table's AP.
 
 Usage: python benchmarks/compare_pickers.py real [--out DIR] [--topaz-venv .venv-topaz] ...
-       python benchmarks/compare_pickers.py simulated --structures A.pdb B.cif ... [--n 10]
+       python benchmarks/compare_pickers.py simulated [--structures A.pdb B.cif ...] [--n 4]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -40,6 +41,9 @@ from hydrapick.picks import Picks, micrograph_key
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "real" / "empiar-10028"
+STRUCTURES = ROOT.parent / "shared" / "data" / "structures"
+# The generic model's held-out zero-shot targets (recipes/generic/targets.txt): never in its training corpus.
+HELD_OUT = ("4hhb.pdb", "6b7n.pdb", "6msm.pdb")
 TOPAZ_VENV = ROOT / ".venv-topaz"
 
 
@@ -68,13 +72,18 @@ class Result:
     picker: str
     commands: list[list[str]] = field(default_factory=list)
     output: Path | None = None
-    seconds: float = math.nan
+    seconds: float = math.nan  # wall time of the picker's commands
+    cpu_seconds: float = math.nan  # user + system CPU time of those commands (less sensitive to load)
     report: EvaluationReport | None = None
     error: str = ""
 
     @property
     def micrographs_per_second(self) -> float:
         return self.report.n_micrographs / self.seconds if self.report and self.seconds > 0 else math.nan
+
+    @property
+    def cpu_seconds_per_micrograph(self) -> float:
+        return self.cpu_seconds / self.report.n_micrographs if self.report else math.nan
 
 
 # --- datasets ----------------------------------------------------------------------------------------------
@@ -97,50 +106,35 @@ def real_dataset(root: Path, split: str, out_dir: Path) -> Dataset:
                    float(meta["pixel_size_A"]), truth_dir)
 
 
-def simulated_dataset(workdir: Path, structures: list[Path], n_per_structure: int, seed: int,
-                      extra_args: list[str]) -> Dataset:
-    """Run ``hydrapick simulate`` once per structure and gather the micrographs and coordinates."""
+def simulated_datasets(workdir: Path, structures: list[Path], n_per_structure: int, seed: int,
+                       diameter_px: float, size: str, extra_args: list[str]) -> list[Dataset]:
+    """One dataset per structure, made with ``hydrapick simulate`` (each structure is one specimen).
+
+    The pixel size is set by the simulator so that the particle is ``diameter_px`` wide, the same on
+    every micrograph of a structure, so one box and one ``--diameter`` fit the whole dataset.
+    """
     import tomllib
 
-    micrographs: list[Path] = []
-    truth_parts = []
-    diameters, pixel_sizes = [], []
-    truth_dir = workdir / "truth"
-    truth_dir.mkdir(parents=True, exist_ok=True)
+    datasets = []
     for i, structure in enumerate(structures):
-        out = workdir / f"sim_{i}_{structure.stem}"
-        command = ["hydrapick", "simulate", str(out), "-n", str(n_per_structure),
-                   "--structure", str(structure), "--seed", str(seed + i), *extra_args]
-        _run(command, f"simulation of {structure.name}")
+        out = workdir / structure.stem
+        if not (out / "manifest.toml").exists():
+            command = ["hydrapick", "simulate", "-q", "-n", str(n_per_structure), "-o", str(out),
+                       "--structure", str(structure), "--seed", str(seed + i), "--size", size,
+                       "--diameter-px", f"{diameter_px:g}", *extra_args]
+            _run(command, f"hydrapick simulate of {structure.name}")
         manifest = tomllib.loads((out / "manifest.toml").read_text())
-        for mic in sorted((out / "micrographs").glob("*.mrc")):
-            # Unique names across structures: prefix the structure, keep the simulator's stem.
-            name = f"{structure.stem}_{mic.stem}"
-            linked = workdir / "micrographs" / f"{name}.mrc"
-            linked.parent.mkdir(exist_ok=True)
-            shutil.copyfile(mic, linked)
-            micrographs.append(linked)
-            coords = load_coordinates(out / "coordinates" / f"{mic.stem}.star").picks.with_micrograph(name)
-            truth_parts.append(coords)
-            (truth_dir / f"{name}.star").write_text((out / "coordinates" / f"{mic.stem}.star").read_text())
-            params = _manifest_entry(manifest, mic.stem)
-            diameters.append(float(params["diameter_A"]))
-            pixel_sizes.append(float(params["pixel_size_A"]))
-    if len(set(np.round(pixel_sizes, 4))) > 1 or len(set(np.round(diameters, 2))) > 1:
-        raise SystemExit("simulated micrographs differ in pixel size or diameter; pass fixed values to "
-                         "hydrapick simulate with --simulate-args so one box fits all")
-    return Dataset("simulated, held-out structures", micrographs, Picks.concat(truth_parts), diameters[0],
-                   pixel_sizes[0], truth_dir)
-
-
-def _manifest_entry(manifest: dict, stem: str) -> dict:
-    """The parameters of one micrograph in a simulate manifest (a table per micrograph)."""
-    for table in manifest.get("micrographs", []):
-        if Path(str(table.get("path", table.get("name", "")))).stem == stem:
-            return table
-    if stem in manifest:
-        return manifest[stem]
-    raise SystemExit(f"manifest.toml has no entry for micrograph {stem}")
+        entries = manifest["micrograph"]
+        pixel_sizes = {round(float(e["pixel_size_A"]), 6) for e in entries}
+        diameters = {round(float(e["diameter_A"]), 4) for e in entries}
+        if len(pixel_sizes) > 1 or len(diameters) > 1:
+            raise SystemExit(f"{out}: micrographs differ in pixel size or diameter; one box must fit all")
+        micrographs = [out / e["micrograph"] for e in entries]
+        truth = load_coordinates(out / "coordinates").picks
+        datasets.append(Dataset(f"simulated {structure.stem} (held out)", micrographs, truth,
+                                float(entries[0]["diameter_A"]), float(entries[0]["pixel_size_A"]),
+                                out / "coordinates"))
+    return datasets
 
 
 # --- pickers -----------------------------------------------------------------------------------------------
@@ -162,9 +156,7 @@ def run_hydrapick(ds: Dataset, out_dir: Path, *, model: str | None, head: str | 
         result.error = "hydrapick pick is not available in this build"
         return result
     try:
-        start = time.perf_counter()
-        _run(command, "hydrapick pick")
-        result.seconds = time.perf_counter() - start
+        result.seconds, result.cpu_seconds = _timed([(command, "hydrapick pick")])
     except RuntimeError as exc:
         result.error = str(exc)
         return result
@@ -195,16 +187,26 @@ def run_topaz(ds: Dataset, out_dir: Path, *, venv: Path, scale: int, threshold: 
                *[str(work / p.name) for p in ds.micrographs]]
     result.commands += [preprocess, extract]
     try:
-        start = time.perf_counter()
-        _run(preprocess, "topaz preprocess")
-        _run(extract, "topaz extract")
-        result.seconds = time.perf_counter() - start
+        result.seconds, result.cpu_seconds = _timed([(preprocess, "topaz preprocess"),
+                                                     (extract, "topaz extract")])
     except RuntimeError as exc:
         result.error = str(exc)
         return result
     shutil.rmtree(work, ignore_errors=True)
     result.output = output
     return result
+
+
+def _timed(steps: list[tuple[list[str], str]]) -> tuple[float, float]:
+    """Run commands one after the other; wall seconds and CPU seconds (user + system) of the children."""
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    wall, used = time.perf_counter(), cpu()
+    for command, what in steps:
+        _run(command, what)
+    return time.perf_counter() - wall, cpu() - used
 
 
 def _run(command: list[str], what: str) -> None:
@@ -215,6 +217,26 @@ def _run(command: list[str], what: str) -> None:
 
 
 # --- scoring and report ------------------------------------------------------------------------------------
+
+def previous_results(summary_path: Path, pickers: list[str]) -> list[Result]:
+    """The pickers' commands, outputs and timings recorded by an earlier run (for --score-only)."""
+    if not summary_path.exists():
+        raise SystemExit(f"{summary_path} not found: --score-only needs an earlier run with the same --out")
+    recorded = json.loads(summary_path.read_text())["pickers"]
+    results = []
+    for name in pickers:
+        entry = recorded.get(name)
+        if entry is None:
+            continue
+        nan = math.nan
+        results.append(Result(
+            name, commands=[shlex.split(c) for c in entry["commands"]],
+            output=Path(entry["output"]) if entry["output"] else None,
+            seconds=entry["seconds"] if entry["seconds"] is not None else nan,
+            cpu_seconds=entry.get("cpu_seconds") if entry.get("cpu_seconds") is not None else nan,
+            error=entry["error"] or ""))
+    return results
+
 
 def score(result: Result, ds: Dataset) -> None:
     if result.output is None:
@@ -227,7 +249,7 @@ def table(ds: Dataset, results: list[Result]) -> str:
     lines = [f"{ds.name}: {len(ds.micrographs)} micrographs, {len(ds.truth)} particles, diameter "
              f"{ds.diameter_A:g} A at {ds.pixel_size_A:g} A/px (box {ds.box_px:.1f} px), IoU > 0.6",
              f"{'picker':<10} {'AP':>6} {'AUROC':>6} {'best F1':>7} {'at score':>9} {'R@P0.9':>6} "
-             f"{'picks':>6} {'seconds':>8} {'mic/s':>6}"]
+             f"{'picks':>6} {'wall s':>8} {'mic/s':>7} {'CPU s/mic':>9}"]
     for r in results:
         if r.report is None:
             lines.append(f"{r.picker:<10} unavailable: {r.error}")
@@ -235,7 +257,20 @@ def table(ds: Dataset, results: list[Result]) -> str:
         m = r.report
         lines.append(f"{r.picker:<10} {m.ap:6.3f} {m.auroc:6.3f} {m.best_f1:7.3f} {m.best_f1_threshold:9.3f} "
                      f"{m.recall_at_precision_0_9:6.3f} {m.n_picks:6d} {r.seconds:8.1f} "
-                     f"{r.micrographs_per_second:6.2f}")
+                     f"{r.micrographs_per_second:7.3g} {r.cpu_seconds_per_micrograph:9.1f}")
+    return "\n".join(lines)
+
+
+def mean_table(all_results: list[list[Result]]) -> str:
+    """Mean AP and best F1 over datasets, per picker (only pickers scored on every dataset)."""
+    lines = ["mean over datasets", f"{'picker':<10} {'AP':>6} {'best F1':>7} {'datasets':>8}"]
+    for name in dict.fromkeys(r.picker for results in all_results for r in results):
+        reports = [r.report for results in all_results for r in results if r.picker == name]
+        if any(rep is None for rep in reports) or len(reports) != len(all_results):
+            lines.append(f"{name:<10} unavailable on some datasets")
+            continue
+        lines.append(f"{name:<10} {np.mean([m.ap for m in reports]):6.3f} "
+                     f"{np.mean([m.best_f1 for m in reports]):7.3f} {len(reports):8d}")
     return "\n".join(lines)
 
 
@@ -243,11 +278,12 @@ def summary(ds: Dataset, results: list[Result]) -> dict:
     return {
         "dataset": ds.name, "micrographs": [str(p) for p in ds.micrographs], "n_particles": len(ds.truth),
         "diameter_A": ds.diameter_A, "pixel_size_A": ds.pixel_size_A, "box_px": ds.box_px,
-        "truth": str(ds.truth_path), "cpu_count": os.cpu_count(),
+        "truth": str(ds.truth_path), "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
         "pickers": {r.picker: {
             "available": r.report is not None, "error": r.error or None,
             "commands": [shlex.join(c) for c in r.commands], "output": str(r.output) if r.output else None,
             "seconds": None if math.isnan(r.seconds) else r.seconds,
+            "cpu_seconds": None if math.isnan(r.cpu_seconds) else r.cpu_seconds,
             "micrographs_per_second": (None if math.isnan(r.micrographs_per_second)
                                        else r.micrographs_per_second),
             "scores": r.report.to_dict(per_micrograph=True) if r.report else None,
@@ -261,14 +297,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for each picker's output and summary.json "
                                                  "(default: a new temporary folder, kept)")
     parser.add_argument("--pickers", default="hydrapick,topaz", help="comma-separated (default: both)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="do not run the pickers: score the outputs of an earlier run in --out again "
+                             "(its timings are kept)")
     real = parser.add_argument_group("real data")
     real.add_argument("--data", type=Path, default=REAL_DATA, help="EMPIAR-10028 folder with meta.json")
     real.add_argument("--split", default="test",
                       help="split(s) of meta.json to pick, comma-separated (default: test)")
     sim = parser.add_argument_group("simulated data")
-    sim.add_argument("--structures", type=Path, nargs="+", help="PDB/mmCIF files not used to train the model")
+    sim.add_argument("--structures", type=Path, nargs="+",
+                     help="PDB/mmCIF files the model was not trained on (default: the held-out targets of "
+                          "recipes/generic/targets.txt: " + ", ".join(HELD_OUT) + ")")
     sim.add_argument("--n", type=int, default=4, help="micrographs per structure (default: 4)")
-    sim.add_argument("--seed", type=int, default=1000, help="simulation seed (default: 1000)")
+    sim.add_argument("--seed", type=int, default=5000, help="simulation seed of the first structure "
+                                                            "(default: 5000)")
+    sim.add_argument("--diameter-px", type=float, default=40.0,
+                     help="particle diameter in pixels (default: 40)")
+    sim.add_argument("--size", default="1024", help="micrograph size for hydrapick simulate (default: 1024)")
     sim.add_argument("--simulate-args", default="", help="extra arguments for hydrapick simulate (quoted)")
     hp = parser.add_argument_group("hydrapick")
     hp.add_argument("--model", help="checkpoint (default: the bundled generic model)")
@@ -280,41 +325,50 @@ def main(argv: list[str] | None = None) -> int:
     tz = parser.add_argument_group("Topaz")
     tz.add_argument("--topaz-venv", type=Path, default=TOPAZ_VENV, help="environment from topaz_setup.sh")
     tz.add_argument("--topaz-model", default="resnet16_u64", help="pretrained model (default: resnet16_u64)")
-    tz.add_argument("--topaz-scale", type=int, default=2, help="downsampling factor for topaz preprocess")
+    tz.add_argument("--topaz-scale", type=int, default=1,
+                    help="downsampling factor for topaz preprocess (default: 1; see docs/benchmarks.md)")
     tz.add_argument("--topaz-threshold", type=float, default=-6.0,
                     help="log-likelihood threshold for topaz extract (Topaz's default: -6)")
     tz.add_argument("--threads", type=int, default=0, help="Topaz threads (0: PyTorch default)")
     args = parser.parse_args(argv)
 
     out = args.out or Path(tempfile.mkdtemp(prefix="hydrapick-compare-"))
-    out_dir = out / args.dataset
-    out_dir.mkdir(parents=True, exist_ok=True)
     if args.dataset == "real":
-        ds = real_dataset(args.data, args.split, out_dir)
+        datasets = [real_dataset(args.data, args.split, out / "real")]
+        folders = [out / "real"]
     else:
-        if not args.structures:
-            parser.error("simulated needs --structures (structures the model was not trained on)")
-        ds = simulated_dataset(out_dir / "simulated", args.structures, args.n, args.seed,
-                               shlex.split(args.simulate_args))
-
-    results = []
+        structures = args.structures or [STRUCTURES / name for name in HELD_OUT]
+        datasets = simulated_datasets(out / "simulated", structures, args.n, args.seed, args.diameter_px,
+                                      args.size, shlex.split(args.simulate_args))
+        folders = [out / "simulated" / s.stem / "picks" for s in structures]
     pickers = [p.strip() for p in args.pickers.split(",") if p.strip()]
-    if "hydrapick" in pickers:
-        results.append(run_hydrapick(ds, out_dir, model=args.model, head=args.head,
-                                     threshold=args.hydrapick_threshold, device=args.device))
-    if "topaz" in pickers:
-        results.append(run_topaz(ds, out_dir, venv=args.topaz_venv, scale=args.topaz_scale,
-                                 threshold=args.topaz_threshold, model=args.topaz_model,
-                                 threads=args.threads))
-    for r in results:
-        score(r, ds)
-    print(table(ds, results))
-    (out_dir / "summary.json").write_text(json.dumps(summary(ds, results), indent=1) + "\n")
-    print(f"\noutputs and summary.json in {out_dir}")
-    for r in results:
-        if r.output is not None:
-            print(f"check: hydrapick evaluate --truth {ds.truth_path} --picks {r.output} "
-                  f"--diameter {ds.diameter_A!r} --apix {ds.pixel_size_A!r}")
+    all_results = []
+    for ds, folder in zip(datasets, folders, strict=True):
+        folder.mkdir(parents=True, exist_ok=True)
+        if args.score_only:
+            results = previous_results(folder / "summary.json", pickers)
+        else:
+            results = []
+            if "hydrapick" in pickers:
+                results.append(run_hydrapick(ds, folder, model=args.model, head=args.head,
+                                             threshold=args.hydrapick_threshold, device=args.device))
+            if "topaz" in pickers:
+                results.append(run_topaz(ds, folder, venv=args.topaz_venv, scale=args.topaz_scale,
+                                         threshold=args.topaz_threshold, model=args.topaz_model,
+                                         threads=args.threads))
+        for r in results:
+            score(r, ds)
+        print(table(ds, results) + "\n")
+        (folder / "summary.json").write_text(json.dumps(summary(ds, results), indent=1) + "\n")
+        all_results.append(results)
+    if len(datasets) > 1:
+        print(mean_table(all_results) + "\n")
+    print(f"outputs and summary.json files under {out}")
+    for ds, results in zip(datasets, all_results, strict=True):
+        for r in results:
+            if r.output is not None:
+                print(f"check: hydrapick evaluate --truth {ds.truth_path} --picks {r.output} "
+                      f"--diameter {ds.diameter_A!r} --apix {ds.pixel_size_A!r}")
     return 0
 
 
