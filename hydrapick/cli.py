@@ -579,7 +579,8 @@ def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, .
                                                 threshold=threshold, micrographs=micrographs)
             pick_sets[name] = picked.picks
     except (FormatError, ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        hint = " in --micrographs (or give --apix)" if str(exc).startswith("no box size") else ""
+        raise click.ClickException(f"{exc}{hint}") from exc
 
     _evaluate_print(reports, box, per_micrograph)
     if json_path is not None:
@@ -594,26 +595,30 @@ def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, .
         click.echo(f"wrote {len(written)} figures to {plots_dir}")
 
 
-def _evaluate_box(box_px, diameter_A, pixel_size_A, mic_files) -> float:
+def _evaluate_box(box_px, diameter_A, pixel_size_A, mic_files) -> float | dict[str, float]:
     if box_px is not None:
         if diameter_A is not None:
             raise click.ClickException("give either --box or --diameter, not both")
         return box_px
     if diameter_A is None:
         raise click.ClickException("give the box size: --box PX, or --diameter A with --apix A")
-    if pixel_size_A is None:
-        from .io import read_micrograph
-
-        if not mic_files:
-            raise click.ClickException("--diameter needs --apix (or --micrographs whose headers give the "
-                                       "pixel size)")
-        first = next(iter(mic_files.values()))
-        pixel_size_A = read_micrograph(first).pixel_size_A
-        if pixel_size_A is None:
-            raise click.ClickException(f"{first}: the header has no pixel size; give --apix")
-    if pixel_size_A <= 0 or diameter_A <= 0:
+    if diameter_A <= 0 or (pixel_size_A is not None and pixel_size_A <= 0):
         raise click.ClickException("--diameter and --apix must be positive")
-    return diameter_A / pixel_size_A
+    if pixel_size_A is not None:
+        return diameter_A / pixel_size_A
+    from .io import read_micrograph
+
+    if not mic_files:
+        raise click.ClickException("--diameter needs --apix (or --micrographs whose headers give the "
+                                   "pixel size)")
+    # Each micrograph's own pixel size: simulated or merged datasets need not share one.
+    boxes = {}
+    for key, path in mic_files.items():
+        apix = read_micrograph(path).pixel_size_A
+        if apix is None:
+            raise click.ClickException(f"{path}: the header has no pixel size; give --apix")
+        boxes[key] = diameter_A / apix
+    return boxes
 
 
 def _evaluate_heights(image_height, mic_files):
@@ -650,7 +655,13 @@ def _evaluate_print(reports, box, per_micrograph) -> None:
             else f"{value:.{digits}f}"
 
     first = next(iter(reports.values()))
-    table = Table(title=f"Picks vs truth: {first.n_micrographs} micrographs, box {box:.1f} px, "
+    if isinstance(box, dict) and min(box.values()) != max(box.values()):
+        box_text = f"box {min(box.values()):.1f}-{max(box.values()):.1f} px"
+    elif isinstance(box, dict):
+        box_text = f"box {min(box.values()):.1f} px"
+    else:
+        box_text = f"box {box:.1f} px"
+    table = Table(title=f"Picks vs truth: {first.n_micrographs} micrographs, {box_text}, "
                         f"IoU > {first.iou_threshold:g}")
     for column in ("picker", "AP", "AUROC", "best F1", "at score", "P", "R", "F1", "R@P0.9",
                    "truth", "picks", "matched", "offset px"):
@@ -711,9 +722,10 @@ def _evaluate_plots(plots_dir, reports, pick_sets, truth, mic_files, box, thresh
         for mic in shown:
             image = read_micrograph(mic_files[mic]).data
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+            side = box[mic] if isinstance(box, dict) else box
             written.append(plots.overlay(image, plots_dir / f"overlay_{safe}_{mic}.png",
                                          picks=picks.for_micrograph(mic), truth=truth.for_micrograph(mic),
-                                         box_px=box, threshold=threshold, title=f"{mic}  {name} {note}"))
+                                         box_px=side, threshold=threshold, title=f"{mic}  {name} {note}"))
     return written
 
 

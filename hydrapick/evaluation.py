@@ -151,7 +151,7 @@ def box_iou(dx: np.ndarray, dy: np.ndarray, box_px: float) -> np.ndarray:
     return overlap / (2.0 * box_px * box_px - overlap)
 
 
-def match_picks(truth: Picks, picks: Picks, box_px: float, *,
+def match_picks(truth: Picks, picks: Picks, box_px: float | Mapping[str, float], *,
                 iou_threshold: float = DEFAULT_IOU_THRESHOLD) -> np.ndarray:
     """Greedy thesis matching of picks to true particles, micrograph by micrograph.
 
@@ -159,8 +159,8 @@ def match_picks(truth: Picks, picks: Picks, box_px: float, *,
     ----------
     truth, picks : Picks
         Micrographs are matched by `micrograph_key`.
-    box_px : float
-        Box side in pixels for both truth and picks.
+    box_px : float or mapping of micrograph name -> float
+        Box side in pixels for both truth and picks (per micrograph when the pixel size varies).
     iou_threshold : float
         A pick matches when IoU > this.
 
@@ -169,17 +169,19 @@ def match_picks(truth: Picks, picks: Picks, box_px: float, *,
     (len(picks),) int64
         Index into ``truth`` of the particle each pick matched, -1 for a false positive.
     """
-    _check_box(box_px, iou_threshold)
     t_keys, p_keys = _keys(truth.micrograph), _keys(picks.micrograph)
-    index = {key: i for i, key in enumerate(dict.fromkeys(t_keys.tolist()))}
+    selected = list(dict.fromkeys(t_keys.tolist()))
+    boxes = _boxes(box_px, selected, iou_threshold)
+    index = {key: i for i, key in enumerate(selected)}
     t_id = np.array([index[k] for k in t_keys.tolist()], dtype=np.int64)
     p_id = np.array([index.get(k, -1) for k in p_keys.tolist()], dtype=np.int64)
     return _match(truth.x, truth.y, t_id, picks.x, picks.y, p_id, _ranking_scores(picks.score),
-                  box_px, iou_threshold)
+                  boxes, iou_threshold)
 
 
-def evaluate(truth: Picks, picks: Picks, box_px: float, *, iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-             threshold: float | None = None, micrographs: Iterable[str] | None = None) -> EvaluationReport:
+def evaluate(truth: Picks, picks: Picks, box_px: float | Mapping[str, float], *,
+             iou_threshold: float = DEFAULT_IOU_THRESHOLD, threshold: float | None = None,
+             micrographs: Iterable[str] | None = None) -> EvaluationReport:
     """Score ``picks`` against ``truth`` overall (pooled) and per micrograph.
 
     Parameters
@@ -189,9 +191,10 @@ def evaluate(truth: Picks, picks: Picks, box_px: float, *, iou_threshold: float 
     picks : Picks
         Picker output with scores (picks without a score rank above every scored pick and are kept at
         any threshold, as in `Picks.above`).
-    box_px : float
+    box_px : float or mapping of micrograph name -> float
         Side of the square box around every true and picked centre, in micrograph pixels (usually the
-        particle diameter in pixels).
+        particle diameter in pixels); a mapping gives each evaluated micrograph its own box (micrographs
+        of different pixel sizes). The overall report's ``box_px`` is then NaN unless all are equal.
     iou_threshold : float
         A pick is a true positive when IoU > this with an unmatched true box (thesis: 0.6).
     threshold : float, optional
@@ -207,12 +210,12 @@ def evaluate(truth: Picks, picks: Picks, box_px: float, *, iou_threshold: float 
     EvaluationReport
         Pooled over the evaluated micrographs, with ``per_micrograph`` reports keyed by micrograph key.
     """
-    _check_box(box_px, iou_threshold)
     t_keys, p_keys = _keys(truth.micrograph), _keys(picks.micrograph)
     if micrographs is None:
         selected = list(dict.fromkeys(t_keys.tolist()))
     else:
         selected = list(dict.fromkeys(micrograph_key(m) for m in micrographs))
+    boxes = _boxes(box_px, selected, iou_threshold)
     index = {key: i for i, key in enumerate(selected)}
     t_id = np.array([index.get(k, -1) for k in t_keys.tolist()], dtype=np.int64)
     p_id = np.array([index.get(k, -1) for k in p_keys.tolist()], dtype=np.int64)
@@ -226,20 +229,22 @@ def evaluate(truth: Picks, picks: Picks, box_px: float, *, iou_threshold: float 
     tx, ty, t_id = truth.x[t_keep], truth.y[t_keep], t_id[t_keep]
     px, py, p_id = picks.x[p_keep], picks.y[p_keep], p_id[p_keep]
     score = _ranking_scores(picks.score[p_keep])
-    matched = _match(tx, ty, t_id, px, py, p_id, score, box_px, iou_threshold)
+    matched = _match(tx, ty, t_id, px, py, p_id, score, boxes, iou_threshold)
     offset = np.full(len(px), np.nan)
     hit = matched >= 0
     offset[hit] = np.hypot(px[hit] - tx[matched[hit]], py[hit] - ty[matched[hit]])
 
     n_truth_per = np.bincount(t_id, minlength=len(selected))
-    per = dict(zip(selected, _reports(p_id, len(selected), score, hit, offset, n_truth_per, threshold, box_px,
+    per = dict(zip(selected, _reports(p_id, len(selected), score, hit, offset, n_truth_per, threshold, boxes,
                                       iou_threshold, 1), strict=True))
+    common = boxes[0] if len(boxes) and np.all(boxes == boxes[0]) else np.nan
     (overall,) = _reports(np.zeros(len(px), dtype=np.int64), 1, score, hit, offset, np.array([len(tx)]),
-                          threshold, box_px, iou_threshold, len(selected))
+                          threshold, np.array([common]), iou_threshold, len(selected))
     return replace(overall, per_micrograph=per, skipped_picks=skipped_picks, skipped_truth=skipped_truth)
 
 
-def threshold_at_precision(truth: Picks, picks: Picks, box_px: float, precision: float = 0.8,
+def threshold_at_precision(truth: Picks, picks: Picks, box_px: float | Mapping[str, float],
+                           precision: float = 0.8,
                            iou_threshold: float = DEFAULT_IOU_THRESHOLD, *,
                            micrographs: Iterable[str] | None = None) -> float:
     """The thesis calibration rule: the lowest score threshold whose precision is >= ``precision``.
@@ -376,11 +381,23 @@ def find_micrographs(folder: str | os.PathLike) -> dict[str, Path]:
 
 # --- internals ---------------------------------------------------------------------------------------------
 
-def _check_box(box_px: float, iou_threshold: float) -> None:
-    if not (math.isfinite(box_px) and box_px > 0):
-        raise ValueError(f"box_px must be a positive number of pixels, got {box_px}")
+def _boxes(box_px: float | Mapping[str, float], selected: list[str], iou_threshold: float) -> np.ndarray:
+    """(len(selected),) box side per evaluated micrograph, checked."""
     if not 0.0 <= iou_threshold < 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
+    if isinstance(box_px, Mapping):
+        by_key = {micrograph_key(k): v for k, v in box_px.items()}
+        missing = [m for m in selected if m not in by_key]
+        if missing:
+            raise ValueError(f"no box size for micrograph {missing[0]!r}"
+                             + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        boxes = np.array([by_key[m] for m in selected], dtype=np.float64)
+    else:
+        boxes = np.array([box_px], dtype=np.float64)
+    bad = ~(np.isfinite(boxes) & (boxes > 0))
+    if bad.any():
+        raise ValueError(f"box_px must be a positive number of pixels, got {boxes[bad][0]}")
+    return boxes if isinstance(box_px, Mapping) else np.full(len(selected), boxes[0])
 
 
 def _keys(names: np.ndarray) -> np.ndarray:
@@ -400,11 +417,12 @@ def _ranking_scores(score: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(score), np.inf, score).astype(np.float64)
 
 
-def _match(tx, ty, t_id, px, py, p_id, score, box_px: float, iou_threshold: float) -> np.ndarray:
-    """Truth index matched by each pick (-1 for none); ids < 0 never match."""
+def _match(tx, ty, t_id, px, py, p_id, score, boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Truth index matched by each pick (-1 for none); ids < 0 never match. ``boxes``: side per id."""
     matched = np.full(len(px), -1, dtype=np.int64)
     if len(tx) == 0 or len(px) == 0:
         return matched
+    box_px = float(boxes.max())
     # Separate micrographs along a third axis further apart than any box can reach, so one KD-tree
     # query finds the overlapping (Chebyshev distance < box) pairs of all micrographs at once.
     spread = 4.0 * box_px + 1.0
@@ -414,7 +432,7 @@ def _match(tx, ty, t_id, px, py, p_id, score, box_px: float, iou_threshold: floa
     i, j = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
     valid = (p_id[i] >= 0) & (t_id[j] >= 0)
     i, j = i[valid], j[valid]
-    iou = box_iou(px[i] - tx[j], py[i] - ty[j], box_px)
+    iou = box_iou(px[i] - tx[j], py[i] - ty[j], boxes[t_id[j]])
     keep = iou > iou_threshold
     i, j, iou = i[keep], j[keep], iou[keep]
     if len(i) == 0:
@@ -441,7 +459,7 @@ def _match(tx, ty, t_id, px, py, p_id, score, box_px: float, iou_threshold: floa
 
 
 def _reports(group: np.ndarray, n_groups: int, score: np.ndarray, hit: np.ndarray, offset: np.ndarray,
-             n_truth: np.ndarray, threshold: float | None, box_px: float, iou_threshold: float,
+             n_truth: np.ndarray, threshold: float | None, boxes: np.ndarray, iou_threshold: float,
              n_micrographs: int) -> list[EvaluationReport]:
     """One report per group (micrograph), computed for all groups at once.
 
@@ -538,7 +556,7 @@ def _reports(group: np.ndarray, n_groups: int, score: np.ndarray, hit: np.ndarra
             best_f1=float(best_f1[i]), best_f1_threshold=float(best_threshold[i]),
             recall_at_precision_0_9=float(r09[i]), n_truth=nt, n_picks=ns, n_matched=nh,
             n_picks_total=int(n_picks_total[i]), mean_offset_px=offset_sum[i] / nh if nh else math.nan,
-            box_px=float(box_px), iou_threshold=float(iou_threshold), n_micrographs=n_micrographs,
+            box_px=float(boxes[i]), iou_threshold=float(iou_threshold), n_micrographs=n_micrographs,
             curves=curves,
         ))
     return reports

@@ -135,3 +135,30 @@ def test_bad_file_is_named(data):
     empty.mkdir()
     result = run("--truth", empty, "--picks", data / "picks.star", "--box", 20)
     assert result.exit_code == 1 and "no coordinate files" in result.output
+
+
+def test_box_from_each_micrograph_header(tmp_path):
+    # Same 40 A particle at 2 A/px (20 px box) and 4 A/px (10 px box); each pick is 4 px off its particle,
+    # which matches with a 20 px box (IoU 0.67) but not with a 10 px box (IoU 0.43).
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "mics").mkdir()
+    rows = []
+    for mic, apix in (("fine", 2.0), ("coarse", 4.0)):
+        (tmp_path / "truth" / f"{mic}.star").write_text(STAR_HEADER + "100 100\n")
+        with mrcfile.new(tmp_path / "mics" / f"{mic}.mrc") as mrc:
+            mrc.set_data(np.zeros((200, 200), dtype=np.float32))
+            mrc.voxel_size = apix
+        rows.append(f"{mic}\t104\t100\t0.5\n")
+    (tmp_path / "picks.txt").write_text("image_name\tx_coord\ty_coord\tscore\n" + "".join(rows))
+    out = tmp_path / "s.json"
+    result = run("--truth", tmp_path / "truth", "--picks", tmp_path / "picks.txt", "--diameter", 40,
+                 "--micrographs", tmp_path / "mics", "--json", out)
+    assert result.exit_code == 0, result.output
+    assert "box 10.0-20.0 px" in result.output
+    per = json.loads(out.read_text())["pickers"]["picks"]["per_micrograph"]
+    assert per["fine"]["n_matched"] == 1 and per["coarse"]["n_matched"] == 0
+    assert per["coarse"]["box_px"] == 10.0
+    (tmp_path / "mics" / "coarse.mrc").unlink()
+    result = run("--truth", tmp_path / "truth", "--picks", tmp_path / "picks.txt", "--diameter", 40,
+                 "--micrographs", tmp_path / "mics")
+    assert result.exit_code == 1 and "no box size for micrograph 'coarse'" in result.output

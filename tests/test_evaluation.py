@@ -196,6 +196,22 @@ def test_micrographs_matched_by_key_and_kept_apart():
     assert r.recall == 0.5
 
 
+def test_box_per_micrograph():
+    # A 4 px shift: IoU 6/14 = 0.43 with 10 px boxes, 16/24 = 0.67 with 20 px boxes.
+    truth = Picks.concat([truth_grid(1, mic="small"), truth_grid(1, mic="large")])
+    p = Picks.concat([picks(truth.x[:1] + 4, truth.y[:1], [0.9], mic="small"),
+                      picks(truth.x[1:] + 4, truth.y[1:], [0.8], mic="large")])
+    r = evaluate(truth, p, {"small.mrc": 10.0, "large": 20.0})
+    assert r.per_micrograph["small"].n_matched == 0 and r.per_micrograph["large"].n_matched == 1
+    assert r.per_micrograph["small"].box_px == 10.0 and math.isnan(r.box_px)
+    assert list(match_picks(truth, p, {"small": 10.0, "large": 20.0})) == [-1, 1]
+    assert evaluate(truth, p, {"small": 20.0, "large": 20.0}).box_px == 20.0
+    with pytest.raises(ValueError, match="no box size for micrograph 'large'"):
+        evaluate(truth, p, {"small": 10.0})
+    with pytest.raises(ValueError, match="positive"):
+        evaluate(truth, p, {"small": 10.0, "large": -1.0})
+
+
 def test_threshold_at_precision_thesis_rule():
     truth = truth_grid(3)
     p = picks([truth.x[0], 1000.0, truth.x[1], 2000.0], [50.0] * 4, [0.9, 0.8, 0.7, 0.6])
