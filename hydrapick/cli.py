@@ -511,7 +511,7 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
 @click.option("--flip-y-picks", is_flag=True, help="Mirror y of every --picks (y -> height - 1 - y).")
 @click.option("--image-height", type=int, help="Micrograph height in pixels for --flip-y-* "
                                                 "(default: from each micrograph in --micrographs).")
-@click.option("--micrographs", "micrographs_path", type=click.Path(exists=True),
+@click.option("--micrographs", "micrographs_path", type=click.Path(),
               help="Folder (or glob) of the MRC micrographs: heights for --flip-y-*, pixel size, overlays.")
 @click.option("--include-unlabelled", is_flag=True,
               help="Also evaluate micrographs that have picks but no truth: their picks count as false "
