@@ -176,7 +176,8 @@ def run_worker(args: argparse.Namespace, variant: str, mode: str, size: int) -> 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="network variants to measure (none: only the post-processing timings)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[512, 1024])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
@@ -223,11 +224,64 @@ def main(argv: list[str] | None = None) -> None:
             row += [f"{r['seconds']:.2f}", f"{r['peak_bytes'] / mib:.0f}"]
         rows.append(row)
         print(f"# {variant}: {config}", flush=True)
+    if rows:
+        print_table(header, rows)
+    postprocess(args.device, args.threads)
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+
+
+def postprocess(device_name: str, threads: int) -> None:
+    """Time matching and NMS on a whole-micrograph grid (3584 x 3584 model pixels, 50,176 anchors).
+
+    Measured with 1 thread and with ``threads``: these are many small operations, which torch's
+    intra-op threads speed up little and slow down badly when the cores are shared with other work.
+    """
+    import torch
+
+    from hydrapick.anchors import anchor_centres, match, nms_by_distance
+    from hydrapick.config import ModelConfig
+
+    device = torch.device(device_name)
+    config = ModelConfig()
+    distance = 0.8 * config.particle_diameter_px
+    g = torch.Generator().manual_seed(0)
+    anchors = anchor_centres(3584, 3584, config, device=device)
+    jitter = (torch.rand(anchors.shape, generator=g) - 0.5) * config.anchor_stride
+    centres = anchors + jitter.to(device)
+    random_scores = torch.rand(len(anchors), generator=g).to(device)
+    # Scores rising smoothly across the image give the longest chains of dependent NMS decisions.
+    ramp_scores = -(anchors[:, 0] + 1e-3 * anchors[:, 1])
+    particles = (torch.rand((3000, 2), generator=g) * 3584).to(device)
+    cases = {
+        "nms, random scores": lambda: nms_by_distance(centres, random_scores, distance),
+        "nms, smooth ramp of scores": lambda: nms_by_distance(centres, ramp_scores, distance),
+        "match 3000 particles": lambda: match(anchors, particles, config.particle_diameter_px),
+    }
+    thread_counts = sorted({1, threads}) if device.type == "cpu" else [threads]
+    rows = []
+    for name, fn in cases.items():
+        row = [name, f"{len(anchors)}"]
+        for n in thread_counts:
+            torch.set_num_threads(n)
+            fn()
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                fn()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - t0)
+            row.append(f"{min(times) * 1e3:.0f}")
+        rows.append(row)
+    print_table(["post-processing (one 3584² image)", "anchors",
+                 *(f"ms, {n} thread{'s' * (n > 1)}" for n in thread_counts)], rows)
 
 
 if __name__ == "__main__":
