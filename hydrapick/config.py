@@ -90,6 +90,7 @@ class ModelConfig:
 
     @classmethod
     def thesis(cls, **overrides: Any) -> ModelConfig:
+        """The thesis network (the defaults), with any field overridden."""
         return cls(**overrides)
 
     @classmethod
@@ -265,7 +266,10 @@ class SimulationConfig:
     dose_e_per_A2_range: tuple[float, float] = (10.0, 60.0)
     # Detective quantum efficiency at zero frequency: older integrating cameras ~0.3, counting ~0.8.
     dqe_range: tuple[float, float] = (0.3, 0.9)
-    mtf_sigma_px_range: tuple[float, float] = (0.0, 1.1)  # Gaussian detector/resampling blur
+    mtf_sigma_px_range: tuple[float, float] = (0.0, 0.8)  # detector MTF as a Gaussian blur (pixels)
+    # Counting detectors blur the signal but not the shot noise; integrating ones blur both.
+    counting_probability: float = 0.7
+    resample_sigma_px_range: tuple[float, float] = (0.0, 0.8)  # downsampling/rendering blur of everything
     binned_probability: float = 0.5  # pixel-aperture sinc of summed (binned) pixels
     energy_filter_probability: float = 0.4
     # Ice.

@@ -127,6 +127,7 @@ def test_power_spectrum_zeros_fall_where_the_ctf_predicts():
                   drift_A_range=(0.0, 0.0), voltage_kV_choices=(300.0,), cs_mm_choices=(2.7,),
                   amplitude_contrast_range=(0.07, 0.07))
     detector = dict(dose_e_per_A2_range=(800, 800), dqe_range=(1.0, 1.0), mtf_sigma_px_range=(0.0, 0.0),
+                    resample_sigma_px_range=(0.0, 0.0),
                     binned_probability=0.0, energy_filter_probability=0.0)
     quiet = {k: v for k, v in QUIET.items() if k != "continuous_carbon_probability"}
     cfg = SimulationConfig(shape_px=(n, n), pixel_size_A_range=(p, p), n_particles=0,
@@ -174,9 +175,23 @@ def test_energy_filter_removes_inelastic_electrons(small):
 
 def test_shot_noise_variance_follows_dose_and_dqe(small):
     cfg = SimulationConfig(shape_px=(256, 256), n_particles=0, mtf_sigma_px_range=(0.0, 0.0),
+                           resample_sigma_px_range=(0.0, 0.0),
                            binned_probability=0.0, energy_filter_probability=0.0, dqe_range=(0.5, 0.5),
                            dose_e_per_A2_range=(20.0, 20.0), pixel_size_A_range=(2.0, 2.0), **QUIET)
     sim = simulate_micrograph(cfg, 4, small)
     mean = 20.0 * 4.0
     assert sim.image.mean() == pytest.approx(mean, rel=0.01)
     assert sim.image.var() == pytest.approx(mean / 0.5, rel=0.1)
+
+
+def test_counting_detector_blurs_signal_not_noise(small):
+    def lag1(img):
+        d = img - img.mean()
+        return float((d[:, 1:] * d[:, :-1]).mean() / d.var())
+
+    base = dict(shape_px=(256, 256), n_particles=0, mtf_sigma_px_range=(0.8, 0.8),
+                resample_sigma_px_range=(0.0, 0.0), binned_probability=0.0, **QUIET)
+    counting = simulate_micrograph(SimulationConfig(counting_probability=1.0, **base), 6, small)
+    integrating = simulate_micrograph(SimulationConfig(counting_probability=0.0, **base), 6, small)
+    assert abs(lag1(counting.image)) < 0.05  # white shot noise
+    assert lag1(integrating.image) > 0.4  # blurred with the signal

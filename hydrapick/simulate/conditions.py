@@ -28,6 +28,8 @@ class Conditions:
     mtf_sigma_px: float
     binned: bool
     illumination_gradient: float
+    counting: bool = True
+    resample_sigma_px: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -91,4 +93,7 @@ def draw_conditions(config: SimulationConfig, rng: np.random.Generator, diameter
     mtf = _uniform(rng, config.mtf_sigma_px_range)
     binned = bool(rng.random() < config.binned_probability)
     illum = _uniform(rng, config.illumination_gradient_range)
-    return Conditions(pixel, ctf, dose, dqe, energy_filter, ice, ice_gradient, mtf, binned, illum)
+    counting = bool(rng.random() < config.counting_probability)
+    resample = _uniform(rng, config.resample_sigma_px_range)
+    return Conditions(pixel, ctf, dose, dqe, energy_filter, ice, ice_gradient, mtf, binned, illum, counting,
+                      resample)

@@ -118,10 +118,14 @@ def _generators(seed: int | np.random.Generator, n: int) -> list[np.random.Gener
     return [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(n)]
 
 
-def view_bank_for(structure: Structure, config: SimulationConfig) -> ViewBank:
+# A particle drawn for a single micrograph is seen ~100 times: more views than this would go unused.
+ONE_OFF_VIEWS = 64
+
+
+def view_bank_for(structure: Structure, config: SimulationConfig, n_views: int | None = None) -> ViewBank:
     """The (cached) projection bank covering every pixel size ``config`` can draw for ``structure``."""
     lo, hi = pixel_size_bounds(config, structure.diameter_A)
-    return get_view_bank(structure, lo, hi, config.n_views)
+    return get_view_bank(structure, lo, hi, n_views or config.n_views)
 
 
 def _ice_texture(shape, pixel_size_A: float, thickness: np.ndarray, mean_A: float, rng) -> np.ndarray:
@@ -160,7 +164,8 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
     seed : int or numpy Generator; the same seed (and config and structure) gives the same micrograph.
     structure : a `Structure`, a PDB/mmCIF path, or None for a procedural particle drawn from the seed.
         The per-structure projection bank is built on first use and cached, so pass the same structure
-        again for speed.
+        again for speed. A particle drawn from the seed is used once, so its bank has at most
+        `ONE_OFF_VIEWS` orientations.
     name : micrograph name recorded in ``picks.micrograph``.
     layers : also return the noise-free intermediate images (see `SimulatedMicrograph.layers`).
 
@@ -170,8 +175,9 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
     """
     config = config or SimulationConfig()
     g_struct, g_cond, g_scene, g_texture, g_noise, g_det = _generators(seed, 6)
+    one_off = structure is None
     structure = resolve_structure(structure, config, g_struct)
-    bank = view_bank_for(structure, config)
+    bank = view_bank_for(structure, config, min(config.n_views, ONE_OFF_VIEWS) if one_off else None)
     cond: Conditions = draw_conditions(config, g_cond, structure.diameter_A)
     p = cond.pixel_size_A
     shape = (int(config.shape_px[0]), int(config.shape_px[1]))
@@ -215,7 +221,7 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
 
     # --- exit wave, lens, intensity ---
     ctf = cond.ctf
-    phase = (sc.interaction_constant(ctf.voltage_kV) * potential).astype(np.float32)
+    phase = (sc.interaction_constant(ctf.voltage_kV) * sc.BONDING_SCALE * potential).astype(np.float32)
     phase -= phase.mean()
     eta = ctf.amplitude_contrast / math.sqrt(1.0 - ctf.amplitude_contrast**2)
     pad = min(LENS_PADDING_PX, shape[0] // 4, shape[1] // 4)
@@ -262,8 +268,15 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
     mean_count = cond.dose_e_per_A2 * p * p
     if layers:
         extra["expected_counts"] = intensity * np.float32(mean_count)
+    if cond.counting:
+        # Each electron is one count wherever its charge spreads: the MTF blurs the signal, not the
+        # noise (DQE(f) = DQE(0) MTF(f)^2). Resampling then blurs both.
+        intensity = det.blur(intensity, cond.mtf_sigma_px, False)
+        post_sigma = cond.resample_sigma_px
+    else:
+        post_sigma = math.hypot(cond.mtf_sigma_px, cond.resample_sigma_px)
     counts = det.shot_noise(intensity, cond.dose_e_per_A2, p, g_noise, cond.dqe)
-    image = det.blur(counts, cond.mtf_sigma_px, cond.binned)
+    image = det.blur(counts, post_sigma, cond.binned)
     blemish_info = det.blemishes(image, config, g_det, mean_count)
 
     keep = particles.labelled

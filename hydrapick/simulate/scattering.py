@@ -172,6 +172,12 @@ def mean_inner_potential_V(composition: dict[str, float], per_A3: float) -> floa
     return POTENTIAL_PER_SCATTERING_FACTOR * f0 * per_A3
 
 
+# Neutral (isolated) atoms overstate the potential of condensed matter, whose bonding electrons are
+# drawn into the bonds: they give vitreous ice 4.5 V and amorphous carbon 12 V, where holography and
+# electron scattering measure about 3.6 V and 9-10 V. Every potential is scaled by this factor when it
+# becomes a phase, which keeps the neutral-atom ratios between protein, ice and carbon.
+BONDING_SCALE = 0.8
+
 ICE_MIP_V = mean_inner_potential_V({"O": 1, "H": 2}, ICE_MOLECULES_PER_A3)  # ~4.5 V
 CARBON_MIP_V = mean_inner_potential_V({"C": 1}, CARBON_ATOMS_PER_A3)  # ~12 V
 # Potential transforms at q = 0 (V Å^3) of one water molecule and one carbon atom.
