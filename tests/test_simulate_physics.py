@@ -195,3 +195,11 @@ def test_counting_detector_blurs_signal_not_noise(small):
     integrating = simulate_micrograph(SimulationConfig(counting_probability=0.0, **base), 6, small)
     assert abs(lag1(counting.image)) < 0.05  # white shot noise
     assert lag1(integrating.image) > 0.4  # blurred with the signal
+
+
+def test_fragments_are_pieces_of_the_particle(small):
+    bank = build_view_bank(small, 2.0, 2.0, n_views=4, n_fragments=6, seed=1)
+    whole = float(bank.levels[0].views.sum(dim=(1, 2)).mean())
+    pieces = bank.fragments[0].views.sum(dim=(1, 2)).numpy()
+    # A plane cuts 30-70 % of the atoms off: each piece carries that share of the potential.
+    assert np.all(pieces > 0.2 * whole) and np.all(pieces < 0.8 * whole)

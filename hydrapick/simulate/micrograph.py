@@ -118,6 +118,7 @@ def _generators(seed: int | np.random.Generator, n: int) -> list[np.random.Gener
     return [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(n)]
 
 
+MIN_DIAMETER_A = 10.0
 # A particle drawn for a single micrograph is seen ~100 times: more views than this would go unused.
 ONE_OFF_VIEWS = 64
 
@@ -177,6 +178,9 @@ def simulate_micrograph(config: SimulationConfig | None = None, seed: int | np.r
     g_struct, g_cond, g_scene, g_texture, g_noise, g_det = _generators(seed, 6)
     one_off = structure is None
     structure = resolve_structure(structure, config, g_struct)
+    if not structure.diameter_A >= MIN_DIAMETER_A:
+        raise ValueError(f"structure {structure.name!r} is {structure.diameter_A:.1f} Å across; "
+                         f"the simulator needs a particle of at least {MIN_DIAMETER_A:.0f} Å")
     bank = view_bank_for(structure, config, min(config.n_views, ONE_OFF_VIEWS) if one_off else None)
     cond: Conditions = draw_conditions(config, g_cond, structure.diameter_A)
     p = cond.pixel_size_A

@@ -2,14 +2,15 @@
 
 `project_structure` computes, for any orientation, the projected potential in excess of the solvent the
 particle displaces (V Å) on a square grid. Atoms are spread onto a 2x finer grid with bilinear weights,
-one grid per atom type; in Fourier space each grid is multiplied by its atom type's exact transform
+one grid per element; in Fourier space each grid is multiplied by its atoms' transform
 
     47.878 [f_el(q) + n_H f_H(q)] exp(-B q^2 / 4)  -  V_ice * vol * exp(-2 pi^2 s^2 q^2),
 
 (tabulated scattering factors, implicit hydrogens, thermal factor, and a Gaussian of the atom's displaced
-volume filled with ice of mean inner potential V_ice), divided by the spreading kernel's transform, summed,
-band-limited to the target pixel size and transformed back. This is exact up to the band limit and
-costs one bincount and a few small FFTs per view, however many atoms the structure has.
+volume filled with ice of mean inner potential V_ice; hydrogens and volumes averaged over the element's
+atoms), divided by the spreading kernel's transform, summed, band-limited to the target pixel size and
+transformed back. This costs one bincount and a few small FFTs per view, however many atoms the
+structure has.
 
 A `ViewBank` holds such projections for many orientations drawn uniformly from SO(3), plus copies
 downsampled by factors of sqrt(2) (Fourier cropping). A micrograph at pixel size p takes the level just
@@ -86,10 +87,16 @@ class _Projector:
         self.box = box_px
         self.grid = box_px * _OVERSAMPLE
         self.h = pixel_size_A / _OVERSAMPLE
-        order = np.argsort(structure.atom_type, kind="stable")
-        self.xyz = structure.xyz_A[order].astype(np.float32)
-        self.type_offset = structure.atom_type[order].astype(np.int64) * self.grid * self.grid
-        self.n_types = len(structure.types)
+        # One grid per element: the FFTs dominate the cost, and atom types of one element differ only in
+        # the hydrogens they carry and the volume they displace, which are averaged (count-weighted, so
+        # the total potential is exact) over the element's atoms.
+        elements = sorted({t.element for t in structure.types})
+        type_channel = np.array([elements.index(t.element) for t in structure.types])
+        channel = type_channel[structure.atom_type]
+        self.order = np.argsort(channel, kind="stable")
+        self.xyz = structure.xyz_A[self.order].astype(np.float32)
+        self.type_offset = channel[self.order].astype(np.int64) * self.grid * self.grid
+        self.n_types = len(elements)
         # Transforms on the kept band of the fine grid, with the bilinear kernel (sinc^2) divided out.
         b = box_px
         rows = np.r_[0: b // 2, self.grid - b // 2 + 1: self.grid]
@@ -98,11 +105,20 @@ class _Projector:
         q = np.sqrt(ky**2 + kx**2)
         kernel = (np.sinc(ky * self.h) * np.sinc(kx * self.h)) ** 2
         self.rows = rows
-        self.factors = (atom_type_transforms(structure, q) / kernel).astype(np.complex64)
+        per_type = atom_type_transforms(structure, q)
+        counts = np.bincount(structure.atom_type, minlength=len(structure.types)).astype(np.float64)
+        factors = np.zeros((self.n_types,) + q.shape)
+        for t, c in enumerate(type_channel):
+            total = counts[type_channel == c].sum()
+            if total:
+                factors[c] += per_type[t] * (counts[t] / total)
+        self.factors = (factors / kernel).astype(np.complex64)
 
     def project(self, rotation: np.ndarray, atom_mask: np.ndarray | None = None) -> np.ndarray:
         """Projected excess potential (V Å), ``(box, box)`` float32, origin at index ``box // 2``."""
         g = self.grid
+        if atom_mask is not None:
+            atom_mask = np.asarray(atom_mask)[self.order]  # atoms are stored grouped by element
         xyz = self.xyz if atom_mask is None else self.xyz[atom_mask]
         offset = self.type_offset if atom_mask is None else self.type_offset[atom_mask]
         rot = np.asarray(rotation, dtype=np.float32) / np.float32(self.h)
