@@ -21,11 +21,10 @@ from collections.abc import Sequence
 import torch
 
 from .config import ModelConfig
+from .model.head import head_strides
 
 
 def _grid_len(n: int, config: ModelConfig) -> int:
-    from .model.head import head_strides
-
     for stride in (config.stem_stride, *head_strides(config)):
         n = (n - 1) // stride + 1  # 3x3 conv, padding 1
     return n

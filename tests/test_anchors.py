@@ -21,6 +21,15 @@ THESIS = ModelConfig()
 LIGHT = ModelConfig.light()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster, and immune to stalls when the machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("config", [THESIS, LIGHT], ids=["thesis", "light"])
 @pytest.mark.parametrize("h,w,expected", [(368, 368, (23, 23)), (777, 1000, (49, 63)), (16, 17, (1, 2)),
                                           (1, 1, (1, 1)), (33, 48, (3, 3))])
@@ -212,6 +221,8 @@ def test_detect_decodes_filters_and_suppresses():
     assert torch.allclose(scores, torch.sigmoid(torch.tensor([3.0, 0.0])))
     with pytest.raises(ValueError, match="one image"):
         detect(outputs[None], anchors, config, 20.0)
+    none_c, none_s = detect(outputs, anchors, config, min_distance_px=20.0, score_floor=0.99)
+    assert none_c.shape == (0, 2) and none_s.shape == (0,)
 
 
 def test_detect_clamps_wild_offsets():

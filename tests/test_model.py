@@ -14,6 +14,15 @@ TINY_STRIDED = ModelConfig(stem_stride=2, body_channels=8, body_blocks=1, group_
                            head_channels=(8, 8, 8, 8))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster, and immune to stalls when the machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("config", [TINY, TINY_STRIDED, ModelConfig(stem_stride=4, body_channels=8,
                                     group_norm_groups=4, head_channels=(8, 16))],
                          ids=["stem1", "stem2", "stem4"])
