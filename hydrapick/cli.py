@@ -771,7 +771,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 @cli.command()
 @click.option("-n", "n_micrographs", type=click.IntRange(min=1), required=True, help="Micrographs to make.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Output folder: micrographs/*.mrc, coordinates/*.star, manifest.toml.")
+              help="Output folder: micrographs/*.mrc, coordinates/*.star, particles/*.star, manifest.toml.")
 @click.option("--structure", "structure_path", type=click.Path(dir_okay=False),
               help="PDB or mmCIF model of the particle (default: a procedural particle).")
 @click.option("--assembly", default="auto", show_default=True,

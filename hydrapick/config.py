@@ -284,7 +284,7 @@ class SimulationConfig:
     continuous_carbon_thickness_A_range: tuple[float, float] = (20.0, 60.0)
     # Particles.
     coverage_range: tuple[float, float] = (0.03, 0.4)  # fraction of the area inside particle discs
-    n_particles: int | None = None  # a fixed count instead of coverage
+    n_particles: int | None = None  # a fixed count of free particles instead of coverage (aggregates extra)
     max_particles: int = 800
     min_separation_range: tuple[float, float] = (0.6, 1.0)  # closest centre distance / diameter
     preferred_orientation_probability: float = 0.2
