@@ -81,7 +81,7 @@ def blemishes(image: np.ndarray, config: SimulationConfig, rng: np.random.Genera
         for _ in range(int(rng.integers(1, 5))):
             x, y = rng.uniform(0, w), rng.uniform(0, h)
             s = rng.uniform(0.01, 0.08) * max(h, w)
-            amp = rng.choice([-1.0, 1.0]) * rng.uniform(0.02, 0.08)
+            amp = rng.choice([-1.0, 1.0]) * rng.uniform(0.015, 0.05)
             x0, x1 = max(0, int(x - 4 * s)), min(w, int(x + 4 * s) + 1)
             y0, y1 = max(0, int(y - 4 * s)), min(h, int(y + 4 * s) + 1)
             g = np.exp(-((xx[:, x0:x1] - x) ** 2 + (yy[y0:y1] - y) ** 2) / (2 * s * s))
