@@ -161,7 +161,7 @@ def simulate_dataset(out_dir: str | os.PathLike, n: int, config: SimulationConfi
     manifest = {
         "simulation": {
             "hydrapick_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "seed": int(seed),
             "n_micrographs": n,
             "structure": shared.summary() if shared is not None else "procedural, one per micrograph",
