@@ -201,7 +201,7 @@ class FinetuneConfig:
 
     seed: int = 0
     # 200 steps of 4 crops on 256 px (4 particle diameters) keep fine-tuning 5 micrographs, with its
-    # 2-fold cross-validated calibration (3 head trainings), within minutes on a 2-core CPU.
+    # 2-fold cross-validated calibration (about one extra training), within minutes on a 2-core CPU.
     steps: int = 200
     batch_size: int = 4
     crop_px: int = 256  # in model pixels; rounded down to whole anchor cells
