@@ -200,9 +200,10 @@ class FinetuneConfig:
     """
 
     seed: int = 0
-    # 200 steps of 4 crops on 256 px (4 particle diameters) keep fine-tuning 5 micrographs, with its
-    # 2-fold cross-validated calibration (about one extra training), within minutes on a 2-core CPU.
-    steps: int = 200
+    # 150 steps of 4 crops of 256 px (4 particle diameters; ~8 passes over 5 micrographs of 4k pixels)
+    # keep fine-tuning, with its 2-fold cross-validated calibration (about one extra training), within
+    # a few minutes on a 2-core CPU (benchmarks/finetune_speed.py).
+    steps: int = 150
     batch_size: int = 4
     crop_px: int = 256  # in model pixels; rounded down to whole anchor cells
     lr: float = 1e-3

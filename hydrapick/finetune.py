@@ -162,7 +162,7 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
     for p in head.parameters():
         p.requires_grad_(True)
     params = list(head.parameters())
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = _adam(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps,
                                                            eta_min=config.lr * 0.01)
     autocast, scaler = autocast_for(device, config.amp)
@@ -326,6 +326,14 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         report["threshold"] = threshold
     report["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10):]))
     return float(threshold), report
+
+
+def _adam(params: list[torch.nn.Parameter], **kwargs: Any) -> torch.optim.Adam:
+    """Adam, fused into one kernel where this torch supports it (several times faster on a CPU)."""
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # torch < 2.4 has no fused CPU Adam
+        return torch.optim.Adam(params, **kwargs)
 
 
 def _drop_head(model: HydraPicker, name: str) -> None:
