@@ -352,7 +352,7 @@ class _TrainDisplay:
 
 def _train_epoch_line(record: dict) -> str:
     valid = record.get("valid") or {}
-    parts = [f"{record['phase']} {record['epoch']:>4}/{record['epochs']}",
+    parts = [f"{record['phase']:<9} {record['epoch']:>4}/{record['epochs']}",
              f"loss {record['train']['loss']:.4f}"]
     if valid.get("loss") is not None:
         parts.append(f"valid {valid['loss']:.4f}")
