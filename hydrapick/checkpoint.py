@@ -75,7 +75,7 @@ def save_checkpoint(path: str | os.PathLike, model: HydraPicker, metadata: Mappi
     meta = _check_plain(dict(metadata or {}), "metadata")
     meta.update(format_version=FORMAT_VERSION, hydrapick_version=__version__,
                 model_config=to_dict(model.config), heads=list(model.head_names))
-    meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    meta.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     state = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()
