@@ -21,13 +21,6 @@ THESIS = ModelConfig()
 LIGHT = ModelConfig.light()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to stalls when the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("config", [THESIS, LIGHT], ids=["thesis", "light"])

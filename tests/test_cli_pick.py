@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from test_picking import DIAMETER_A, THRESHOLD, match_fraction, trained_checkpoint, write_blob_micrographs
 
@@ -22,13 +21,6 @@ PIXEL_SIZE_A = 2.0
 DIAMETER_PX = DIAMETER_A / PIXEL_SIZE_A
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

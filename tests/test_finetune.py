@@ -34,12 +34,6 @@ FAST = FinetuneConfig(steps=60, crop_px=128, batch_size=4, lr=3e-3)
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,6 @@ TINY_STEM4 = ModelConfig(stem_stride=4, body_channels=8, body_blocks=1, group_no
                          head_channels=(8, 16))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to stalls when the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("config", [TINY, TINY_STRIDED, TINY_STEM4], ids=["stem1", "stem2", "stem4"])

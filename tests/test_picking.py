@@ -147,14 +147,6 @@ def match_fraction(picks: Picks, truth: np.ndarray, tolerance_px: float) -> tupl
     return float((d.min(axis=0) <= tolerance_px).mean()), float((d.min(axis=1) <= tolerance_px).mean())
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tests run on a few shared cores, where one torch thread is fastest (and what pick then uses)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- inputs ----------------------------------------------------------------------------------------------

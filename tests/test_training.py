@@ -27,13 +27,6 @@ CONFIG = TrainConfig(crop_px=96, batch_size=3, steps_per_epoch=8, pretrain_epoch
                      restart_epochs=4, pretrain_lr=3e-3, checkpoint_every=1, max_valid_tiles=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convolutions: one thread is faster than two, and far faster on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # Clean, high-dose micrographs with particles of ~32 px: learnable by a tiny model in a few dozen steps.
