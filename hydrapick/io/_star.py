@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 from ._atomic import write_text
-from .errors import FormatError, describe
+from .errors import FormatError, describe, read_text_file
 
 
 class Table(dict):
@@ -35,17 +35,7 @@ class Table(dict):
 def read(path: str | os.PathLike) -> dict[str, Table]:
     """Parse a STAR file into ``{block_name: Table}`` (block name without ``data_``)."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError as exc:
-        raise FormatError(f"{describe(path)} does not exist", path) from exc
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"{describe(path)} is not a STAR file: it is not text", path) from exc
-    except OSError as exc:
-        raise FormatError(f"{describe(path)} cannot be read: {exc.strerror}", path) from exc
-    if "\x00" in text:
-        raise FormatError(f"{describe(path)} is not a STAR file: it is not text", path)
-    return parse(text, path)
+    return parse(read_text_file(path, "is not a STAR file: it is not text"), path)
 
 
 def parse(text: str, path: str | os.PathLike = "<string>") -> dict[str, Table]:

@@ -7,19 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FormatError, describe
+from .errors import FormatError, describe, read_text_file
 
 
 def read_lines(path: Path) -> list[tuple[int, str]]:
     """Non-empty, non-comment lines with their 1-based line numbers."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError as exc:
-        raise FormatError(f"{describe(path)} does not exist", path) from exc
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"{describe(path)} is not a text file", path) from exc
-    if "\x00" in text:
-        raise FormatError(f"{describe(path)} is not a text file", path)
+    text = read_text_file(path, "is not a text file")
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1)
             if line.strip() and not line.lstrip().startswith("#")]
 
