@@ -50,8 +50,9 @@ _PICK_SHOWN_FAILURES = 20
               help="Score cut for the main output (default: the calibrated threshold stored with the head).")
 @click.option("--min-distance", "min_distance_A", type=float,
               help="Minimum distance between picks in Angstrom (default: 0.8 x diameter).")
-@click.option("--border", "border_A", type=float, default=_PickConfig.border_A, show_default=True,
-              help="Drop picks whose centre is closer than this to the micrograph edge, in Angstrom.")
+@click.option("--border", "border_A", type=float,
+              help="Drop picks whose centre is closer than this to the micrograph edge, in Angstrom "
+                   "(default: half the diameter, so every pick lies wholly inside; 0 keeps all).")
 @click.option("--score-floor", type=float, default=_PickConfig.score_floor, show_default=True,
               help="Candidates above this score go to the candidates output, for re-thresholding later.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -71,9 +72,9 @@ _PICK_SHOWN_FAILURES = 20
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary; errors only.")
 def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path: str | None, head: str,
          diameter_A: float | None, pixel_size_A: float | None, threshold: float | None,
-         min_distance_A: float | None, border_A: float, score_floor: float, device: str, batch_size: int,
-         num_threads: int | None, full_precision: bool, shard: str | None, skip_existing: bool,
-         preview_dir: str | None, quiet: bool) -> None:
+         min_distance_A: float | None, border_A: float | None, score_floor: float, device: str,
+         batch_size: int, num_threads: int | None, full_precision: bool, shard: str | None,
+         skip_existing: bool, preview_dir: str | None, quiet: bool) -> None:
     """Pick particles in micrographs with the bundled generic model or a fine-tuned one.
 
     MICROGRAPHS are MRC files, globs ('Movies/*.mrc'), folders, a RELION micrographs STAR file or a text

@@ -118,7 +118,7 @@ class PickConfig:
     threshold: float | None = None  # None: the calibrated threshold stored with the head
     score_floor: float = 0.05  # every candidate above this is kept in the full-score output
     min_distance_A: float | None = None  # None: 0.8 x diameter
-    border_A: float = 0.0
+    border_A: float | None = None  # None: half the diameter (only particles wholly inside the micrograph)
     head: str = "generic"
     batch_size: int = 4
     max_tile_px: int = 2048  # model-scale side above which inference is tiled

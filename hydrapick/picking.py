@@ -471,7 +471,7 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, model=None,
                      head: str = "generic", diameter_A: float | None = None,
                      pixel_size_A: float | None = None, threshold: float | None = None,
-                     min_distance_A: float | None = None, border_A: float = 0.0,
+                     min_distance_A: float | None = None, border_A: float | None = None,
                      score_floor: float = PickConfig.score_floor, device: str | torch.device = "auto",
                      batch_size: int = PickConfig.batch_size,
                      progress: Callable[[PickResult], None] | None = None,
@@ -495,8 +495,10 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
         Score for `PickResult.selected`; default the head's calibrated threshold.
     min_distance_A : float, optional
         Minimum distance between picks in Å (default 0.8 x diameter).
-    border_A : float
-        Picks whose centre lies closer than this to the micrograph edge (Å) are dropped.
+    border_A : float, optional
+        Picks whose centre lies closer than this to the micrograph edge (Å) are dropped. Default: half the
+        diameter, so that every pick lies wholly inside the micrograph, as curated particle sets are
+        labelled and as extraction needs; 0 keeps every centre in the image.
     score_floor : float
         Candidates scoring below this are not kept at all.
     device : str or torch.device
@@ -531,6 +533,8 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
     threshold = resolve_threshold(metadata, head, threshold)
     if min_distance_A is None:
         min_distance_A = DEFAULT_MIN_DISTANCE_FRACTION * diameter_A
+    if border_A is None:
+        border_A = diameter_A / 2
     if min_distance_A < 0 or border_A < 0:
         raise ValueError("min_distance_A and border_A must not be negative")
     if not 0.0 <= score_floor <= 1.0:
@@ -869,7 +873,7 @@ def write_preview(result: PickResult, folder: str | os.PathLike) -> Path:
 def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | MicrographInput],
          output: str | os.PathLike | None = None, *, format: str | None = None, model=None,
          head: str = "generic", diameter_A: float | None = None, pixel_size_A: float | None = None,
-         threshold: float | None = None, min_distance_A: float | None = None, border_A: float = 0.0,
+         threshold: float | None = None, min_distance_A: float | None = None, border_A: float | None = None,
          score_floor: float = PickConfig.score_floor, device: str | torch.device = "auto",
          batch_size: int = PickConfig.batch_size, shard: tuple[int, int] | str | None = None,
          skip_existing: bool = False, preview_dir: str | os.PathLike | None = None,

@@ -28,7 +28,7 @@ from hydrapick.inputs import (
     select_shard,
     shard_from_environment,
 )
-from hydrapick.io import read_coordinates, write_micrograph
+from hydrapick.io import read_coordinates, read_micrograph, write_micrograph
 from hydrapick.losses import detection_loss
 from hydrapick.model import HydraPicker
 from hydrapick.picking import (
@@ -396,7 +396,7 @@ def test_empty_micrograph_gives_valid_empty_outputs(tmp_path, monkeypatch):
 def test_border_drops_picks_near_the_edge(tmp_path):
     truth = write_blob_micrographs(tmp_path, 1, particles=8)
     kwargs = dict(model=trained_checkpoint(), diameter_A=DIAMETER_A)
-    full, = pick_micrographs(truth, **kwargs)
+    full, = pick_micrographs(truth, border_A=0.0, **kwargs)
     border_A = 100.0  # 50 px; particles lie at least 36 px (one diameter) from the edge
     cut, = pick_micrographs(truth, border_A=border_A, **kwargs)
     b = border_A / 2.0
@@ -404,6 +404,28 @@ def test_border_drops_picks_near_the_edge(tmp_path):
     near = (full.picks.x < b) | (full.picks.y < b) | (full.picks.x > w - 1 - b) | (full.picks.y > h - 1 - b)
     assert near.any() and not near.all()
     assert len(cut.picks) == int((~near).sum())
+
+
+def test_default_border_keeps_only_particles_wholly_inside(tmp_path):
+    # Crop a blob micrograph so that two particles sit 6 px from the left edge: cut in half by it.
+    truth = write_blob_micrographs(tmp_path / "full", 1, particles=8)
+    (path, centres), = truth.items()
+    image = read_micrograph(path).data
+    r = DIAMETER_A / 2 / 2.0  # radius in pixels (2 A/px)
+    left = int(round(np.sort(centres[:, 0])[1])) - 6
+    write_micrograph(tmp_path / "cut.mrc", np.ascontiguousarray(image[:, left:]), 2.0)
+    kwargs = dict(model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    default, = pick_micrographs([tmp_path / "cut.mrc"], **kwargs)
+    radius, = pick_micrographs([tmp_path / "cut.mrc"], border_A=DIAMETER_A / 2, **kwargs)
+    everything, = pick_micrographs([tmp_path / "cut.mrc"], border_A=0.0, **kwargs)
+    h, w = default.shape
+    assert (everything.picks.x < r - 0.5).any()
+    assert np.array_equal(default.picks.x, radius.picks.x) and np.array_equal(default.picks.y, radius.picks.y)
+    assert (default.picks.x >= r - 0.5).all() and (default.picks.x < w - 0.5 - r).all()
+    assert (default.picks.y >= r - 0.5).all() and (default.picks.y < h - 0.5 - r).all()
+    assert len(default.picks) == int(((everything.picks.x >= r - 0.5) & (everything.picks.x < w - 0.5 - r)
+                                      & (everything.picks.y >= r - 0.5)
+                                      & (everything.picks.y < h - 0.5 - r)).sum())
 
 
 def test_batches_of_mixed_shapes_give_the_same_picks(tmp_path):
