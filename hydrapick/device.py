@@ -1,6 +1,12 @@
-"""One place that turns "auto" | "cpu" | "cuda" | "cuda:N" into a torch device."""
+"""Where the work runs: one place that turns "auto" | "cpu" | "cuda" | "cuda:N" into a torch device,
+and the CPU threads given to torch.
+"""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -41,3 +47,38 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         pass
     return False
+
+
+# --- CPU threads -------------------------------------------------------------------------------------
+
+def cpu_threads(num_threads: int | None = None) -> int:
+    """Threads for CPU inference: ``num_threads``, else ``OMP_NUM_THREADS`` when set, else every core."""
+    if num_threads is not None:
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+        return num_threads
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return usable_cpu_count()
+
+
+def usable_cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (None: leave the setting alone), then restore it."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,17 +1,13 @@
-"""Micrographs in, `Picks` out: model loading, batched (and, when needed, tiled) inference, decoding.
+"""Micrographs in, `Picks` out: the model to pick with, the picking engine, and whole runs.
 
 `pick_micrographs` is the engine: it reads and preprocesses micrographs in background threads while
 the model works (`hydrapick.preprocess.prepare`, exactly as in training), batches micrographs of equal
-model-scale shape, runs the network on whole micrographs, decodes every candidate above a low score
-floor with `hydrapick.anchors.detect` and maps it back to the micrograph's own pixels. `pick` (also
-``hydrapick.pick``) wraps it with input gathering, sharding, atomic outputs in every supported format,
-``skip_existing`` and previews; the ``hydrapick pick`` command is a thin layer over `pick`.
-
-Tiling. The network is fully convolutional, so a micrograph is processed whole unless it is larger than
-``max_tile_px`` at the model's scale or the device runs out of memory. Tiles then overlap by more than
-the receptive field and start on multiples of the anchor stride, and GroupNorm statistics are
-accumulated over the whole micrograph (one extra partial pass per normalisation layer) instead of per
-tile, so tiled and untiled inference give the same outputs up to float rounding.
+model-scale shape, runs the network on them (`hydrapick.inference.infer`, which tiles micrographs too
+large for one pass with identical results), decodes every candidate above a low score floor with
+`hydrapick.anchors.detect` and maps it back to the micrograph's own pixels. `pick` (also
+``hydrapick.pick``) wraps it with input gathering, sharding, atomic outputs in every supported format
+(`hydrapick.pick_outputs`), ``skip_existing`` and previews; the ``hydrapick pick`` command is a thin
+layer over `pick`.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +30,11 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, PickConfig, PreprocessConfig
-from .device import cpu_has_native_bf16, resolve_device
+from .device import cpu_has_native_bf16, cpu_threads, resolve_device, torch_threads, usable_cpu_count
+from .inference import infer
 from .inputs import MicrographInput, gather_inputs, parse_shard, select_shard
-from .picks import Picks, micrograph_key
+from .pick_outputs import PickOutputs, output_format, write_preview
+from .picks import Picks
 from .preprocess import Prepared, prepare
 
 log = logging.getLogger(__name__)
@@ -137,224 +135,6 @@ def resolve_diameter(metadata: dict[str, Any], head: str, diameter_A: float | No
     return diameter_A
 
 
-# --- inference ------------------------------------------------------------------------------------------
-
-def receptive_field_px(model: nn.Module, head: str = "generic") -> int:
-    """Receptive field (input pixels) of one anchor output: an upper bound from the convolutions in order.
-
-    Shortcut branches are counted as if in series, which can only overestimate it.
-    """
-    modules = list(model.body.modules()) + list(model.heads[head].modules())  # type: ignore[attr-defined]
-    rf, jump = 1, 1
-    for m in modules:
-        if isinstance(m, nn.Conv2d):
-            k = max(m.kernel_size)
-            d = max(m.dilation) if isinstance(m.dilation, tuple) else m.dilation
-            s = max(m.stride)
-            rf += (k - 1) * d * jump
-            jump *= s
-    return rf
-
-
-def tile_margin_px(model: nn.Module, head: str = "generic") -> int:
-    """Context kept on each side of a tile: half the receptive field plus one stride, in whole strides.
-
-    Adjacent tiles then overlap by at least the receptive field, so every output a tile keeps sees only
-    real image, never the tile's own zero padding.
-    """
-    stride = model.config.anchor_stride  # type: ignore[attr-defined]
-    need = receptive_field_px(model, head) // 2 + stride
-    return -(-need // stride) * stride
-
-
-def tile_spans(length: int, core: int, margin: int) -> list[tuple[int, int, int, int]]:
-    """Split ``[0, length)`` into owned spans of ``core`` pixels with windows ``margin`` wider each side.
-
-    Returns ``(window_start, window_stop, own_start, own_stop)`` tuples; owned spans partition the axis.
-    """
-    spans = []
-    for start in range(0, length, core):
-        stop = min(length, start + core)
-        spans.append((max(0, start - margin), min(length, stop + margin), start, stop))
-    return spans
-
-
-class _StopForward(Exception):
-    """Raised inside a forward pass once the statistics being collected are complete."""
-
-
-@contextmanager
-def _patched_norms(norms: Sequence[nn.GroupNorm], forwards: Sequence[Callable]) -> Iterator[None]:
-    for module, forward in zip(norms, forwards, strict=True):
-        module.forward = forward  # instance attribute shadows the class method
-    try:
-        yield
-    finally:
-        for module in norms:
-            del module.forward
-
-
-def _group_norm_order(model: nn.Module, head: str, device: torch.device, dtype: torch.dtype,
-                      ) -> list[tuple[nn.GroupNorm, int]]:
-    """GroupNorm layers in execution order with their stride relative to the input."""
-    stride = model.config.anchor_stride  # type: ignore[attr-defined]
-    side = 4 * stride
-    seen: list[tuple[nn.GroupNorm, int]] = []
-    hooks = []
-    for m in model.modules():
-        if isinstance(m, nn.GroupNorm):
-            hooks.append(m.register_forward_pre_hook(
-                lambda mod, inp: seen.append((mod, side // int(inp[0].shape[-1])))))
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, model.config.in_channels, side, side, device=device, dtype=dtype),  # type: ignore
-                  head=head)
-    finally:
-        for h in hooks:
-            h.remove()
-    if len({id(m) for m, _ in seen}) != len(seen):
-        raise RuntimeError("a GroupNorm layer runs more than once per forward pass; tiled inference "
-                           "cannot reproduce whole-micrograph statistics for this network")
-    return seen
-
-
-def _own_region(ys: tuple[int, int, int, int], xs: tuple[int, int, int, int], stride: int,
-                ) -> tuple[slice, slice]:
-    """Rows/cols of a tile's stride-``stride`` feature map whose centres fall in the span the tile owns."""
-    (wy0, _, oy0, oy1), (wx0, _, ox0, ox1) = ys, xs
-    return (slice((oy0 - wy0) // stride, -(-(oy1 - wy0) // stride)),
-            slice((ox0 - wx0) // stride, -(-(ox1 - wx0) // stride)))
-
-
-class _NormWithStats:
-    """GroupNorm forward that uses given whole-image statistics instead of the tile's own."""
-
-    def __init__(self, module: nn.GroupNorm) -> None:
-        self.module = module
-        self.mean: torch.Tensor | None = None
-        self.rstd: torch.Tensor | None = None
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        m, g = self.module, self.module.num_groups
-        n, c, h, w = x.shape
-        # (N, C, h, w) -> (N, G, C/G, h, w): the statistics are per group.
-        xg = x.float().reshape(n, g, c // g, h, w)
-        y = ((xg - self.mean.view(1, g, 1, 1, 1)) * self.rstd.view(1, g, 1, 1, 1)).reshape(n, c, h, w)
-        if m.affine:
-            y = y * m.weight.float().view(1, c, 1, 1) + m.bias.float().view(1, c, 1, 1)
-        return y
-
-
-class _NormCollector:
-    """GroupNorm forward that sums its input over the tile's owned region, then stops the pass."""
-
-    def __init__(self, module: nn.GroupNorm, stride: int, device: torch.device) -> None:
-        self.groups, self.stride = module.num_groups, stride
-        self.total = torch.zeros(self.groups, dtype=torch.float64, device=device)
-        self.total_sq = torch.zeros_like(self.total)
-        self.count = 0
-        self.spans: tuple = ()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        rows, cols = _own_region(*self.spans, self.stride)
-        part = x[:, :, rows, cols].double()
-        n, c, h, w = part.shape
-        # (N, C, h, w) -> (N, G, C/G*h*w)
-        part = part.reshape(n, self.groups, -1)
-        self.total += part.sum(dim=(0, 2))
-        self.total_sq += (part * part).sum(dim=(0, 2))
-        self.count += c // self.groups * h * w
-        raise _StopForward
-
-    def statistics(self, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.total / self.count
-        var = (self.total_sq / self.count - mean * mean).clamp(min=0)
-        return mean.float(), torch.rsqrt(var + eps).float()
-
-
-def _infer_tiled(model: nn.Module, image: torch.Tensor, head: str, tile_px: int) -> torch.Tensor:
-    """Outputs (1, A, 3) of one image (1, C, H, W), computed tile by tile with whole-image statistics."""
-    stride = model.config.anchor_stride  # type: ignore[attr-defined]
-    _, _, height, width = image.shape
-    margin = tile_margin_px(model, head)
-    core = max(stride, (tile_px - 2 * margin) // stride * stride)
-    tiles = [(ys, xs) for ys in tile_spans(height, core, margin) for xs in tile_spans(width, core, margin)]
-    norms = _group_norm_order(model, head, image.device, image.dtype)
-    modules = [m for m, _ in norms]
-    fixed = [_NormWithStats(m) for m in modules]
-    log.debug("tiled inference: %dx%d in %d tiles of <= %d px, margin %d px, %d GroupNorm passes",
-              height, width, len(tiles), core + 2 * margin, margin, len(norms))
-
-    def window(ys, xs):
-        return image[:, :, ys[0]:ys[1], xs[0]:xs[1]]
-
-    # One pass per GroupNorm layer: the layers before it use the whole-image statistics found so far,
-    # the layer itself sums its input over the region each tile owns, and the pass stops there.
-    for k, (module, s) in enumerate(norms):
-        collector = _NormCollector(module, s, image.device)
-        with _patched_norms(modules, [*fixed[:k], collector, *fixed[k + 1:]]), torch.no_grad():
-            for ys, xs in tiles:
-                collector.spans = (ys, xs)
-                try:
-                    model(window(ys, xs), head=head)
-                except _StopForward:
-                    pass
-        fixed[k].mean, fixed[k].rstd = collector.statistics(module.eps)
-
-    ha, wa = -(-height // stride), -(-width // stride)
-    out: torch.Tensor | None = None
-    with _patched_norms(modules, fixed), torch.no_grad():
-        for ys, xs in tiles:
-            tile_out = model(window(ys, xs), head=head)
-            th, tw = -(-(ys[1] - ys[0]) // stride), -(-(xs[1] - xs[0]) // stride)
-            # (1, th*tw, 3) -> (th, tw, 3): the tile's anchor grid, of which the owned anchors are kept.
-            grid = tile_out.reshape(th, tw, -1)
-            if out is None:
-                out = torch.empty((ha, wa, grid.shape[-1]), dtype=grid.dtype, device=grid.device)
-            rows, cols = _own_region(ys, xs, stride)
-            out[ys[2] // stride:-(-ys[3] // stride), xs[2] // stride:-(-xs[3] // stride)] = grid[rows, cols]
-    assert out is not None
-    return out.reshape(1, ha * wa, -1)
-
-
-def infer(model: nn.Module, images: torch.Tensor, head: str = "generic", *,
-          max_tile_px: int | None = None) -> torch.Tensor:
-    """Raw outputs (N, A, 3) for prepared images (N, 1, H, W) on the model's device.
-
-    Whole images are processed at once unless a side exceeds ``max_tile_px`` (model pixels), in which
-    case each image is processed in overlapping tiles that give the same outputs (see module docstring).
-    Out-of-memory errors fall back to single images, then to ever smaller tiles.
-    """
-    height, width = images.shape[-2:]
-    tile_px = max_tile_px
-    while True:
-        try:
-            if tile_px is None or max(height, width) <= tile_px:
-                with torch.no_grad():
-                    return model(images, head=head)
-            return torch.cat([_infer_tiled(model, images[i:i + 1], head, tile_px)
-                              for i in range(images.shape[0])])
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not _is_oom(exc):
-                raise
-            if images.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if images.shape[0] > 1:
-                log.info("out of memory on a batch of %d; picking one micrograph at a time", images.shape[0])
-                return torch.cat([infer(model, images[i:i + 1], head, max_tile_px=max_tile_px)
-                                  for i in range(images.shape[0])])
-            smaller = (tile_px or max(height, width)) // 2
-            if smaller < 4 * tile_margin_px(model, head):
-                raise
-            log.info("out of memory on a %dx%d micrograph; tiles of %d px", height, width, smaller)
-            tile_px = smaller
-
-
-def _is_oom(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate" in text
-
-
 # --- the picking engine ---------------------------------------------------------------------------------
 
 @dataclass
@@ -411,25 +191,6 @@ def _as_input(p: str | os.PathLike | MicrographInput) -> MicrographInput:
     return MicrographInput(path=text, name=text)
 
 
-def cpu_threads(num_threads: int | None = None) -> int:
-    """Threads for CPU inference: ``num_threads``, else ``OMP_NUM_THREADS`` when set, else every core."""
-    if num_threads is not None:
-        if num_threads < 1:
-            raise ValueError(f"num_threads must be at least 1, got {num_threads}")
-        return num_threads
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return _cpu_count()
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _ordered_prefetch(items: Sequence[Any], fn: Callable[[Any], Any], workers: int, depth: int,
                       ) -> Iterator[Any]:
     """``fn(item)`` for each item, computed ahead by ``workers`` threads, yielded in input order."""
@@ -453,19 +214,6 @@ def _ordered_prefetch(items: Sequence[Any], fn: Callable[[Any], Any], workers: i
         while not pending.empty():
             pending.get().cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, model=None,
@@ -548,7 +296,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
     net = net.to(dev).eval()
     preprocess = metadata.get("preprocess") or {}
     clip = float(preprocess.get("clip_percentile", PreprocessConfig().clip_percentile))
-    workers = num_workers or (min(8, _cpu_count()) if cuda else 1)
+    workers = num_workers or (min(8, usable_cpu_count()) if cuda else 1)
     streams = threading.local()
 
     def load(item: MicrographInput) -> _Loaded:
@@ -645,7 +393,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
         torch.backends.cudnn.benchmark = True
     half = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported() else torch.float16
     autocast = mixed_precision and (cuda or cpu_has_native_bf16())
-    with _torch_threads(None if cuda else cpu_threads(num_threads)):
+    with torch_threads(None if cuda else cpu_threads(num_threads)):
         pending: list[_Loaded] = []
         depth = max(2 * batch_size, 2 * workers)
         for loaded in _ordered_prefetch(items, load, workers, depth):
@@ -673,9 +421,6 @@ def _reason(path: str, exc: BaseException) -> str:
 
 # --- runs: inputs to output files -----------------------------------------------------------------------
 
-PICK_FORMATS = ("star", "relion", "box", "topaz", "cs")
-_FORMAT_ALIASES = {"eman": "box", "cryosparc": "cs", "rln": "star", "job": "relion"}
-_SUFFIX_FORMATS = {".star": "star", ".txt": "topaz", ".cs": "cs"}
 PREVIEW_COUNT = 3
 
 
@@ -736,140 +481,6 @@ class PickReport:
         return self.n_picked / self.seconds if self.seconds > 0 else 0.0
 
 
-def output_format(output: str | os.PathLike, format: str | None = None) -> str:
-    """The output format for ``output``: ``format`` if given, else from the name.
-
-    ``.star`` -> star (one file with ``_rlnMicrographName``), ``.txt`` -> topaz, ``.cs`` -> cs, and a
-    name without extension (or an existing folder) -> relion (a job folder).
-    """
-    if format is not None:
-        name = _FORMAT_ALIASES.get(format.lower(), format.lower())
-        if name not in PICK_FORMATS:
-            raise ValueError(f"unknown output format {format!r}; use one of {', '.join(PICK_FORMATS)}")
-        return name
-    path = Path(output)
-    if path.is_dir() or str(output).endswith(("/", os.sep)) or not path.suffix:
-        return "relion"
-    name = _SUFFIX_FORMATS.get(path.suffix.lower())
-    if name is None:
-        if path.suffix.lower() == ".box":
-            raise ValueError(f"output '{output}': an EMAN .box file holds one micrograph; give a folder "
-                             "with --format box")
-        raise ValueError(f"output '{output}': cannot tell the format from '{path.suffix}'; give --format "
-                         f"({', '.join(PICK_FORMATS)})")
-    return name
-
-
-class _Outputs:
-    """Where each output goes, for one run (per-micrograph files for folders, combined files otherwise)."""
-
-    def __init__(self, output: str | os.PathLike, fmt: str, items: Sequence[MicrographInput],
-                 shard: tuple[int, int] | None) -> None:
-        from .io.star import relion_output_subpath
-
-        self.format = fmt
-        self.folder = fmt in ("relion", "box")
-        path = Path(output)
-        if self.folder and path.is_file():
-            raise ValueError(f"output '{output}' is a file; --format {fmt} writes a folder")
-        if not self.folder and path.is_dir():
-            raise ValueError(f"output '{output}' is a folder; --format {fmt} writes one file")
-        self.sharded = shard is not None and shard[1] > 1
-        if self.sharded and not self.folder:
-            # Shards of a combined file cannot share it; each writes its own (see docs/picking.md).
-            path = path.with_name(f"{path.stem}.shard{shard[0]}of{shard[1]}{path.suffix}")  # type: ignore
-        self.path = path
-        # Every candidate above the floor, for re-thresholding. Folders keep them per micrograph under
-        # candidates/ (so skip_existing keeps earlier runs' candidates); a job folder also gets one
-        # combined candidates.star (a .box folder does not: its reader would mix it with the picks).
-        self.candidates_path = (path / "candidates.star" if self.folder
-                                else path.with_name(f"{path.stem}_candidates{path.suffix}"))
-        self.candidates_dir = path / "candidates"
-        self._sub: dict[str, str] = {}
-        if self.folder:
-            owner: dict[str, str] = {}
-            for item in items:
-                sub = (f"{relion_output_subpath(item.name)}_autopick.star" if fmt == "relion"
-                       else f"{micrograph_key(item.name)}.box")
-                if sub in owner:
-                    raise ValueError(f"micrographs '{owner[sub]}' and '{item.name}' would share the output "
-                                     f"file {sub}; give micrographs distinct names")
-                owner[sub] = item.name
-                self._sub[item.name] = sub
-
-    def main_file(self, item: MicrographInput) -> Path:
-        return self.path / self._sub[item.name]
-
-    def candidates_file(self, item: MicrographInput) -> Path:
-        return self.candidates_dir / self._sub[item.name]
-
-    def exists(self, item: MicrographInput) -> bool:
-        return self.main_file(item).is_file() and self.candidates_file(item).is_file()
-
-    def write_micrograph(self, result: PickResult) -> None:
-        """Per-micrograph files, candidates first: a main file therefore marks a finished micrograph."""
-        if not self.folder:
-            return
-        item = MicrographInput(result.path, result.name)
-        self._write_one(result.picks, self.candidates_file(item))
-        self._write_one(result.selected, self.main_file(item))
-
-    def _write_one(self, picks: Picks, path: Path) -> None:
-        from .io import write_coordinates
-
-        if self.format == "relion":
-            write_coordinates(picks, path, "star", combined=False)
-        else:
-            write_coordinates(picks, path, "box")
-
-    def read_back(self, item: MicrographInput) -> Picks:
-        from .io import read_coordinates
-
-        picks = read_coordinates(self.main_file(item), "star" if self.format == "relion" else "box",
-                                 micrograph=item.name)
-        return picks.with_micrograph(item.name)
-
-    def finish(self, picks: Picks, candidates: Picks, results: Sequence[PickResult],
-               names: list[str]) -> list[Path]:
-        """Index files (folders) or the combined files; returns the main outputs."""
-        from .io import write_coordinates, write_relion_job
-
-        if self.folder:
-            self.path.mkdir(parents=True, exist_ok=True)
-            if self.format == "relion" and not self.sharded:
-                write_relion_job(picks, self.path, names)
-                write_coordinates(candidates, self.candidates_path, "star", combined=True)
-            return [self.path]
-        if self.format == "cs":
-            from .io.cryosparc import write_cs
-
-            shapes = {r.name: r.shape for r in results if r.shape is not None}
-            sizes = {r.name: r.pixel_size_A for r in results if r.pixel_size_A is not None}
-            write_cs(candidates, self.candidates_path, image_shape=shapes, pixel_size_A=sizes)
-            write_cs(picks, self.path, image_shape=shapes, pixel_size_A=sizes)
-        else:
-            extra = {"combined": True} if self.format == "star" else {}
-            write_coordinates(candidates, self.candidates_path, self.format, **extra)
-            write_coordinates(picks, self.path, self.format, **extra)
-        return [self.path]
-
-
-def write_preview(result: PickResult, folder: str | os.PathLike) -> Path:
-    """PNG of the micrograph with its selected picks (red boxes of the particle diameter)."""
-    from .io import read_micrograph
-    from .plots import overlay
-
-    image = np.asarray(read_micrograph(result.path).data, dtype=np.float32)
-    selected = result.selected
-    box = float(selected.diameter_px[0]) if len(selected) else float(np.nanmean(result.picks.diameter_px)
-                                                                        if len(result.picks) else 0.0)
-    out = Path(folder) / f"{micrograph_key(result.name)}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    overlay(image, out, picks=selected, box_px=box or 1.0,
-            title=f"{result.name}: {len(selected)} picks, score >= {result.threshold:.2f}")
-    return out
-
-
 def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | MicrographInput],
          output: str | os.PathLike | None = None, *, format: str | None = None, model=None,
          head: str = "generic", diameter_A: float | None = None, pixel_size_A: float | None = None,
@@ -894,7 +505,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
         files under ``<folder>/candidates/`` (plus ``<folder>/candidates.star`` for a job folder), so
         picks can be re-thresholded later. None: write nothing.
     format : str, optional
-        One of `PICK_FORMATS`; default from ``output``.
+        One of `hydrapick.pick_outputs.PICK_FORMATS`; default from ``output``.
     shard : (K, N) or "K/N", optional
         Pick only every N-th micrograph starting at K (0-based); all shards together cover the input
         once. Folder outputs are shared by the shards; combined files get a ``.shardKofN`` suffix.
@@ -934,7 +545,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
 
     outputs = None
     if output is not None:
-        outputs = _Outputs(output, output_format(output, format), items, shard)
+        outputs = PickOutputs(output, output_format(output, format), items, shard)
         if skip_existing and not outputs.folder:
             raise ValueError("skip_existing needs a folder output (--format relion or box): combined files "
                              "are only written at the end of a run")
