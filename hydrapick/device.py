@@ -1,12 +1,14 @@
 """Where the work runs: one place that turns "auto" | "cpu" | "cuda" | "cuda:N" into a torch device,
-and the CPU threads given to torch.
+mixed precision per device, the CPU threads given to torch, and the processes of a ``torchrun`` launch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -82,3 +84,82 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# --- processes and precision ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a ``torchrun`` launch (rank 0 of 1 outside one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+
+def distributed_context(environ: dict[str, str] | None = None) -> DistContext:
+    """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as set by ``torchrun`` (defaults: one process).
+
+    Raises
+    ------
+    hydrapick.training.TrainingError
+        Values that are not integers, or a rank outside the world size.
+    """
+    # Only training launches several processes: a bad launch stops it like its other errors do.
+    from .training import TrainingError
+
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local = int(env.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise TrainingError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
+    if world < 1 or not 0 <= rank < world:
+        raise TrainingError(f"RANK {rank} is outside WORLD_SIZE {world}")
+    return DistContext(rank=rank, world_size=world, local_rank=local)
+
+
+def setup_device(device: str | torch.device, dist: DistContext) -> torch.device:
+    """The device of this process; joins the process group of a multi-process launch."""
+    if not dist.active:
+        return resolve_device(device)
+    want = resolve_device(device)
+    if want.type == "cuda":
+        want = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(want)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if want.type == "cuda" else "gloo")
+    return want
+
+
+AutocastFactory = Callable[[], contextlib.AbstractContextManager]
+
+
+def autocast_for(device: torch.device, enabled: bool) -> tuple[AutocastFactory, torch.amp.GradScaler]:
+    """Mixed-precision context factory and gradient scaler for ``device``.
+
+    CUDA: bf16 autocast where the GPU supports it (no loss scaling needed), else fp16 with a GradScaler.
+    CPU: bf16 autocast when the CPU has bf16 arithmetic in hardware (AVX512-BF16, AMX), where a training
+    step of the light network is about 1.8x faster; full precision elsewhere, where autocast is slower.
+    """
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+    no_scaler = torch.amp.GradScaler("cpu", enabled=False)
+    if device.type == "cpu" and enabled and cpu_has_native_bf16():
+        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), no_scaler
+    return contextlib.nullcontext, no_scaler

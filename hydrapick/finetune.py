@@ -43,10 +43,11 @@ from .data import (
     _read_image,
     dihedral,
 )
-from .device import resolve_device
+from .device import autocast_for, resolve_device
+from .losses import batch_loss
 from .model import GENERIC_HEAD, HydraPicker
 from .picks import Picks
-from .training import ProgressCallback, TrainEvent, autocast_for, batch_loss, step_seed
+from .training import ProgressCallback, TrainEvent, step_seed
 
 log = logging.getLogger(__name__)
 

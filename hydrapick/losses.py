@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .anchors import build_targets
+from .config import ModelConfig
 from .model import GENERIC_HEAD
 
 
@@ -117,3 +119,12 @@ def detection_loss(outputs: torch.Tensor, labels: torch.Tensor, offsets: torch.T
     cls = focal_loss(outputs[..., 2], labels, alpha=alpha, gamma=gamma) / norm
     loc = localisation_loss(outputs[..., :2], offsets, positive) / norm
     return {"loss": loc + cls_weight * cls, "cls": cls, "loc": loc, "num_pos": num_pos}
+
+
+def batch_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: torch.Tensor,
+               model_config: ModelConfig, *, cls_weight: float = 1.0, alpha: float = 0.25,
+               gamma: float = 2.0) -> dict[str, torch.Tensor]:
+    """`detection_loss` of raw ``outputs`` (N, A, 3) against particle ``centres`` (targets built here)."""
+    labels, offsets, positive = build_targets(anchors, list(centres), model_config)
+    return detection_loss(outputs.float(), labels, offsets, positive, cls_weight=cls_weight, alpha=alpha,
+                          gamma=gamma)

@@ -25,7 +25,6 @@ the rank, so the checkpoint's position is all the random state a resumed run nee
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .anchors import anchor_centres, build_targets, detect
+from .anchors import anchor_centres
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, to_dict
 from .data import (
@@ -49,12 +48,13 @@ from .data import (
     TrainingDataset,
     load_datasets,
     make_batch,
-    tiles,
 )
-from .device import cpu_has_native_bf16, resolve_device
-from .losses import bias_loss, detection_loss
+from .device import DistContext, autocast_for, distributed_context, setup_device
+from .losses import batch_loss, bias_loss
 from .model import GENERIC_HEAD, HydraPicker
 from .picks import Picks
+from .run_files import append_record, atomic_torch_save, read_log
+from .validation import HeadValidation, validate_heads, validation_sets
 
 log = logging.getLogger(__name__)
 
@@ -102,191 +102,11 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
-# --- devices and processes ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in a ``torchrun`` launch (rank 0 of 1 outside one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    def barrier(self) -> None:
-        if self.active:
-            torch.distributed.barrier()
-
-
-def distributed_context(environ: dict[str, str] | None = None) -> DistContext:
-    """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as set by ``torchrun`` (defaults: one process)."""
-    env = os.environ if environ is None else environ
-    try:
-        world = int(env.get("WORLD_SIZE", "1"))
-        rank = int(env.get("RANK", "0"))
-        local = int(env.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        raise TrainingError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
-    if world < 1 or not 0 <= rank < world:
-        raise TrainingError(f"RANK {rank} is outside WORLD_SIZE {world}")
-    return DistContext(rank=rank, world_size=world, local_rank=local)
-
-
-def setup_device(device: str | torch.device, dist: DistContext) -> torch.device:
-    """The device of this process; joins the process group of a multi-process launch."""
-    if not dist.active:
-        return resolve_device(device)
-    want = resolve_device(device)
-    if want.type == "cuda":
-        want = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(want)
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if want.type == "cuda" else "gloo")
-    return want
-
-
-AutocastFactory = Callable[[], contextlib.AbstractContextManager]
-
-
-def autocast_for(device: torch.device, enabled: bool) -> tuple[AutocastFactory, torch.amp.GradScaler]:
-    """Mixed-precision context factory and gradient scaler for ``device``.
-
-    CUDA: bf16 autocast where the GPU supports it (no loss scaling needed), else fp16 with a GradScaler.
-    CPU: bf16 autocast when the CPU has bf16 arithmetic in hardware (AVX512-BF16, AMX), where a training
-    step of the light network is about 1.8x faster; full precision elsewhere, where autocast is slower.
-    """
-    if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-        return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
-    no_scaler = torch.amp.GradScaler("cpu", enabled=False)
-    if device.type == "cpu" and enabled and cpu_has_native_bf16():
-        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), no_scaler
-    return contextlib.nullcontext, no_scaler
-
-
-# --- losses ------------------------------------------------------------------------------------------
-
-def batch_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: torch.Tensor,
-               model_config: ModelConfig, *, cls_weight: float = 1.0, alpha: float = 0.25,
-               gamma: float = 2.0) -> dict[str, torch.Tensor]:
-    """`hydrapick.losses.detection_loss` of raw ``outputs`` (N, A, 3) against particle ``centres``."""
-    labels, offsets, positive = build_targets(anchors, list(centres), model_config)
-    return detection_loss(outputs.float(), labels, offsets, positive, cls_weight=cls_weight, alpha=alpha,
-                          gamma=gamma)
-
+# --- randomness --------------------------------------------------------------------------------------
 
 def step_seed(seed: Sequence[int]) -> int:
     """A non-negative 63-bit torch seed from a `hydrapick.data.Step` seed tuple."""
     return int(np.random.SeedSequence(list(seed)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-# --- validation --------------------------------------------------------------------------------------
-
-@dataclass
-class ValidationSet:
-    """Fixed validation tiles of one dataset: images (T, 1, t, t) and particle centres per tile."""
-
-    dataset: str
-    names: list[str]
-    images: torch.Tensor
-    centres: list[torch.Tensor]
-
-
-def validation_sets(datasets: Sequence[TrainingDataset], tile_px: int, max_tiles: int, seed: int,
-                    ) -> list[ValidationSet | None]:
-    """Cut each dataset's validation micrographs into tiles once (None where a dataset has none)."""
-    out: list[ValidationSet | None] = []
-    for d, ds in enumerate(datasets):
-        names, images, centres = [], [], []
-        for sample in ds.valid:
-            for j, (image, c) in enumerate(tiles(sample, tile_px, seed=seed)):
-                names.append(f"{sample.name}__t{j:03d}")
-                images.append(image)
-                centres.append(c)
-        if not names:
-            out.append(None)
-            continue
-        if len(names) > max_tiles:
-            rng = np.random.default_rng([seed, d, 0x7A11])
-            keep = sorted(rng.choice(len(names), size=max_tiles, replace=False).tolist())
-            names, images, centres = ([x[i] for i in keep] for x in (names, images, centres))
-        # T tiles of (t, t) -> (T, 1, t, t)
-        out.append(ValidationSet(ds.name, names, torch.stack(images)[:, None], centres))
-    return out
-
-
-@dataclass
-class HeadValidation:
-    """Validation of one head: summed losses, positives, and (optionally) the detections."""
-
-    loss_sum: float = 0.0
-    num_pos: int = 0
-    truth: list[Picks] = field(default_factory=list)
-    picks: list[Picks] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / max(1, self.num_pos)
-
-    def ap(self, box_px: float) -> float:
-        from .evaluation import evaluate
-
-        truth, picks = Picks.concat(self.truth), Picks.concat(self.picks)
-        if not len(truth):
-            return float("nan")
-        return float(evaluate(truth, picks, box_px, micrographs=self.names).ap)
-
-
-@torch.no_grad()
-def validate_heads(model: HydraPicker, vset: ValidationSet, heads: Sequence[str], device: torch.device,
-                   config: TrainConfig, autocast: Callable[[], contextlib.AbstractContextManager], *,
-                   detections: bool = True, batch_size: int = 8) -> dict[str, HeadValidation]:
-    """Loss and detections of each of ``heads`` on the tiles of ``vset`` (body features computed once)."""
-    mc = model.config
-    tile = vset.images.shape[-1]
-    anchors = anchor_centres(tile, tile, mc, device=device)
-    out = {h: HeadValidation() for h in heads}
-    was_training = model.training
-    model.eval()
-    try:
-        for lo in range(0, len(vset.names), batch_size):
-            hi = min(len(vset.names), lo + batch_size)
-            x = vset.images[lo:hi].to(device)
-            centres = [c.to(device) for c in vset.centres[lo:hi]]
-            with autocast():
-                feats = model.features(x)
-            for head in heads:
-                with autocast():
-                    outputs = model.head_forward(feats, head)
-                parts = batch_loss(outputs, centres, anchors, mc, cls_weight=config.cls_weight,
-                                   alpha=config.focal_alpha, gamma=config.focal_gamma)
-                n_pos = int(parts["num_pos"])
-                hv = out[head]
-                hv.loss_sum += float(parts["loss"]) * max(1, n_pos)
-                hv.num_pos += n_pos
-                if not detections:
-                    continue
-                for i in range(hi - lo):
-                    name = vset.names[lo + i]
-                    found, scores = detect(outputs[i].float(), anchors, mc,
-                                           min_distance_px=0.8 * mc.particle_diameter_px, score_floor=0.0)
-                    found, scores, c = found.cpu().double().numpy(), scores.cpu().double().numpy(), centres[i]
-                    hv.picks.append(Picks(name, found[:, 0], found[:, 1], scores))
-                    c = c.cpu().double().numpy()
-                    hv.truth.append(Picks(name, c[:, 0], c[:, 1]))
-                    hv.names.append(name)
-    finally:
-        model.train(was_training)
-    return out
 
 
 # --- the trainer -------------------------------------------------------------------------------------
@@ -295,7 +115,8 @@ class Trainer:
     """Runs both training phases over in-memory datasets; see `train` for the public entry point."""
 
     def __init__(self, datasets: Sequence[TrainingDataset], model: HydraPicker, config: TrainConfig,
-                 out_dir: Path, *, device: torch.device, dist: DistContext = DistContext(),
+                 out_dir: Path, *, device: torch.device,
+                 dist: DistContext = DistContext(),  # noqa: B008 - frozen, so one shared default is safe
                  progress: ProgressCallback | None = None, command: str | None = None,
                  extra_summary: dict[str, Any] | None = None) -> None:
         self.datasets = list(datasets)
@@ -493,7 +314,7 @@ class Trainer:
         state = {"format": "hydrapick-training-state", "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                  "scaler": self.scaler.state_dict()}
-        _atomic_torch_save(state, self.out_dir / state_name)
+        atomic_torch_save(state, self.out_dir / state_name)
         meta = self._metadata("training-checkpoint")
         meta["resume"] = {"phase": phase, "epoch": self.epoch, "best_loss": _finite_or_none(self.best_loss),
                           "best_epoch": self.best_epoch, "state_file": state_name,
@@ -586,7 +407,7 @@ class Trainer:
                   "time_s": round(time.perf_counter() - start, 3)}
         self.history.append(record)
         if self.dist.is_main:
-            _append_jsonl(self.out_dir / LOG, record)
+            append_record(self.out_dir / LOG, record)
         self._emit(kind="epoch", phase=phase, epoch=self.epoch, epochs=epochs, values=record)
         if self.epoch % cfg.checkpoint_every == 0 or last:
             self.write_checkpoint(phase)
@@ -719,7 +540,7 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
     if meta is not None:
         trainer.load_resume(meta)
         _truncate_log(out / LOG, trainer, dist)
-        trainer.history = _read_jsonl(out / LOG)
+        trainer.history = read_log(out / LOG)
     trainer.run()
 
     if progress is not None and dist.is_main:
@@ -773,56 +594,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(_plain(record), allow_nan=False) + "\n")
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: numpy scalars as Python numbers, NaN and infinities as None."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _truncate_log(path: Path, trainer: Trainer, dist: DistContext) -> None:
     """Drop log records of epochs after the checkpoint (they are re-run and logged again)."""
     if not dist.is_main or not path.exists():
         return
-    keep = [r for r in _read_jsonl(path)
+    keep = [r for r in read_log(path)
             if (PHASES.index(r["phase"]), r["epoch"]) <= (trainer.phase_index, trainer.epoch)]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in keep), encoding="utf-8")
     os.replace(tmp, path)
-
-
-def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a training log (``log.jsonl``), one dict per epoch."""
-    return _read_jsonl(Path(path))
-
-
