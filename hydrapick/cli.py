@@ -215,7 +215,8 @@ def train(manifest: str, out_dir: str | None, config_path: str | None, architect
 
     from rich.console import Console
 
-    from .data import ManifestError, inspect_manifest
+    from .data import inspect_manifest
+    from .manifest import ManifestError
 
     console = Console(stderr=True, quiet=quiet or os.environ.get("RANK", "0") != "0")
     if check:
@@ -254,7 +255,7 @@ def train(manifest: str, out_dir: str | None, config_path: str | None, architect
 def _train_configs(config_path, architecture, overrides):
     """TrainConfig and ModelConfig from an optional TOML file, the preset and command-line overrides."""
     from .config import ModelConfig, TrainConfig, from_dict, to_dict
-    from .data import tomllib
+    from .manifest import tomllib
 
     raw: dict = {}
     if config_path:
@@ -447,9 +448,9 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
 
     from .checkpoint import CheckpointError
     from .config import FinetuneConfig, from_dict
-    from .data import ManifestError
     from .finetune import FinetuneError
     from .finetune import finetune as run_finetune
+    from .manifest import ManifestError
 
     micrographs = list(micrograph_opts) + list(micrograph_args)
     if not micrographs:

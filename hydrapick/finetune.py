@@ -32,19 +32,10 @@ import torch
 from .anchors import anchor_centres, detect
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig, ModelConfig, to_dict
-from .data import (
-    DatasetSpec,
-    Manifest,
-    ManifestError,
-    MicrographSample,
-    _check_micrograph_entry,
-    _plan_files,
-    _prepare_sample,
-    _read_image,
-    dihedral,
-)
+from .data import MicrographSample, _plan_files, _prepare_sample, _read_image, dihedral
 from .device import autocast_for, resolve_device
 from .losses import batch_loss
+from .manifest import DatasetSpec, Manifest, ManifestError, check_micrograph_entry
 from .model import GENERIC_HEAD, HydraPicker
 from .picks import Picks
 from .training import ProgressCallback, TrainEvent, step_seed
@@ -354,7 +345,7 @@ def load_labelled(micrographs: Sequence[str], coordinates: Sequence[str], diamet
 
     Raises
     ------
-    hydrapick.data.ManifestError
+    hydrapick.manifest.ManifestError
     """
     spec = DatasetSpec(name=what, micrographs=tuple(os.fspath(m) for m in micrographs),
                        coordinates=tuple(os.fspath(c) for c in coordinates),
@@ -363,7 +354,7 @@ def load_labelled(micrographs: Sequence[str], coordinates: Sequence[str], diamet
     manifest = Manifest(path=f"{what} micrographs", datasets=(spec,), valid_fraction=0.0, test_fraction=0.0)
     problems: list[str] = []
     for entry in spec.micrographs:
-        _check_micrograph_entry(entry, what, problems)
+        check_micrograph_entry(entry, what, problems)
     if problems:
         raise ManifestError(manifest.path, problems)
     plan = _plan_files(spec, manifest, problems)
@@ -418,7 +409,7 @@ def finetune(base: str | os.PathLike | tuple[HydraPicker, dict[str, Any]] | None
 
     Raises
     ------
-    hydrapick.data.ManifestError, FinetuneError, hydrapick.checkpoint.CheckpointError
+    hydrapick.manifest.ManifestError, FinetuneError, hydrapick.checkpoint.CheckpointError
     """
     config = config or FinetuneConfig()
     model, meta = base if isinstance(base, tuple) else load_base(base)

@@ -41,16 +41,10 @@ import torch
 from .anchors import anchor_centres
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, to_dict
-from .data import (
-    Augmentation,
-    DatasetBatchSampler,
-    Manifest,
-    TrainingDataset,
-    load_datasets,
-    make_batch,
-)
+from .data import Augmentation, DatasetBatchSampler, TrainingDataset, load_datasets, make_batch
 from .device import DistContext, autocast_for, distributed_context, setup_device
 from .losses import batch_loss, bias_loss
+from .manifest import Manifest
 from .model import GENERIC_HEAD, HydraPicker
 from .picks import Picks
 from .run_files import append_record, atomic_torch_save, read_log
@@ -487,7 +481,7 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
 
     Raises
     ------
-    hydrapick.data.ManifestError
+    hydrapick.manifest.ManifestError
         Bad manifest, missing files, micrographs without coordinates (every problem listed).
     TrainingError
         Output folder already used, resume state that does not fit, diverged training.

@@ -10,19 +10,18 @@ from hydrapick.config import ModelConfig
 from hydrapick.data import (
     Augmentation,
     DatasetBatchSampler,
-    ManifestError,
     MicrographSample,
     dihedral,
     inspect_manifest,
     load_datasets,
     make_batch,
     random_crop,
-    read_manifest,
     rotate,
     split_names,
     tiles,
 )
 from hydrapick.io import write_coordinates, write_micrograph
+from hydrapick.manifest import ManifestError, read_manifest
 from hydrapick.picks import Picks
 
 MODEL = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(16, 16),
@@ -98,40 +97,6 @@ test = ["mic_003.mrc"]
     assert ds.train[0].image.dtype == torch.float16
 
 
-def test_manifest_lists_every_problem_at_once(tmp_path):
-    _write_dataset(tmp_path / "a", n=2)
-    path = _manifest(tmp_path, """
-colour = "blue"
-[datasets.alpha]
-micrographs = "nowhere/*.mrc"
-coordinates = "missing_folder"
-pixel_size_A = -1
-shape = 3
-[datasets.beta]
-micrographs = "a/mics"
-coordinates = "a/coords"
-diameter_A = 100
-valid = ["mic_000"]
-test = ["mic_000"]
-[datasets.generic]
-micrographs = "a/mics"
-coordinates = "a/coords"
-diameter_A = 100
-[datasets.gamma.simulated]
-n_micrographs = 0
-""")
-    with pytest.raises(ManifestError) as info:
-        read_manifest(path)
-    problems = info.value.problems
-    expected = ["unknown top-level key 'colour'", "nowhere/*.mrc' matches no MRC micrographs",
-                "missing_folder' does not exist", "pixel_size_A must be a positive", "unknown key 'shape'",
-                "'diameter_A' (particle diameter in Å) is missing", "'mic_000' is in both 'valid' and 'test'",
-                "'generic' is reserved", "n_micrographs must be a positive integer"]
-    for text in expected:
-        assert any(text in p for p in problems), (text, problems)
-    assert str(path) in str(info.value) and f"{len(problems)} problems" in str(info.value)
-
-
 def test_micrographs_without_coordinates_are_all_named(tmp_path):
     _write_dataset(tmp_path / "a", n=5, skip_coords=(1, 3))
     text = """
@@ -177,13 +142,6 @@ diameter_A = 32.0
     (row,) = inspect_manifest(path)
     assert (row["n_train"], row["n_valid"], row["n_test"]) == (8, 1, 1)
     assert row["particles"] == 27 and row["pixel_size_A"] == [2.0, 2.0]
-
-
-def test_invalid_toml_is_one_problem(tmp_path):
-    with pytest.raises(ManifestError, match="not valid TOML"):
-        read_manifest(_manifest(tmp_path, "[datasets.a\n"))
-    with pytest.raises(ManifestError, match="does not exist"):
-        read_manifest(tmp_path / "absent.toml")
 
 
 def test_seeded_split_rules():
@@ -383,17 +341,3 @@ def test_simulated_dataset_is_generated_once_and_reproducibly(tmp_path):
     # Resampled so that the 120 Å particle is MODEL.particle_diameter_px wide.
     sample = a.train[0]
     assert sample.shape[0] == round(96 * MODEL.particle_diameter_px / (120 / sample.pixel_size_A))
-
-
-def test_simulated_dataset_problems(tmp_path):
-    text = SIMULATED.replace("n_views = 8", "n_views = 8\ncolour = 1").replace(
-        "seed = 4", "seed = 4\nstructure = 'missing.pdb'")
-    with pytest.raises(ManifestError) as info:
-        read_manifest(_manifest(tmp_path, text))
-    joined = "\n".join(info.value.problems)
-    assert "unknown key(s) colour" in joined
-    assert "give either 'structure' or 'procedural'" in joined and "missing.pdb' does not exist" in joined
-    assert "mass_kDa and symmetry apply to procedural particles" in joined
-    text = SIMULATED.replace("[datasets.sim.simulated]", 'valid = ["sim_0009"]\n[datasets.sim.simulated]')
-    with pytest.raises(ManifestError, match="no simulated micrograph named sim_0009"):
-        read_manifest(_manifest(tmp_path, text))

@@ -10,7 +10,7 @@ from test_training import simulated_manifest, simulation_config
 from hydrapick.checkpoint import load_checkpoint
 from hydrapick.cli import cli
 from hydrapick.config import FinetuneConfig, ModelConfig, TrainConfig
-from hydrapick.data import ManifestError, dataset_from_arrays, load_datasets
+from hydrapick.data import dataset_from_arrays, load_datasets
 from hydrapick.evaluation import evaluate
 from hydrapick.finetune import (
     FeatureMap,
@@ -23,6 +23,7 @@ from hydrapick.finetune import (
     score_maps,
 )
 from hydrapick.io import read_coordinate_folder
+from hydrapick.manifest import ManifestError
 from hydrapick.model import GENERIC_HEAD
 from hydrapick.picks import Picks
 from hydrapick.simulate import procedural_structure, simulate_dataset, simulate_micrograph
