@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 from test_picking import DIAMETER_A, THRESHOLD, match_fraction, trained_checkpoint, write_blob_micrographs
 
-from hydrapick.cli import PICK_EXIT_FAILED, cli
+from hydrapick.cli import cli
+from hydrapick.cli.pick import PICK_EXIT_FAILED
 from hydrapick.io import read_coordinate_folder, read_coordinates, write_micrograph
 from hydrapick.picking import pick_micrographs
 from hydrapick.picks import micrograph_key

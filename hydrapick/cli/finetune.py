@@ -1,0 +1,94 @@
+"""``hydrapick finetune``: a new head for a new specimen from a few labelled micrographs."""
+
+from __future__ import annotations
+
+import click
+
+from .group import cli
+from .training_display import TrainDisplay, invocation
+
+
+@cli.command()
+@click.argument("micrograph_args", metavar="[MICROGRAPHS]...", nargs=-1)
+@click.option("--micrographs", "micrograph_opts", multiple=True,
+              help="Training micrographs: a file, a quoted glob, a folder or a list (.star/.txt); "
+                   "repeatable. Micrographs may also be given as arguments.")
+@click.option("--coordinates", multiple=True, required=True,
+              help="Their particle coordinates: a file, a folder or a quoted glob, in any format hydrapick "
+                   "reads (matched to micrographs by name); repeatable.")
+@click.option("--name", required=True, help="Name of the new head; pick with `hydrapick pick --head NAME`.")
+@click.option("--diameter", "diameter_A", type=float, required=True, help="Particle diameter in Angstrom.")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False),
+              help="Base checkpoint (default: the bundled generic model).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint to write: the base model plus the new head.")
+@click.option("--apix", "pixel_size_A", type=float, help="Pixel size in Angstrom (default: MRC header).")
+@click.option("--coordinate-format", type=click.Choice(["star", "relion", "box", "cbox", "topaz", "cs"]),
+              help="Coordinate format (default: from the file extension).")
+@click.option("--flip-y", is_flag=True, help="Mirror y of the coordinates (y -> height - 1 - y).")
+@click.option("--valid-micrographs", multiple=True,
+              help="Held-out labelled micrographs to calibrate the threshold on (default: cross-validation "
+                   "over the training micrographs); repeatable.")
+@click.option("--valid-coordinates", multiple=True, help="Coordinates of the held-out micrographs.")
+@click.option("--steps", type=int, help="Optimiser steps (default from FinetuneConfig).")
+@click.option("--crop", "crop_px", type=int, help="Crop side in model pixels.")
+@click.option("--lr", type=float, help="Learning rate (Adam).")
+@click.option("--flips", is_flag=True, help="Also train on mirrored and rotated copies (8x feature cost).")
+@click.option("--seed", type=int, help="Seed of every random choice (default 0).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display; errors and the summary only.")
+def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...], coordinates: tuple[str, ...],
+             name: str, diameter_A: float, model_path: str | None, output: str, pixel_size_A: float | None,
+             coordinate_format: str | None, flip_y: bool, valid_micrographs: tuple[str, ...],
+             valid_coordinates: tuple[str, ...], steps: int | None, crop_px: int | None, lr: float | None,
+             flips: bool, seed: int | None, device: str, threads: int | None, quiet: bool) -> None:
+    """Adapt the generic model to a new specimen from a few labelled micrographs (a new head).
+
+    A new head, initialised from the generic head, is trained on the body features of the labelled
+    micrographs (computed once; body and generic head stay frozen), and its score threshold is
+    calibrated. The output checkpoint picks with `hydrapick pick --model OUTPUT --head NAME`.
+    """
+    from rich.console import Console
+
+    from ..checkpoint import CheckpointError
+    from ..config import FinetuneConfig, from_dict
+    from ..finetune import FinetuneError
+    from ..finetune import finetune as run_finetune
+    from ..manifest import ManifestError
+
+    micrographs = list(micrograph_opts) + list(micrograph_args)
+    if not micrographs:
+        raise click.UsageError("give the training micrographs (arguments or --micrographs)")
+    given = dict(steps=steps, crop_px=crop_px, lr=lr, seed=seed)
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if flips:
+        overrides["flips"] = True
+    try:
+        config = from_dict(FinetuneConfig, overrides, where="finetune options")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    console = Console(stderr=True, quiet=quiet)
+    try:
+        with TrainDisplay(console) as display:
+            result = run_finetune(model_path, name, micrographs, list(coordinates), diameter_A,
+                                  pixel_size_A=pixel_size_A, coordinate_format=coordinate_format,
+                                  flip_y=flip_y, valid_micrographs=list(valid_micrographs),
+                                  valid_coordinates=list(valid_coordinates), config=config, device=device,
+                                  output=output, progress=display,
+                                  command=invocation())
+    except (ManifestError, FinetuneError, CheckpointError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    r = result.report
+    lines = [f"head '{name}' written to {result.path}",
+             f"threshold {result.threshold:.3f} ({r.get('source', '?')})"]
+    if r.get("ap") is not None:
+        generic = r.get("generic_ap")
+        where = "held-out" if r.get("n_valid") else "cross-validated"
+        lines.append(f"AP {r['ap']:.3f} on {where} micrographs"
+                     + (f" (generic head: {generic:.3f})" if generic is not None else ""))
+    click.echo("\n".join(lines))

@@ -1,0 +1,160 @@
+"""``hydrapick pick``: pick micrographs with the bundled generic model or a fine-tuned head."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..config import PickConfig
+from .group import cli
+
+PICK_EXIT_FAILED = 3  # exit status when some micrographs could not be picked (the others were)
+_PICK_SHOWN_FAILURES = 20
+
+
+@cli.command()
+@click.argument("micrographs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="x.star (one STAR file, _rlnMicrographName; default format), x.txt (Topaz), x.cs "
+                   "(cryoSPARC), or a folder: a RELION job folder (AutoPick/job010) or .box files.")
+@click.option("-f", "--format", "fmt", type=click.Choice(["star", "relion", "box", "topaz", "cs"]),
+              help="Output format (default: from the --output name; a name without extension is a RELION "
+                   "job folder).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="Checkpoint to pick with (default: the bundled generic model).")
+@click.option("--head", default=PickConfig.head, show_default=True,
+              help="Head of the model: 'generic' for a new specimen, else a fine-tuned head's name.")
+@click.option("--diameter", "diameter_A", type=float,
+              help="Particle diameter in Angstrom (required unless the head records one).")
+@click.option("--apix", "pixel_size_A", type=float,
+              help="Pixel size in Angstrom for every micrograph (default: from the STAR list or MRC header).")
+@click.option("--threshold", type=float,
+              help="Score cut for the main output (default: the calibrated threshold stored with the head).")
+@click.option("--min-distance", "min_distance_A", type=float,
+              help="Minimum distance between picks in Angstrom (default: 0.8 x diameter).")
+@click.option("--border", "border_A", type=float,
+              help="Drop picks whose centre is closer than this to the micrograph edge, in Angstrom "
+                   "(default: half the diameter, so every pick lies wholly inside; 0 keeps all).")
+@click.option("--score-floor", type=float, default=PickConfig.score_floor, show_default=True,
+              help="Candidates above this score go to the candidates output, for re-thresholding later.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, default=PickConfig.batch_size, show_default=True,
+              help="Micrographs per forward pass (those of equal size are batched).")
+@click.option("--threads", "num_threads", type=click.IntRange(min=1),
+              help="CPU threads for the network (default: OMP_NUM_THREADS if set, else every core).")
+@click.option("--full-precision", is_flag=True,
+              help="Compute in float32 (default: bfloat16/float16 autocast on GPUs and on CPUs with "
+                   "hardware bfloat16; scores then differ by about 0.01).")
+@click.option("--shard", help="K/N: pick every N-th micrograph starting at K (0-based). Default in a SLURM "
+                              "job array: SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT.")
+@click.option("--skip-existing", is_flag=True,
+              help="Folder outputs: do not pick micrographs whose output files exist (continue a run).")
+@click.option("--preview", "preview_dir", type=click.Path(file_okay=False),
+              help="Write PNG overlays of the first few micrographs with their picks to this folder.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary; errors only.")
+def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path: str | None, head: str,
+         diameter_A: float | None, pixel_size_A: float | None, threshold: float | None,
+         min_distance_A: float | None, border_A: float | None, score_floor: float, device: str,
+         batch_size: int, num_threads: int | None, full_precision: bool, shard: str | None,
+         skip_existing: bool, preview_dir: str | None, quiet: bool) -> None:
+    """Pick particles in micrographs with the bundled generic model or a fine-tuned one.
+
+    MICROGRAPHS are MRC files, globs ('Movies/*.mrc'), folders, a RELION micrographs STAR file or a text
+    list of paths. Coordinates are written in pixels of the micrographs as read. A micrograph that cannot
+    be read is reported and skipped; the exit status is then 3.
+
+    \b
+    Examples:
+      hydrapick pick 'Movies/*.mrc' --diameter 300 -o picks.star
+      hydrapick pick CtfFind/job003/micrographs_ctf.star --diameter 180 -o AutoPick/job010
+    """
+    from rich.console import Console
+
+    from ..checkpoint import CheckpointError
+    from ..inputs import InputError, parse_shard, shard_from_environment
+    from ..io import FormatError
+    from ..picking import pick as run_pick
+
+    err = Console(stderr=True, quiet=quiet)
+    try:
+        shard_spec = parse_shard(shard) if shard else shard_from_environment()
+        if shard_spec is not None and not shard:
+            err.print(f"SLURM array task: shard {shard_spec[0]}/{shard_spec[1]}")
+        with _pick_progress(err, quiet) as progress:
+            report = run_pick(list(micrographs), output, format=fmt, model=model_path, head=head,
+                              diameter_A=diameter_A, pixel_size_A=pixel_size_A, threshold=threshold,
+                              min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
+                              device=device, batch_size=batch_size, num_threads=num_threads,
+                              mixed_precision=not full_precision, shard=shard_spec,
+                              skip_existing=skip_existing, preview_dir=preview_dir, progress=progress)
+    except (InputError, FormatError, CheckpointError, ValueError, OSError) as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
+    if not quiet:
+        _pick_summary(report, Console())
+    for _, reason in report.failures[:_PICK_SHOWN_FAILURES]:
+        click.echo(f"failed: {reason}", err=True)
+    if report.n_failed > _PICK_SHOWN_FAILURES:
+        click.echo(f"... and {report.n_failed - _PICK_SHOWN_FAILURES} more failed micrographs", err=True)
+    if report.shard and report.shard[1] > 1 and not quiet:
+        click.echo(f"shard {report.shard[0]}/{report.shard[1]} done. When every shard has finished, run the "
+                   "same command without --shard, with --skip-existing, to write the combined files "
+                   "(folder outputs).", err=True)
+    if report.n_failed:
+        sys.exit(PICK_EXIT_FAILED)
+
+
+def _pick_progress(console, quiet: bool):
+    """Context manager yielding a progress callback for `hydrapick.picking.pick` (a rich bar)."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def manager():
+        if quiet:
+            yield None
+            return
+        bar = Progress(TextColumn("picking"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]:.2f} micrographs/s"),
+                       TextColumn("{task.fields[picks]} picks"), TextColumn("{task.fields[failed]}"),
+                       TimeRemainingColumn(), console=console)
+        state: dict = {}
+
+        def update(event) -> None:
+            if event.result is None:
+                state["task"] = bar.add_task("pick", total=event.total, rate=0.0, picks=0, failed="")
+                return
+            task = bar.tasks[0]
+            elapsed = task.elapsed or 0.0
+            failed = f"[red]{event.failed} failed[/red]" if event.failed else ""
+            bar.update(state["task"], completed=event.done, picks=event.picks, failed=failed,
+                       rate=event.done / elapsed if elapsed > 0 else 0.0)
+
+        with bar:
+            yield update
+
+    return manager()
+
+
+def _pick_summary(report, console) -> None:
+    from rich.table import Table
+
+    table = Table(title="hydrapick pick", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    picked = report.n_picked
+    n_picks = len(report.picks)
+    table.add_row("micrographs", f"{report.n_micrographs}")
+    table.add_row("picked", f"{picked}")
+    if report.n_skipped:
+        table.add_row("skipped (outputs exist)", f"{report.n_skipped}")
+    table.add_row("failed", f"[red]{report.n_failed}[/red]" if report.n_failed else "0")
+    table.add_row(f"picks (score >= {report.threshold:.3g})", f"{n_picks}")
+    done = picked + report.n_skipped
+    table.add_row("mean picks per micrograph", f"{n_picks / done:.1f}" if done else "-")
+    table.add_row("candidates (all scores)", f"{len(report.candidates)}")
+    table.add_row("time", f"{report.seconds:.1f} s ({report.micrographs_per_second:.2f} micrographs/s)")
+    for path in report.outputs:
+        table.add_row("output", str(path))
+    console.print(table)

@@ -1,0 +1,148 @@
+"""``hydrapick train``: two-phase multi-head training from a TOML manifest (or only check the manifest)."""
+
+from __future__ import annotations
+
+import click
+
+from .group import cli
+from .training_display import TrainDisplay, invocation
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Run folder: checkpoints, log.jsonl and the final model.pt (required unless --check).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="TOML file: a [train] table of TrainConfig keys and a [model] table of ModelConfig keys "
+                   "(plus preset = 'thesis' or 'light'). Options given here override it.")
+@click.option("--architecture", type=click.Choice(["thesis", "light"]),
+              help="Network of a fresh model (default: thesis, or the config file's [model] preset).")
+@click.option("--init", "init_path", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this checkpoint's body and generic head instead of random weights.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --output from its checkpoint.")
+@click.option("--pretrain-epochs", type=int, help="Epochs of phase 1 (single head, Adam).")
+@click.option("--multihead-epochs", type=int, help="Epochs of phase 2 (one head per dataset, SGD).")
+@click.option("--steps-per-epoch", type=int, help="Optimiser steps per epoch.")
+@click.option("--batch-size", type=int, help="Crops per mini-batch (all from one dataset).")
+@click.option("--crop", "crop_px", type=int, help="Crop side in model pixels.")
+@click.option("--seed", type=int, help="Seed of every random choice (default 0).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("--check", is_flag=True, help="Only check the manifest and list its datasets; train nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display; errors and the summary only.")
+def train(manifest: str, out_dir: str | None, config_path: str | None, architecture: str | None,
+          init_path: str | None, resume: bool, pretrain_epochs: int | None, multihead_epochs: int | None,
+          steps_per_epoch: int | None, batch_size: int | None, crop_px: int | None, seed: int | None,
+          device: str, threads: int | None, check: bool, quiet: bool) -> None:
+    """Train a multi-head model on datasets described in a TOML manifest.
+
+    Phase 1 pretrains the body with the generic head on every dataset; phase 2 trains one head per
+    dataset plus the generic head tied to them by the bias loss. The best epochs (validation loss) are
+    kept, thresholds are calibrated on validation data, and OUTPUT/model.pt is ready for
+    `hydrapick pick --model`. Multi-GPU: launch with torchrun (docs/training.md).
+    """
+    import os
+
+    from rich.console import Console
+
+    from ..data import inspect_manifest
+    from ..manifest import ManifestError
+
+    console = Console(stderr=True, quiet=quiet or os.environ.get("RANK", "0") != "0")
+    if check:
+        try:
+            rows = inspect_manifest(manifest)
+        except ManifestError as exc:
+            raise click.ClickException(str(exc)) from None
+        _train_print_datasets(rows)
+        return
+    if out_dir is None:
+        raise click.UsageError("--output is required (the run folder)")
+    overrides = {k: v for k, v in dict(pretrain_epochs=pretrain_epochs, multihead_epochs=multihead_epochs,
+                                       steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                                       crop_px=crop_px, seed=seed).items() if v is not None}
+    train_config, model_config = _train_configs(config_path, architecture, overrides)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from ..checkpoint import CheckpointError
+    from ..training import TrainingError
+    from ..training import train as run_training
+
+    display = TrainDisplay(console)
+    try:
+        with display:
+            result = run_training(manifest, out_dir, config=train_config, model_config=model_config,
+                                  init=init_path, resume=resume, device=device, progress=display,
+                                  command=invocation())
+    except (ManifestError, TrainingError, CheckpointError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 calibrates and reports
+        _train_print_result(result.metadata, result.path)
+
+
+def _train_configs(config_path, architecture, overrides):
+    """TrainConfig and ModelConfig from an optional TOML file, the preset and command-line overrides."""
+    from ..config import ModelConfig, TrainConfig, from_dict, to_dict
+    from ..manifest import tomllib
+
+    raw: dict = {}
+    if config_path:
+        try:
+            with open(config_path, "rb") as f:
+                raw = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise click.ClickException(f"{config_path}: cannot read the config ({exc})") from None
+        unknown = sorted(set(raw) - {"train", "model"})
+        if unknown:
+            raise click.ClickException(f"{config_path}: unknown table(s) {', '.join(unknown)}; "
+                                       "expected [train] and [model]")
+    model_raw = dict(raw.get("model", {}))
+    preset = architecture or model_raw.pop("preset", "thesis")
+    if preset not in ("thesis", "light"):
+        raise click.ClickException(f"{config_path}: [model] preset must be 'thesis' or 'light'")
+    try:
+        train_config = from_dict(TrainConfig, {**raw.get("train", {}), **overrides},
+                                 where=f"{config_path or 'options'} [train]")
+        base = ModelConfig.light() if preset == "light" else ModelConfig.thesis()
+        model_config = from_dict(ModelConfig, {**to_dict(base), **model_raw},
+                                 where=f"{config_path or 'options'} [model]")
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return train_config, model_config
+
+
+def _train_print_datasets(rows) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="datasets")
+    for col in ("name", "kind", "train", "valid", "test", "particles", "diameter (Å)", "pixel size (Å)"):
+        table.add_column(col)
+    for r in rows:
+        px = r["pixel_size_A"]
+        table.add_row(r["name"], r["kind"], str(r["n_train"]), str(r["n_valid"]), str(r["n_test"]),
+                      "-" if r["particles"] is None else str(r["particles"]),
+                      "-" if r["diameter_A"] is None else f"{r['diameter_A']:g}",
+                      "-" if px is None else (f"{px[0]:g}" if px[0] == px[1] else f"{px[0]:g}-{px[1]:g}"))
+    Console().print(table)
+
+
+def _train_print_result(metadata: dict, path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    calibration = metadata.get("training", {}).get("calibration", {})
+    table = Table(title=f"model written to {path}")
+    for col in ("head", "threshold", "valid AP", "precision", "recall", "diameter (Å)"):
+        table.add_column(col)
+    for head, threshold in metadata.get("thresholds", {}).items():
+        c = calibration.get(head, {})
+        d = metadata.get("diameters_A", {}).get(head)
+
+        def fmt(v):
+            return "-" if v is None else f"{v:.3f}"
+        table.add_row(head, fmt(threshold), fmt(c.get("ap")), fmt(c.get("precision")), fmt(c.get("recall")),
+                      "-" if d is None else f"{d:g}")
+    Console().print(table)
