@@ -13,6 +13,7 @@ split: fine-tune on `train`, calibrate on `valid`, test on `test`).
 
     python benchmarks/generic_model.py                       # the bundled model
     python benchmarks/generic_model.py --model runs/generic/best-pretrain.pt --label single-head
+    python benchmarks/generic_model.py --tta --label bundled-tta       # picking with --tta
 
 Prints a table and writes OUT/summary.json.
 """
@@ -60,7 +61,7 @@ def evaluate(truth: Path, picks: Path, diameter_A: float, micrographs: list[Path
 
 
 def pick(model: str | None, head: str, micrographs: list[Path], diameter_A: float, out: Path,
-         apix: float | None, threads: int) -> float:
+         apix: float | None, threads: int, tta: bool = False) -> float:
     cmd = ["hydrapick", "pick", *map(str, micrographs), "--diameter", str(diameter_A), "--head", head,
            "--threshold", "0.05", "--format", "star", "-o", str(out), "--quiet", "--device", "cpu",
            "--threads", str(threads)]
@@ -68,6 +69,8 @@ def pick(model: str | None, head: str, micrographs: list[Path], diameter_A: floa
         cmd += ["--model", model]
     if apix:
         cmd += ["--apix", str(apix)]
+    if tta:
+        cmd += ["--tta"]
     return run(cmd)
 
 
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", help="comma-separated target names")
     parser.add_argument("--no-finetune", action="store_true", help="zero-shot only")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tta", action="store_true", help="pick with --tta (test-time augmentation)")
     args = parser.parse_args(argv)
 
     out = args.out / args.label
@@ -134,20 +138,21 @@ def main(argv: list[str] | None = None) -> None:
         d.mkdir(exist_ok=True)
         row = {"target": t["name"], "test_micrographs": len(t["test"])}
         seconds = pick(args.model, "generic", t["test"], t["diameter_A"], d / "zero.star", t["apix"],
-                       args.threads)
+                       args.threads, args.tta)
         row["zero_shot"] = evaluate(t["truth"], d / "zero.star", t["diameter_A"], t["test"], d / "zero.json")
         row["zero_shot"]["seconds"] = round(seconds, 1)
         if not args.no_finetune:
             seconds = finetune(args.model, "target", t["train"], t["truth"], t["diameter_A"], d / "ft.pt",
                                t["apix"], args.threads, t["valid"])
             pick(str(d / "ft.pt"), "target", t["test"], t["diameter_A"], d / "few.star", t["apix"],
-                 args.threads)
+                 args.threads, args.tta)
             row["few_shot"] = evaluate(t["truth"], d / "few.star", t["diameter_A"], t["test"], d / "few.json")
             row["few_shot"]["finetune_seconds"] = round(seconds, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    (out / "summary.json").write_text(json.dumps({"model": args.model or "bundled", "rows": rows}, indent=1))
+    (out / "summary.json").write_text(json.dumps({"model": args.model or "bundled", "tta": args.tta,
+                                                  "rows": rows}, indent=1))
     print(f"\nmodel: {args.model or 'bundled generic'} ({args.label})")
     print(f"{'target':<14}{'zero AP':>9}{'zero F1':>9}{'few AP':>9}{'few F1':>9}{'ft s':>8}")
     for r in rows:

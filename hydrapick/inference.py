@@ -6,6 +6,12 @@ unless it is larger than ``max_tile_px`` at the model's scale or the device runs
 overlap by more than the receptive field and start on multiples of the anchor stride, and GroupNorm
 statistics are accumulated over the whole micrograph (one extra partial pass per normalisation layer)
 instead of per tile, so tiled and untiled inference give the same outputs up to float rounding.
+
+`infer_symmetrised` is test-time augmentation: it averages the outputs over the 8 rotations and mirror
+images of the micrograph (the symmetries of the square grid, under which a micrograph's particles are
+equally plausible). The image is padded to ``stride * n + 1`` pixels per side, where every convolution's
+sampling grid, and so the anchor grid, maps onto itself under these transforms; each transformed output
+is mapped back (positions and offset vectors) before the logits and offsets are averaged.
 """
 
 from __future__ import annotations
@@ -229,6 +235,67 @@ def infer(model: nn.Module, images: torch.Tensor, head: str = "generic", *,
                 raise
             log.info("out of memory on a %dx%d micrograph; tiles of %d px", height, width, smaller)
             tile_px = smaller
+
+
+# The 8 symmetries of the square grid as (quarter turns, mirror): the image is mirrored left-right first,
+# then turned by torch.rot90(k, dims=(-2, -1)).
+SYMMETRIES: tuple[tuple[int, bool], ...] = tuple((k, mirror) for mirror in (False, True) for k in range(4))
+
+
+def transform_image(images: torch.Tensor, k: int, mirror: bool) -> torch.Tensor:
+    """Images (..., H, W) mirrored left-right (if ``mirror``), then turned ``k`` quarter turns."""
+    if mirror:
+        images = images.flip(-1)
+    return torch.rot90(images, k, dims=(-2, -1))
+
+
+def untransform_grid(grid: torch.Tensor, k: int, mirror: bool) -> torch.Tensor:
+    """Map an output grid (N, Ha, Wa, 3) of [dx, dy, logit] of a transformed image back to the original.
+
+    Grid positions are moved back by the inverse transform, and the offset vectors (dx, dy) are turned
+    and mirrored back with them. Exact when the anchor grid maps onto itself (see `infer_symmetrised`).
+    """
+    grid = torch.rot90(grid, -k, dims=(1, 2))
+    dx, dy = grid[..., 0], grid[..., 1]
+    for _ in range(k % 4):
+        # torch.rot90 by one quarter turn sends a displacement (dx, dy) to (dy, -dx); undo it.
+        dx, dy = -dy, dx
+    if mirror:
+        dx, dy = -dx.flip(2), dy.flip(2)
+        logit = grid[..., 2].flip(2)
+    else:
+        logit = grid[..., 2]
+    return torch.stack([dx, dy, logit], dim=-1)
+
+
+def infer_symmetrised(model: nn.Module, images: torch.Tensor, head: str = "generic", *,
+                      max_tile_px: int | None = None,
+                      symmetries: Sequence[tuple[int, bool]] = SYMMETRIES) -> torch.Tensor:
+    """Raw outputs (N, A, 3) like `infer`, averaged over rotated and mirrored copies of the images.
+
+    Logits and offsets are averaged (after mapping each copy's outputs back), so the result decodes like
+    `infer`'s. Costs one forward pass per symmetry (8 by default).
+    """
+    from .anchors import grid_shape
+
+    cfg = model.config  # type: ignore[attr-defined]
+    stride = int(cfg.anchor_stride)
+    n, _, height, width = images.shape
+    # Sides of stride * m + 1 pixels: every stride-s convolution (3x3, padding 1) then samples positions
+    # 0, s, 2s, ... up to the last pixel, a grid that mirrors and turns onto itself.
+    padded_h = -(-(height - 1) // stride) * stride + 1
+    padded_w = -(-(width - 1) // stride) * stride + 1
+    padded = torch.nn.functional.pad(images, (0, padded_w - width, 0, padded_h - height))
+    ha, wa = grid_shape(height, width, cfg)
+    total: torch.Tensor | None = None
+    for k, mirror in symmetries:
+        x = transform_image(padded, k, mirror)
+        gh, gw = grid_shape(x.shape[-2], x.shape[-1], cfg)
+        out = infer(model, x.contiguous(), head, max_tile_px=max_tile_px).float().reshape(n, gh, gw, -1)
+        back = untransform_grid(out, k, mirror)[:, :ha, :wa]
+        total = back if total is None else total + back
+    assert total is not None
+    return (total / len(symmetries)).reshape(n, ha * wa, -1)
 
 
 def _is_oom(exc: BaseException) -> bool:

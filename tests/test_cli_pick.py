@@ -140,6 +140,16 @@ def test_preview_writes_pngs(project):
     assert all(Path("previews", p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
+def test_tta_option(project):
+    result = run(*base_args("-o", "plain.star", "-q"))
+    assert result.exit_code == 0, result.output
+    result = run(*base_args("-o", "tta.star", "--tta", "-q"))
+    assert result.exit_code == 0, result.output
+    picks = read_coordinates("tta.star")
+    assert_found(picks, project, tolerance_px=0.15 * DIAMETER_PX)
+    assert not np.array_equal(np.sort(picks.score), np.sort(read_coordinates("plain.star").score))
+
+
 def test_quiet_prints_nothing(project):
     result = run(*base_args("-o", "picks.star", "-q"))
     assert result.exit_code == 0 and result.output == ""

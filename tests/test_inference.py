@@ -1,10 +1,32 @@
-"""Inference over whole and tiled micrographs: tile layout, receptive field, tiled equals whole."""
+"""Inference over whole and tiled micrographs: tile layout, receptive field, tiled equals whole, and
+test-time augmentation over the symmetries of the square."""
 
+import pytest
 import torch
 
+from hydrapick.anchors import anchor_centres, decode, grid_shape
 from hydrapick.config import ModelConfig
-from hydrapick.inference import infer, receptive_field_px, tile_margin_px, tile_spans
+from hydrapick.inference import (
+    SYMMETRIES,
+    infer,
+    infer_symmetrised,
+    receptive_field_px,
+    tile_margin_px,
+    tile_spans,
+    transform_image,
+    untransform_grid,
+)
 from hydrapick.model import HydraPicker
+
+
+def _random_model(seed: int) -> HydraPicker:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(body_channels=8, body_blocks=1, head_channels=(8, 8, 16, 16), group_norm_groups=4)
+    model = HydraPicker(cfg).eval()
+    with torch.no_grad():  # make every layer matter (the residual branch starts at zero)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
 
 
 def test_tile_spans_partition_and_align():
@@ -23,12 +45,8 @@ def test_receptive_field_of_the_thesis_network():
 
 
 def test_tiled_inference_equals_whole_micrograph():
-    torch.manual_seed(3)
-    cfg = ModelConfig(body_channels=8, body_blocks=1, head_channels=(8, 8, 16, 16), group_norm_groups=4)
-    model = HydraPicker(cfg).eval()
-    with torch.no_grad():  # make every layer matter (the residual branch starts at zero)
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = _random_model(3)
+    cfg = model.config
     margin = tile_margin_px(model)
     assert margin % cfg.anchor_stride == 0 and 2 * margin >= receptive_field_px(model)
     image = torch.randn(1, 1, 150, 200)
@@ -36,3 +54,50 @@ def test_tiled_inference_equals_whole_micrograph():
     tiled = infer(model, image, max_tile_px=2 * margin + 96)  # 2 x 3 tiles, ragged last ones
     assert tiled.shape == whole.shape
     assert torch.allclose(tiled, whole, atol=1e-4), float((tiled - whole).abs().max())
+
+
+@pytest.mark.parametrize("k, mirror", SYMMETRIES)
+def test_untransform_grid_maps_offsets_and_scores_back(k, mirror):
+    # A grid made in a transformed frame, whose offsets all point at one particle and whose logits are a
+    # known map of the original grid, must come back as that map with offsets to the original particle.
+    cfg = ModelConfig.light()
+    stride = cfg.anchor_stride
+    height, width = 3 * stride + 1, 5 * stride + 1
+    image = torch.zeros(height, width)
+    particle = (37, 21)  # (x, y)
+    image[particle[1], particle[0]] = 1.0
+    moved = transform_image(image, k, mirror)
+    y_t, x_t = divmod(int(moved.argmax()), moved.shape[1])
+    ha, wa = grid_shape(height, width, cfg)
+    logits = torch.arange(ha * wa, dtype=torch.float32).reshape(ha, wa)
+    anchors_t = anchor_centres(moved.shape[0], moved.shape[1], cfg)
+    offsets_t = (torch.tensor([x_t, y_t], dtype=torch.float32) - anchors_t) / stride
+    grid_t = torch.cat([offsets_t.reshape(*transform_image(logits, k, mirror).shape, 2),
+                        transform_image(logits, k, mirror)[..., None]], dim=-1)
+    back = untransform_grid(grid_t[None], k, mirror)[0]
+    assert torch.equal(back[..., 2], logits)
+    centres = decode(back[..., :2].reshape(-1, 2), anchor_centres(height, width, cfg), stride)
+    assert torch.allclose(centres, torch.tensor(particle, dtype=torch.float32).expand_as(centres), atol=1e-4)
+
+
+def test_symmetrised_outputs_are_invariant_to_the_symmetries():
+    # Averaged over the group, the outputs of a turned or mirrored micrograph, mapped back, are those of
+    # the micrograph itself (sides of 16 m + 1 pixels, so no padding differs between the copies).
+    model = _random_model(4)
+    stride = model.config.anchor_stride
+    image = torch.randn(1, 1, 6 * stride + 1, 8 * stride + 1)
+    ha, wa = grid_shape(image.shape[-2], image.shape[-1], model.config)
+    reference = infer_symmetrised(model, image).reshape(1, ha, wa, 3)
+    assert not torch.allclose(reference, infer(model, image).reshape(1, ha, wa, 3), atol=1e-3)
+    for k, mirror in SYMMETRIES[1:]:
+        moved = transform_image(image, k, mirror)
+        gh, gw = grid_shape(moved.shape[-2], moved.shape[-1], model.config)
+        out = infer_symmetrised(model, moved).reshape(1, gh, gw, 3)
+        assert torch.allclose(untransform_grid(out, k, mirror), reference, atol=1e-4), (k, mirror)
+
+
+def test_symmetrised_inference_pads_any_size_and_keeps_the_grid():
+    model = _random_model(5)
+    image = torch.randn(2, 1, 70, 45)
+    out = infer_symmetrised(model, image)
+    assert out.shape == infer(model, image).shape

@@ -352,6 +352,23 @@ def test_border_drops_picks_near_the_edge(tmp_path):
     assert len(cut.picks) == int((~near).sum())
 
 
+def test_test_time_augmentation_finds_the_same_particles(tmp_path):
+    """--tta averages 8 turned/mirrored copies: particles still land where they are, scores change."""
+    truth = write_blob_micrographs(tmp_path, 2, shape=(200, 330), particles=5, seed=9)
+    diameter_px = DIAMETER_A / 2.0
+    kwargs = dict(model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    plain = list(pick_micrographs(truth, **kwargs))
+    tta = list(pick_micrographs(truth, tta=True, **kwargs))
+    for p, t in zip(plain, tta, strict=True):
+        assert t.ok and t.shape == p.shape
+        recall, precision = match_fraction(t.selected, truth[t.path], 0.15 * diameter_px)
+        assert recall == 1.0 and precision == 1.0, (t.path, recall, precision)
+        xy = np.stack([t.selected.x, t.selected.y], 1)
+        err = np.sqrt(((xy[:, None] - truth[t.path][None]) ** 2).sum(-1)).min(axis=0)
+        assert np.median(err) < 0.1 * diameter_px
+        assert not np.array_equal(t.picks.score, p.picks.score)
+
+
 def test_default_border_keeps_only_particles_wholly_inside(tmp_path):
     # Crop a blob micrograph so that two particles sit 6 px from the left edge: cut in half by it.
     truth = write_blob_micrographs(tmp_path / "full", 1, particles=8)

@@ -46,6 +46,9 @@ _PICK_SHOWN_FAILURES = 20
 @click.option("--full-precision", is_flag=True,
               help="Compute in float32 (default: bfloat16/float16 autocast on GPUs and on CPUs with "
                    "hardware bfloat16; scores then differ by about 0.01).")
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: average the network over the 8 rotations and mirror images of "
+                   "each micrograph (about 8x slower; more accurate on unseen specimens).")
 @click.option("--shard", help="K/N: pick every N-th micrograph starting at K (0-based). Default in a SLURM "
                               "job array: SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT.")
 @click.option("--skip-existing", is_flag=True,
@@ -56,7 +59,7 @@ _PICK_SHOWN_FAILURES = 20
 def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path: str | None, head: str,
          diameter_A: float | None, pixel_size_A: float | None, threshold: float | None,
          min_distance_A: float | None, border_A: float | None, score_floor: float, device: str,
-         batch_size: int, num_threads: int | None, full_precision: bool, shard: str | None,
+         batch_size: int, num_threads: int | None, full_precision: bool, tta: bool, shard: str | None,
          skip_existing: bool, preview_dir: str | None, quiet: bool) -> None:
     """Pick particles in micrographs with the bundled generic model or a fine-tuned one.
 
@@ -86,7 +89,7 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
                               diameter_A=diameter_A, pixel_size_A=pixel_size_A, threshold=threshold,
                               min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
                               device=device, batch_size=batch_size, num_threads=num_threads,
-                              mixed_precision=not full_precision, shard=shard_spec,
+                              mixed_precision=not full_precision, tta=tta, shard=shard_spec,
                               skip_existing=skip_existing, preview_dir=preview_dir, progress=progress)
     except (InputError, FormatError, CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
