@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/pick_speed.py                          # CPU (and CUDA when present), light + thesis
     python benchmarks/pick_speed.py --sizes 4096 --configs light --count 8
     python benchmarks/pick_speed.py --model hydrapick/weights/generic.pt
+    python benchmarks/pick_speed.py --model hydrapick/weights/generic.pt --tta   # test-time augmentation
 
 For each size, float32 MRC micrographs are written to a temporary folder and picked with
 `hydrapick.picking.pick_micrographs` exactly as ``hydrapick pick`` does: reading, preprocessing
@@ -77,11 +78,12 @@ def make_model(config_name: str, model_path: str | None):
     return model.eval(), {"thresholds": {"generic": 0.5}}
 
 
-def time_picking(paths: list[Path], model, *, device: str, diameter_A: float, batch_size: int) -> float:
+def time_picking(paths: list[Path], model, *, device: str, diameter_A: float, batch_size: int,
+                 tta: bool = False) -> float:
     """Seconds to pick ``paths[1:]`` after warming up on ``paths[0]``."""
     from hydrapick.picking import pick_micrographs
 
-    kwargs = dict(model=model, diameter_A=diameter_A, device=device, batch_size=batch_size)
+    kwargs = dict(model=model, diameter_A=diameter_A, device=device, batch_size=batch_size, tta=tta)
     for r in pick_micrographs(paths[:1], **kwargs):
         if not r.ok:
             raise RuntimeError(r.error)
@@ -107,7 +109,8 @@ def run_command(command: list[str]) -> float:
 
 
 def compare_with_topaz(micrograph: Path, work: Path, *, venv: Path, pixel_size_A: float, diameter_A: float,
-                       config_name: str, model_path: str | None, threads: int, scale: int = 8) -> None:
+                       config_name: str, model_path: str | None, threads: int, scale: int = 8,
+                       tta: bool = False) -> None:
     """Wall time of Topaz's commands and of ``hydrapick pick`` on one micrograph, side by side."""
     from hydrapick.checkpoint import save_checkpoint
 
@@ -128,12 +131,15 @@ def compare_with_topaz(micrograph: Path, work: Path, *, venv: Path, pixel_size_A
     ]
     hydra_cmd = [sys.executable, "-m", "hydrapick", "pick", str(micrograph), "--model", model_path,
                  "--diameter", f"{diameter_A:g}", "--device", "cpu", "-q", "-o", str(work / "hydrapick.star")]
+    if tta:
+        hydra_cmd.append("--tta")
     t_topaz = [run_command(c) for c in topaz_cmds]
     t_hydra = run_command(hydra_cmd)
     total = sum(t_topaz)
     print(f"\nSame {micrograph.name} ({pixel_size_A:g} A/px, {diameter_A:g} A particle), commands' wall time "
           "including start-up and model loading, CPU:")
     label = Path(model_path).name if model_path.endswith("generic.pt") else config_name
+    label += ", --tta" if tta else ""
     print(f"  {f'topaz preprocess -s {scale} + extract (resnet16_u64)':<50}{total:6.1f} s "
           f"(preprocess {t_topaz[0]:.1f} s, extract {t_topaz[1]:.1f} s)")
     print(f"  {f'hydrapick pick ({label})':<50}{t_hydra:6.1f} s")
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="checkpoint to time instead of random-weight configs")
     parser.add_argument("--topaz-venv", type=Path, default=TOPAZ_VENV)
     parser.add_argument("--no-topaz", action="store_true")
+    parser.add_argument("--tta", action="store_true", help="pick with test-time augmentation (8 copies)")
     args = parser.parse_args(argv)
 
     import torch
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name(0)}")
     print(f"micrographs: float32 MRC, {args.apix:g} A/px, {args.diameter:g} A particles, read from a "
-          "temporary folder (page cache)\n")
+          f"temporary folder (page cache){'; test-time augmentation (--tta)' if args.tta else ''}\n")
     header = (f"{'device':<8}{'config':<8}{'size':>6}{'model px':>10}{'count':>7}{'seconds':>9}{'mic/s':>8}"
               f"{'s/mic':>8}")
     print(header)
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
                     count = args.count or _default_count(size, device, name)
                     paths = write_micrographs(work, size, count + 1, args.apix, args.diameter)
                     seconds = time_picking(paths, (model, meta), device=device, diameter_A=args.diameter,
-                                           batch_size=args.batch_size)
+                                           batch_size=args.batch_size, tta=args.tta)
                     print(f"{device:<8}{name:<8}{size:>6}{model_px:>10}{count:>7}{seconds:>9.2f}"
                           f"{count / seconds:>8.2f}{seconds / count:>8.2f}", flush=True)
                     if size == max(args.sizes):
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_topaz and biggest is not None:
             compare_with_topaz(biggest, work, venv=args.topaz_venv, pixel_size_A=args.apix,
                                diameter_A=args.diameter, config_name="light" if args.model else configs[0],
-                               model_path=args.model, threads=threads)
+                               model_path=args.model, threads=threads, tta=args.tta)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
