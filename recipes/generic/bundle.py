@@ -4,7 +4,10 @@ Keeps the body and the generic head (the simulated datasets' own heads are of no
 real data, and would make the file 30x larger), the generic head's calibrated threshold, and records the
 provenance: recipe files, corpus, run log summary, git commit. Stored in float16 (loaded as float32).
 
-    python recipes/generic/bundle.py runs/generic/model.pt
+    python recipes/generic/bundle.py runs/generic2/model.pt --earlier runs/generic/model.pt
+
+``--earlier`` names the model.pt of each earlier stage the run was initialised from (``train --init``),
+so that the provenance counts the compute of every stage.
 """
 
 from __future__ import annotations
@@ -35,25 +38,35 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def bundle(run_model: Path, output: Path = OUTPUT) -> Path:
+def _stage(run_model: Path) -> dict:
+    """Compute and identity of one training run (its model.pt and the log.jsonl beside it)."""
+    log = run_model.parent / "log.jsonl"
+    epochs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return {"run": run_model.parent.name, "run_model_sha256": _sha256(run_model),
+            "epochs_logged": len(epochs),
+            "training_seconds": round(sum(e.get("time_s") or 0 for e in epochs), 1)}
+
+
+def bundle(run_model: Path, output: Path = OUTPUT, earlier: list[Path] | None = None) -> Path:
     model, meta = load_checkpoint(run_model)
     generic = HydraPicker(model.config)
     generic.body.load_state_dict(model.body.state_dict())
     generic.heads[GENERIC_HEAD].load_state_dict(model.heads[GENERIC_HEAD].state_dict())
 
-    log = run_model.parent / "log.jsonl"
-    epochs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    stages = [_stage(p) for p in (earlier or [])] + [_stage(run_model)]
     training = dict(meta.get("training") or {})
     provenance = {
-        "recipe": "recipes/generic (make_corpus.sh, datasets.txt, corpus.toml, train.toml)",
+        "recipe": "recipes/generic (make_corpus.sh, datasets.txt, corpus.toml, train.toml, then "
+                  "continue.toml with --init)",
         "recipe_sha256": {p.name: _sha256(p) for p in sorted(RECIPE.glob("*")) if p.is_file()},
         "git_commit_of_bundling": _git_commit(),
         "run_model_sha256": _sha256(run_model),
         "training_data": "34 simulated source datasets (hydrapick simulate); held out: 4hhb, 6b7n, 6msm "
                          "and all real data (EMPIAR-10028 never seen)",
         "dataset_heads_dropped": list(model.head_names),
-        "epochs_logged": len(epochs),
-        "training_seconds": round(sum(e.get("time_s") or 0 for e in epochs), 1),
+        "stages": stages,
+        "epochs_logged": sum(st["epochs_logged"] for st in stages),
+        "training_seconds": round(sum(st["training_seconds"] for st in stages), 1),
         "compute": "2-core AMD EPYC CPU (bf16 autocast), no GPU",
     }
     metadata = {
@@ -72,8 +85,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_model", type=Path, help="model.pt of a `hydrapick train` run")
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
+    parser.add_argument("--earlier", type=Path, action="append", default=[],
+                        help="model.pt of an earlier stage this run was initialised from (repeatable)")
     args = parser.parse_args()
-    path = bundle(args.run_model, args.output)
+    path = bundle(args.run_model, args.output, args.earlier)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
