@@ -366,6 +366,33 @@ def flip_y_per_micrograph(picks: Picks, heights: Mapping[str, int], *, missing: 
                  picks.diameter_px.copy())
 
 
+def drop_near_edge(picks: Picks, shapes: Mapping[str, tuple[int, int]],
+                   border_px: float | Mapping[str, float]) -> Picks:
+    """Coordinates whose centre lies at least ``border_px`` inside the micrograph, as `hydrapick pick`
+    keeps them (``border_px - 0.5 <= x < width - 0.5 - border_px``, the same for y).
+
+    Applied to the truth and to every picker alike, it compares pickers with different edge rules on the
+    same region. ``shapes`` (rows, columns) and a per-micrograph ``border_px`` are keyed by
+    `micrograph_key`; a micrograph without a shape raises ValueError.
+    """
+    shapes = {micrograph_key(k): v for k, v in shapes.items()}
+    keys = _keys(picks.micrograph)
+    absent = sorted(set(keys.tolist()) - set(shapes))
+    if absent:
+        raise ValueError(f"the border needs the size of micrograph {absent[0]!r}"
+                         + (f" and {len(absent) - 1} more" if len(absent) > 1 else "")
+                         + "; no micrograph of that name was found")
+    h = np.array([shapes[k][0] for k in keys.tolist()], dtype=np.float64)
+    w = np.array([shapes[k][1] for k in keys.tolist()], dtype=np.float64)
+    if isinstance(border_px, Mapping):
+        border = {micrograph_key(k): v for k, v in border_px.items()}
+        b = np.array([border[k] for k in keys.tolist()], dtype=np.float64)
+    else:
+        b = np.full(len(keys), float(border_px))
+    keep = ((picks.x >= b - 0.5) & (picks.x < w - 0.5 - b) & (picks.y >= b - 0.5) & (picks.y < h - 0.5 - b))
+    return picks[keep]
+
+
 def find_micrographs(folder: str | os.PathLike) -> dict[str, Path]:
     """MRC files in a folder (or matching a glob pattern), keyed by `micrograph_key`."""
     folder = Path(folder)

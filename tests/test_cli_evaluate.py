@@ -110,7 +110,26 @@ def test_threshold_and_plots(data):
     assert all((plots / n).stat().st_size > 5_000 for n in names)
 
 
+def test_border_leaves_out_truth_and_picks_near_the_edge(data):
+    # Micrographs of 400 x 500 px at 2 A/px. 180 A = 90 px keeps 89.5 <= x < 409.5 and 89.5 <= y < 309.5:
+    # every particle stays, the m3 pick at (50, 50) goes (it ranked last, so AP is unchanged).
+    out = data / "scores.json"
+    args = ["--truth", data / "truth", "--picks", data / "picks.star", "--box", 20, "--micrographs",
+            data / "mics", "--json", out]
+    result = run(*args, "--border", 180)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["pickers"]["picks"]
+    assert (report["n_truth"], report["n_picks"], report["n_matched"]) == (5, 4, 3)
+    assert report["ap"] == pytest.approx(AP)
+    # 220 A = 110 px: only m2's particle at (200, 200) is left, and no pick.
+    result = run(*args, "--border", 220)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["pickers"]["picks"]
+    assert (report["n_truth"], report["n_picks"], report["n_matched"]) == (1, 0, 0)
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--box", "20", "--border", "50"], "--border needs --micrographs"),
     (["--box", "20", "--diameter", "40"], "either --box or --diameter"),
     ([], "give the box size"),
     (["--diameter", "40"], "--diameter needs --apix"),

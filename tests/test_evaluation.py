@@ -333,3 +333,18 @@ def test_load_coordinates_folder_keeps_empty_micrographs(tmp_path):
     assert loaded.micrographs == ["m1", "m2"]
     flipped = load_coordinates(tmp_path, flip_y=True, image_height={"m1": 100})
     np.testing.assert_allclose(flipped.picks.y, [79.0, 59.0])
+
+
+def test_drop_near_edge_keeps_what_picking_keeps():
+    from hydrapick.evaluation import drop_near_edge
+
+    picks = Picks(micrograph=np.array(["a.mrc", "a.mrc", "a.mrc", "b", "b"]),
+                  x=np.array([9.5, 9.4, 89.4, 50.0, 50.0]), y=np.array([50.0, 50.0, 50.0, 9.0, 69.6]),
+                  score=np.ones(5))
+    # a: 100 columns, border 10 -> 9.5 <= x < 89.5; b: 80 rows, border 10 -> 9.5 <= y < 69.5.
+    kept = drop_near_edge(picks, {"a": (100, 100), "b": (80, 120)}, 10.0)
+    assert kept.x.tolist() == [9.5, 89.4]
+    kept = drop_near_edge(picks, {"a": (100, 100), "b": (80, 120)}, {"a": 0.0, "b": 0.0})
+    assert len(kept) == 5
+    with pytest.raises(ValueError, match="size of micrograph 'b'"):
+        drop_near_edge(picks, {"a": (100, 100)}, 10.0)

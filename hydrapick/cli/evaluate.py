@@ -35,6 +35,10 @@ from .group import cli
                                                 "(default: from each micrograph in --micrographs).")
 @click.option("--micrographs", "micrographs_path", type=click.Path(),
               help="Folder (or glob) of the MRC micrographs: heights for --flip-y-*, pixel size, overlays.")
+@click.option("--border", "border_A", type=float,
+              help="Leave out true particles and picks whose centre is closer than this to the micrograph "
+                   "edge, in Angstrom (needs --micrographs): compares pickers with different edge rules "
+                   "on the same region (hydrapick pick's default is half the diameter).")
 @click.option("--include-unlabelled", is_flag=True,
               help="Also evaluate micrographs that have picks but no truth: their picks count as false "
                    "positives. By default only micrographs named by the truth are evaluated.")
@@ -50,8 +54,9 @@ from .group import cli
 def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, ...], box_px: float | None,
              diameter_A: float | None, pixel_size_A: float | None, iou_threshold: float,
              thresholds: tuple[float, ...], flip_y_truth: bool, flip_y_picks: bool, image_height: int | None,
-             micrographs_path: str | None, include_unlabelled: bool, json_path: str | None,
-             plots_dir: str | None, n_overlays: int, per_micrograph: bool | None) -> None:
+             micrographs_path: str | None, border_A: float | None, include_unlabelled: bool,
+             json_path: str | None, plots_dir: str | None, n_overlays: int,
+             per_micrograph: bool | None) -> None:
     """Score picks from any picker against ground truth (AP, AUROC, F1, PR/ROC curves, overlays).
 
     Micrographs are matched by name across formats (mic_001.mrc, mic_001_autopick.star and mic_001
@@ -62,10 +67,14 @@ def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, .
       hydrapick evaluate --truth truth/ --picks picks.star --picks topaz.txt --label hydrapick \\
           --label topaz --diameter 300 --apix 5.36 --json scores.json --plots figs --micrographs mics/
     """
+    import dataclasses
     from pathlib import Path
+
+    import numpy as np
 
     from .. import evaluation
     from ..io import FormatError
+    from ..picks import micrograph_key
 
     picks_paths = tuple(Path(p) for p in picks_paths)
     if labels and len(labels) != len(picks_paths):
@@ -80,6 +89,9 @@ def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, .
         box = _evaluate_box(box_px, diameter_A, pixel_size_A, mic_files)
         heights = _evaluate_heights(image_height, mic_files) if (flip_y_truth or flip_y_picks) else None
         truth = evaluation.load_coordinates(truth_path, flip_y=flip_y_truth, image_height=heights)
+        edge = _evaluate_border(border_A, pixel_size_A, mic_files)
+        if edge is not None:
+            truth = dataclasses.replace(truth, picks=evaluation.drop_near_edge(truth.picks, *edge))
         if len(truth.picks) == 0:
             raise click.ClickException(f"{truth_path}: no true particles found")
         if isinstance(heights, dict):
@@ -95,6 +107,11 @@ def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, .
             # unless --include-unlabelled, and then only micrographs with an image are.
             picked = evaluation.load_coordinates(path, flip_y=flip_y_picks, image_height=heights,
                                                  missing_height="drop")
+            if edge is not None:
+                # Picks on micrographs without an image are not evaluated (see above); keep them out.
+                known = np.array([micrograph_key(m) in edge[0] for m in picked.picks.micrograph], dtype=bool)
+                inside = evaluation.drop_near_edge(picked.picks[known], *edge)
+                picked = dataclasses.replace(picked, picks=inside)
             micrographs = truth.micrographs + (picked.micrographs if include_unlabelled else [])
             threshold = thresholds[i if len(thresholds) > 1 else 0] if thresholds else None
             reports[name] = evaluation.evaluate(truth.picks, picked.picks, box, iou_threshold=iou_threshold,
@@ -141,6 +158,26 @@ def _evaluate_box(box_px, diameter_A, pixel_size_A, mic_files) -> float | dict[s
             raise click.ClickException(f"{path}: the header has no pixel size; give --apix")
         boxes[key] = diameter_A / apix
     return boxes
+
+
+def _evaluate_border(border_A, pixel_size_A, mic_files):
+    """(shapes, border in pixels per micrograph) for --border, or None without it."""
+    if border_A is None:
+        return None
+    if border_A < 0:
+        raise click.ClickException("--border must not be negative")
+    if not mic_files:
+        raise click.ClickException("--border needs --micrographs (the micrographs' sizes)")
+    from ..io import read_micrograph
+
+    shapes, border = {}, {}
+    for key, path in mic_files.items():
+        mic = read_micrograph(path)
+        apix = pixel_size_A or mic.pixel_size_A
+        if apix is None:
+            raise click.ClickException(f"{path}: the header has no pixel size; give --apix")
+        shapes[key], border[key] = mic.shape, border_A / apix
+    return shapes, border
 
 
 def _evaluate_heights(image_height, mic_files):
