@@ -275,6 +275,29 @@ def threshold_at_precision(truth: Picks, picks: Picks, box_px: float | Mapping[s
     return float(curves.thresholds[best])
 
 
+def calibrate_threshold(truth: Picks, picks: Picks, box_px: float | Mapping[str, float], rule: str = "f1",
+                        precision: float = 0.8, iou_threshold: float = DEFAULT_IOU_THRESHOLD, *,
+                        micrographs: Iterable[str] | None = None) -> float:
+    """A score threshold from labelled data: ``rule="f1"``, the threshold of the best F1 (pooled over the
+    micrographs); ``rule="precision"``, the thesis rule of `threshold_at_precision`.
+
+    Raises
+    ------
+    ValueError
+        Unknown rule, or no picks or no true particles to calibrate on.
+    """
+    if rule == "precision":
+        return threshold_at_precision(truth, picks, box_px, precision, iou_threshold, micrographs=micrographs)
+    if rule != "f1":
+        raise ValueError(f"unknown calibration rule {rule!r} (f1 or precision)")
+    report = evaluate(truth, picks, box_px, iou_threshold=iou_threshold, micrographs=micrographs)
+    if report.n_truth == 0:
+        raise ValueError("cannot calibrate a threshold: there are no true particles")
+    if len(report.curves.thresholds) == 0:
+        raise ValueError("cannot calibrate a threshold: there are no picks on the evaluated micrographs")
+    return float(report.best_f1_threshold)
+
+
 # --- reading truth and picks for evaluation --------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -215,14 +215,15 @@ def score_maps(model: HydraPicker, head: str, maps: Sequence[FeatureMap], *, dev
     return Picks.concat(truths), Picks.concat(picks)
 
 
-def _calibrate(truth: Picks, picks: Picks, names: list[str], box_px: float, precision: float,
+def _calibrate(truth: Picks, picks: Picks, names: list[str], box_px: float, config: FinetuneConfig,
                ) -> dict[str, Any]:
-    from .evaluation import evaluate, threshold_at_precision
+    from .evaluation import calibrate_threshold, evaluate
 
-    threshold = threshold_at_precision(truth, picks, box_px, precision=precision, micrographs=names)
+    threshold = calibrate_threshold(truth, picks, box_px, config.calibration, config.calibration_precision,
+                                    micrographs=names)
     at = evaluate(truth, picks, box_px, threshold=threshold, micrographs=names)
-    return {"threshold": threshold, "ap": _finite(at.ap), "precision": _finite(at.precision),
-            "recall": _finite(at.recall), "n_truth": int(at.n_truth)}
+    return {"threshold": threshold, "rule": config.calibration, "ap": _finite(at.ap),
+            "precision": _finite(at.precision), "recall": _finite(at.recall), "n_truth": int(at.n_truth)}
 
 
 def _ap(truth: Picks, picks: Picks, names: list[str], box_px: float) -> float | None:
@@ -277,7 +278,7 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         losses = train_head(model, name, maps, config, device=dev, progress=progress)
         truth, picks = score_maps(model, name, vmaps, device=dev)
         names = [m.name for m in vmaps]
-        report.update(_calibrate(truth, picks, names, box, config.calibration_precision),
+        report.update(_calibrate(truth, picks, names, box, config),
                       source="held-out micrographs")
         report["generic_ap"] = _ap(*score_maps(model, GENERIC_HEAD, vmaps, device=dev), names, box)
         threshold = report["threshold"]
@@ -303,7 +304,7 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
             _drop_head(model, scratch)
         truth, picks = Picks.concat(truths), Picks.concat(pickss)
         names = [m.name for m in plain(train)]
-        report.update(_calibrate(truth, picks, names, box, config.calibration_precision),
+        report.update(_calibrate(truth, picks, names, box, config),
                       source=f"{folds}-fold cross-validation")
         report["generic_ap"] = _ap(*score_maps(model, GENERIC_HEAD, plain(train), device=dev), names, box)
         threshold = report["threshold"]

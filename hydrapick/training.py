@@ -57,7 +57,10 @@ CHECKPOINT = "checkpoint.pt"
 FINAL = "model.pt"
 LOG = "log.jsonl"
 # Fields of TrainConfig that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"pretrain_epochs", "multihead_epochs", "checkpoint_every", "amp"}
+# Settings a resumed run may change: they do not alter the training already done. A finished run resumed
+# with another calibration rule is only calibrated again.
+_RESUMABLE_CHANGES = {"pretrain_epochs", "multihead_epochs", "checkpoint_every", "amp", "calibration",
+                      "calibration_precision"}
 
 
 class TrainingError(RuntimeError):
@@ -323,7 +326,10 @@ class Trainer:
         resume = meta.get("resume")
         if not isinstance(resume, dict):
             raise TrainingError(f"{self.out_dir / CHECKPOINT} holds no resume information")
-        mismatch = _differences(resume.get("fingerprint", {}), self.fingerprint())
+        saved = dict(resume.get("fingerprint", {}))
+        # A checkpoint written before a setting became resumable still lists it; it may change too.
+        saved["config"] = {k: v for k, v in saved.get("config", {}).items() if k not in _RESUMABLE_CHANGES}
+        mismatch = _differences(saved, self.fingerprint())
         if mismatch:
             raise TrainingError("cannot resume: the run differs from the checkpoint in "
                                 + "; ".join(mismatch[:6]) + " (use a new output folder to start afresh)")
@@ -409,8 +415,8 @@ class Trainer:
 
     # -- calibration -----------------------------------------------------------------------------------
     def calibrate(self) -> tuple[dict[str, float], dict[str, Any]]:
-        """Per-head threshold with validation precision >= ``calibration_precision`` (thesis rule)."""
-        from .evaluation import evaluate, threshold_at_precision
+        """Per-head threshold on validation data by ``config.calibration`` (best F1, or the thesis rule)."""
+        from .evaluation import calibrate_threshold, evaluate
 
         cfg, box = self.config, self.model.config.particle_diameter_px
         phase = "multihead" if self.model.head_names else "pretrain"
@@ -439,13 +445,14 @@ class Trainer:
                 thresholds[head] = fallback
                 report[head] = {"threshold": fallback, "source": "fallback"}
                 continue
-            value = threshold_at_precision(truth, picks, box, precision=cfg.calibration_precision,
-                                           micrographs=hv.names)
+            value = calibrate_threshold(truth, picks, box, cfg.calibration, cfg.calibration_precision,
+                                        micrographs=hv.names)
             ev = evaluate(truth, picks, box, threshold=value, micrographs=hv.names)
             thresholds[head] = value
-            report[head] = {"threshold": value, "source": "validation", "ap": _finite_or_none(ev.ap),
-                            "precision": _finite_or_none(ev.precision), "recall": _finite_or_none(ev.recall),
-                            "n_truth": int(ev.n_truth), "n_tiles": len(hv.names)}
+            report[head] = {"threshold": value, "source": "validation", "rule": cfg.calibration,
+                            "ap": _finite_or_none(ev.ap), "precision": _finite_or_none(ev.precision),
+                            "recall": _finite_or_none(ev.recall), "n_truth": int(ev.n_truth),
+                            "n_tiles": len(hv.names)}
         return thresholds, report
 
 

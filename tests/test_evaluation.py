@@ -228,6 +228,20 @@ def test_threshold_at_precision_thesis_rule():
         threshold_at_precision(truth, Picks.empty(), BOX)
 
 
+def test_calibrate_threshold_rules():
+    from hydrapick.evaluation import calibrate_threshold
+
+    truth = truth_grid(3)
+    p = picks([truth.x[0], 1000.0, truth.x[1], 2000.0], [50.0] * 4, [0.9, 0.8, 0.7, 0.6])
+    # F1 per threshold: 1/2, 2/5, 2/3, 4/7 -> best at 0.7; the thesis rule at precision 0.8 keeps 0.9.
+    assert calibrate_threshold(truth, p, BOX) == pytest.approx(0.7)
+    assert calibrate_threshold(truth, p, BOX, "precision", 0.8) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="unknown calibration rule"):
+        calibrate_threshold(truth, p, BOX, "recall")
+    with pytest.raises(ValueError, match="no picks"):
+        calibrate_threshold(truth, Picks.empty(), BOX)
+
+
 def test_report_json_round_trip(tmp_path):
     truth = truth_grid(3)
     p = picks([truth.x[0], 1000.0], [50.0, 50.0], [0.9, 0.8])

@@ -1,6 +1,7 @@
 """Two-phase training: falling loss, outputs and calibration, exact resume, and the train command."""
 
 import json
+import shutil
 
 import pytest
 import tomli_w
@@ -133,6 +134,21 @@ def test_resume_continues_with_identical_state(full_run, datasets, tmp_path):
     a, b = result.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.metadata["thresholds"] == result.metadata["thresholds"]
+
+
+def test_finished_run_resumed_with_another_calibration_rule_is_only_calibrated_again(full_run, datasets,
+                                                                                       tmp_path):
+    out_full, result, _ = full_run
+    out = tmp_path / "run"
+    shutil.copytree(out_full, out)
+    thesis_rule = TrainConfig(**{**CONFIG.__dict__, "calibration": "precision"})
+    again = train(datasets, out, config=thesis_rule, model_config=MODEL, device="cpu", resume=True)
+    a, b = result.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(read_log(out / "log.jsonl")) == len(read_log(out_full / "log.jsonl"))
+    report = again.metadata["training"]["calibration"]["generic"]
+    assert report["rule"] == "precision" and again.metadata["thresholds"]["generic"] == report["threshold"]
+    assert result.metadata["training"]["calibration"]["generic"]["rule"] == "f1"
 
 
 def test_refuses_to_overwrite_or_resume_a_different_run(full_run, datasets):

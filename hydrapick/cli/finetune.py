@@ -35,6 +35,9 @@ from .training_display import TrainDisplay, invocation
 @click.option("--lr", type=float, help="Learning rate (Adam).")
 @click.option("--flips", is_flag=True, help="Also train on mirrored and rotated copies (8x feature cost).")
 @click.option("--seed", type=int, help="Seed of every random choice (default 0).")
+@click.option("--calibration", type=click.Choice(["f1", "precision"]),
+              help="Threshold rule: the best F1 on the calibration data (default), or the thesis rule "
+                   "(lowest score with precision >= 0.8; fewer, purer picks).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, help="CPU threads for torch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display; errors and the summary only.")
@@ -42,7 +45,8 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
              name: str, diameter_A: float, model_path: str | None, output: str, pixel_size_A: float | None,
              coordinate_format: str | None, flip_y: bool, valid_micrographs: tuple[str, ...],
              valid_coordinates: tuple[str, ...], steps: int | None, crop_px: int | None, lr: float | None,
-             flips: bool, seed: int | None, device: str, threads: int | None, quiet: bool) -> None:
+             flips: bool, seed: int | None, calibration: str | None, device: str, threads: int | None,
+             quiet: bool) -> None:
     """Adapt the generic model to a new specimen from a few labelled micrographs (a new head).
 
     A new head, initialised from the generic head, is trained on the body features of the labelled
@@ -60,7 +64,7 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
     micrographs = list(micrograph_opts) + list(micrograph_args)
     if not micrographs:
         raise click.UsageError("give the training micrographs (arguments or --micrographs)")
-    given = dict(steps=steps, crop_px=crop_px, lr=lr, seed=seed)
+    given = dict(steps=steps, crop_px=crop_px, lr=lr, seed=seed, calibration=calibration)
     overrides = {k: v for k, v in given.items() if v is not None}
     if flips:
         overrides["flips"] = True
@@ -85,7 +89,8 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
         raise click.ClickException(str(exc)) from None
     r = result.report
     lines = [f"head '{name}' written to {result.path}",
-             f"threshold {result.threshold:.3f} ({r.get('source', '?')})"]
+             f"threshold {result.threshold:.3f} ({r.get('source', '?')}"
+             + (f", {r['rule']} rule)" if r.get("rule") else ")")]
     if r.get("ap") is not None:
         generic = r.get("generic_ap")
         where = "held-out" if r.get("n_valid") else "cross-validated"
