@@ -411,9 +411,8 @@ def drop_near_edge(picks: Picks, shapes: Mapping[str, tuple[int, int]],
         border = {micrograph_key(k): v for k, v in border_px.items()}
         b = np.array([border[k] for k in keys.tolist()], dtype=np.float64)
     else:
-        b = np.full(len(keys), float(border_px))
-    keep = ((picks.x >= b - 0.5) & (picks.x < w - 0.5 - b) & (picks.y >= b - 0.5) & (picks.y < h - 0.5 - b))
-    return picks[keep]
+        b = float(border_px)
+    return picks.inside(h, w, b)
 
 
 def find_micrographs(folder: str | os.PathLike) -> dict[str, Path]:

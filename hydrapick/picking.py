@@ -356,11 +356,8 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
         picks = prep.to_original(Picks(micrograph=loaded.item.name, x=centres[:, 0], y=centres[:, 1],
                                        score=scores))
         oh, ow = prep.original_shape
-        border = border_A / loaded.pixel_size_A
         # Centres beyond the image (a decoded offset can push one out) or within the border are dropped.
-        inside = ((picks.x >= border - 0.5) & (picks.x < ow - 0.5 - border)
-                  & (picks.y >= border - 0.5) & (picks.y < oh - 0.5 - border))
-        picks = picks[inside]
+        picks = picks.inside(oh, ow, border_A / loaded.pixel_size_A)
         picks.diameter_px = np.full(len(picks), diameter_A / loaded.pixel_size_A)
         return PickResult(path=loaded.item.path, name=loaded.item.name, picks=picks, threshold=threshold,
                           shape=(oh, ow), pixel_size_A=loaded.pixel_size_A)

@@ -122,6 +122,18 @@ class Picks:
         """Picks with a score at or above ``threshold`` (picks without a score are kept)."""
         return self[~(self.score < threshold)]
 
+    def inside(self, height, width, border_px=0.0) -> Picks:
+        """Picks whose centre lies at least ``border_px`` inside an image of ``height`` x ``width`` pixels
+        (``border_px - 0.5 <= x < width - 0.5 - border_px``, the same for y; pixel centres at integers).
+
+        Each argument is a number or an array with one value per pick (micrographs of different sizes).
+        """
+        b = np.asarray(border_px, dtype=np.float64)
+        w = np.asarray(width, dtype=np.float64)
+        h = np.asarray(height, dtype=np.float64)
+        keep = (self.x >= b - 0.5) & (self.x < w - 0.5 - b) & (self.y >= b - 0.5) & (self.y < h - 0.5 - b)
+        return self[keep]
+
     def flip_y(self, height: int | float) -> Picks:
         """Mirror y for an image of ``height`` pixels: ``y -> height - 1 - y``."""
         return Picks(self.micrograph.copy(), self.x.copy(), height - 1 - self.y, self.score.copy(),

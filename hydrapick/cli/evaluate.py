@@ -86,10 +86,11 @@ def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, .
         logging.getLogger(__name__).info("no --micrographs: --plots writes curves only")
     try:
         mic_files = evaluation.find_micrographs(micrographs_path) if micrographs_path is not None else {}
-        box = _evaluate_box(box_px, diameter_A, pixel_size_A, mic_files)
-        heights = _evaluate_heights(image_height, mic_files) if (flip_y_truth or flip_y_picks) else None
+        headers = _Headers(mic_files)
+        box = _evaluate_box(box_px, diameter_A, pixel_size_A, headers)
+        heights = _evaluate_heights(image_height, headers) if (flip_y_truth or flip_y_picks) else None
         truth = evaluation.load_coordinates(truth_path, flip_y=flip_y_truth, image_height=heights)
-        edge = _evaluate_border(border_A, pixel_size_A, mic_files)
+        edge = _evaluate_border(border_A, pixel_size_A, headers)
         if edge is not None:
             truth = dataclasses.replace(truth, picks=evaluation.drop_near_edge(truth.picks, *edge))
         if len(truth.picks) == 0:
@@ -134,7 +135,29 @@ def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, .
         click.echo(f"wrote {len(written)} figures to {plots_dir}")
 
 
-def _evaluate_box(box_px, diameter_A, pixel_size_A, mic_files) -> float | dict[str, float]:
+class _Headers:
+    """Shape and pixel size of each micrograph in --micrographs, read once and only when needed."""
+
+    def __init__(self, mic_files):
+        self.files = mic_files
+        self._read = None
+
+    def __bool__(self) -> bool:
+        return bool(self.files)
+
+    def items(self):
+        """(key, path, shape, pixel size in A or None) per micrograph."""
+        if self._read is None:
+            from ..io import read_micrograph
+
+            self._read = []
+            for key, path in self.files.items():
+                mic = read_micrograph(path)
+                self._read.append((key, path, mic.shape, mic.pixel_size_A))
+        return self._read
+
+
+def _evaluate_box(box_px, diameter_A, pixel_size_A, headers) -> float | dict[str, float]:
     if box_px is not None:
         if diameter_A is not None:
             raise click.ClickException("give either --box or --diameter, not both")
@@ -145,49 +168,41 @@ def _evaluate_box(box_px, diameter_A, pixel_size_A, mic_files) -> float | dict[s
         raise click.ClickException("--diameter and --apix must be positive")
     if pixel_size_A is not None:
         return diameter_A / pixel_size_A
-    from ..io import read_micrograph
-
-    if not mic_files:
+    if not headers:
         raise click.ClickException("--diameter needs --apix (or --micrographs whose headers give the "
                                    "pixel size)")
     # Each micrograph's own pixel size: simulated or merged datasets need not share one.
     boxes = {}
-    for key, path in mic_files.items():
-        apix = read_micrograph(path).pixel_size_A
+    for key, path, _, apix in headers.items():
         if apix is None:
             raise click.ClickException(f"{path}: the header has no pixel size; give --apix")
         boxes[key] = diameter_A / apix
     return boxes
 
 
-def _evaluate_border(border_A, pixel_size_A, mic_files):
+def _evaluate_border(border_A, pixel_size_A, headers):
     """(shapes, border in pixels per micrograph) for --border, or None without it."""
     if border_A is None:
         return None
     if border_A < 0:
         raise click.ClickException("--border must not be negative")
-    if not mic_files:
+    if not headers:
         raise click.ClickException("--border needs --micrographs (the micrographs' sizes)")
-    from ..io import read_micrograph
-
     shapes, border = {}, {}
-    for key, path in mic_files.items():
-        mic = read_micrograph(path)
-        apix = pixel_size_A or mic.pixel_size_A
+    for key, path, shape, header_apix in headers.items():
+        apix = pixel_size_A or header_apix
         if apix is None:
             raise click.ClickException(f"{path}: the header has no pixel size; give --apix")
-        shapes[key], border[key] = mic.shape, border_A / apix
+        shapes[key], border[key] = shape, border_A / apix
     return shapes, border
 
 
-def _evaluate_heights(image_height, mic_files):
+def _evaluate_heights(image_height, headers):
     if image_height is not None:
         return image_height
-    if not mic_files:
+    if not headers:
         raise click.ClickException("--flip-y-truth/--flip-y-picks need --image-height or --micrographs")
-    from ..io import read_micrograph
-
-    return {key: read_micrograph(path).shape[0] for key, path in mic_files.items()}
+    return {key: shape[0] for key, _, shape, _ in headers.items()}
 
 
 def _evaluate_labels(paths, labels) -> list[str]:
