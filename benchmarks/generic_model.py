@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -75,8 +76,9 @@ def pick(model: str | None, head: str, micrographs: list[Path], diameter_A: floa
 
 
 def finetune(model: str | None, name: str, train: list[Path], coords: Path, diameter_A: float, out: Path,
-             apix: float | None, threads: int, valid: list[Path] | None = None) -> float:
-    cmd = ["hydrapick", "finetune", *map(str, train), "--coordinates", str(coords), "--name", name,
+             apix: float | None, threads: int, valid: list[Path] | None = None,
+             extra: list[str] = ()) -> float:
+    cmd = ["hydrapick", "finetune", *extra, *map(str, train), "--coordinates", str(coords), "--name", name,
            "--diameter", str(diameter_A), "-o", str(out), "--quiet", "--device", "cpu",
            "--threads", str(threads)]
     if valid:
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-finetune", action="store_true", help="zero-shot only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tta", action="store_true", help="pick with --tta (test-time augmentation)")
+    parser.add_argument("--finetune-args", default="", help="extra `hydrapick finetune` options, quoted")
+    parser.add_argument("--no-zero-shot", action="store_true", help="few-shot only")
     args = parser.parse_args(argv)
 
     out = args.out / args.label
@@ -137,13 +141,15 @@ def main(argv: list[str] | None = None) -> None:
         d = out / t["name"]
         d.mkdir(exist_ok=True)
         row = {"target": t["name"], "test_micrographs": len(t["test"])}
-        seconds = pick(args.model, "generic", t["test"], t["diameter_A"], d / "zero.star", t["apix"],
-                       args.threads, args.tta)
-        row["zero_shot"] = evaluate(t["truth"], d / "zero.star", t["diameter_A"], t["test"], d / "zero.json")
-        row["zero_shot"]["seconds"] = round(seconds, 1)
+        if not args.no_zero_shot:
+            seconds = pick(args.model, "generic", t["test"], t["diameter_A"], d / "zero.star", t["apix"],
+                           args.threads, args.tta)
+            row["zero_shot"] = evaluate(t["truth"], d / "zero.star", t["diameter_A"], t["test"],
+                                        d / "zero.json")
+            row["zero_shot"]["seconds"] = round(seconds, 1)
         if not args.no_finetune:
             seconds = finetune(args.model, "target", t["train"], t["truth"], t["diameter_A"], d / "ft.pt",
-                               t["apix"], args.threads, t["valid"])
+                               t["apix"], args.threads, t["valid"], shlex.split(args.finetune_args))
             pick(str(d / "ft.pt"), "target", t["test"], t["diameter_A"], d / "few.star", t["apix"],
                  args.threads, args.tta)
             row["few_shot"] = evaluate(t["truth"], d / "few.star", t["diameter_A"], t["test"], d / "few.json")
@@ -152,18 +158,19 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row), flush=True)
 
     (out / "summary.json").write_text(json.dumps({"model": args.model or "bundled", "tta": args.tta,
-                                                  "rows": rows}, indent=1))
+                                                  "finetune_args": args.finetune_args, "rows": rows},
+                                                 indent=1))
+    nan = float("nan")
     print(f"\nmodel: {args.model or 'bundled generic'} ({args.label})")
     print(f"{'target':<14}{'zero AP':>9}{'zero F1':>9}{'few AP':>9}{'few F1':>9}{'ft s':>8}")
     for r in rows:
-        z, f = r["zero_shot"], r.get("few_shot", {})
-        print(f"{r['target']:<14}{z['ap']:>9.3f}{z['best_f1']:>9.3f}{f.get('ap', float('nan')):>9.3f}"
-              f"{f.get('best_f1', float('nan')):>9.3f}{f.get('finetune_seconds', float('nan')):>8.1f}")
+        z, f = r.get("zero_shot", {}), r.get("few_shot", {})
+        print(f"{r['target']:<14}{z.get('ap', nan):>9.3f}{z.get('best_f1', nan):>9.3f}"
+              f"{f.get('ap', nan):>9.3f}{f.get('best_f1', nan):>9.3f}{f.get('finetune_seconds', nan):>8.1f}")
     sims = [r for r in rows if r["target"] != "empiar10028"]
     if sims:
-        mean = lambda key: sum(r[key]["ap"] for r in sims if key in r) / len(sims)  # noqa: E731
-        print(f"{'mean (sim)':<14}{mean('zero_shot'):>9.3f}{'':>9}"
-              f"{mean('few_shot') if not args.no_finetune else float('nan'):>9.3f}")
+        mean = lambda key: sum(r[key]["ap"] for r in sims) / len(sims) if key in sims[0] else nan  # noqa: E731
+        print(f"{'mean (sim)':<14}{mean('zero_shot'):>9.3f}{'':>9}{mean('few_shot'):>9.3f}")
 
 
 if __name__ == "__main__":

@@ -253,7 +253,7 @@ def inspect_manifest(manifest: Manifest | str | os.PathLike) -> list[dict[str, A
 
 def _plan_files(spec: DatasetSpec, manifest: Manifest, problems: list[str]) -> dict[str, Any] | None:
     """Cheap pass over one file-based dataset: list micrographs, read coordinates, read headers."""
-    from .io import FormatError, read_coordinate_folder, read_coordinates, read_micrograph
+    from .io import FormatError, read_micrograph
 
     where = f"datasets.{spec.name}"
     paths: dict[str, str] = {}
@@ -265,14 +265,15 @@ def _plan_files(spec: DatasetSpec, manifest: Manifest, problems: list[str]) -> d
                                 f"'{key}'")
             paths[key] = path
     parts = []
+    labelled_empty: set[str] = set()  # micrographs whose own coordinate file holds no particles
     for entry in spec.coordinates:
         try:
-            if os.path.isdir(entry) or (is_glob(entry) and not os.path.exists(entry)):
-                parts.append(read_coordinate_folder(entry, spec.coordinate_format))
-            else:
-                parts.append(read_coordinates(entry, spec.coordinate_format))
+            picks, empty_files = _read_coordinate_entry(entry, spec.coordinate_format)
         except (FormatError, ValueError, OSError) as exc:
             problems.append(f"{where}.coordinates: {exc}")
+            continue
+        parts.append(picks)
+        labelled_empty.update(empty_files)
     picks = Picks.concat(parts)
     keys = np.array([micrograph_key(m) for m in picks.micrograph], dtype=object)
     known = set(paths)
@@ -296,7 +297,7 @@ def _plan_files(spec: DatasetSpec, manifest: Manifest, problems: list[str]) -> d
     for key in split["train"] + split["valid"]:
         path = paths[key]
         mine = picks[keys == key] if len(picks) else Picks.empty()
-        if not len(mine) and not spec.allow_empty:
+        if not len(mine) and not spec.allow_empty and key not in labelled_empty:
             empty.append(key)
         try:
             mic = read_micrograph(path, pixel_size_A=spec.pixel_size_A)
@@ -318,9 +319,26 @@ def _plan_files(spec: DatasetSpec, manifest: Manifest, problems: list[str]) -> d
     if empty:
         empty.sort()
         shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
-        problems.append(f"{where}: {len(empty)} micrograph(s) without coordinates: {shown} "
-                        "(set allow_empty = true if they truly hold no particles)")
+        problems.append(f"{where}: {len(empty)} micrograph(s) without coordinates: {shown} (if they "
+                        "truly hold no particles, give each an empty coordinate file or set allow_empty = "
+                        "true)")
     return {"todo": todo, "split": split}
+
+
+def _read_coordinate_entry(entry: str, coordinate_format: str | None) -> tuple[Picks, list[str]]:
+    """Coordinates of one ``coordinates`` entry (file, folder or glob), and the micrographs whose own
+    per-micrograph file in a folder or glob holds no particle: an empty file says "no particles here"
+    (as in `hydrapick evaluate`), a missing one is an error unless ``allow_empty``."""
+    from .io import coordinate_files, read_coordinates
+
+    if not (os.path.isdir(entry) or (is_glob(entry) and not os.path.exists(entry))):
+        return read_coordinates(entry, coordinate_format), []
+    files = coordinate_files(entry, coordinate_format)
+    if files is None:  # a RELION job folder: its autopick.star names every micrograph's file
+        return read_coordinates(os.path.join(entry, "autopick.star"), "star"), []
+    parts = [read_coordinates(path, coordinate_format) for path in files]
+    empty = [micrograph_key(path.name) for path, part in zip(files, parts, strict=True) if not len(part)]
+    return Picks.concat(parts), empty
 
 
 def _expand_micrographs(entry: str) -> list[str]:

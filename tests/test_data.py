@@ -114,6 +114,32 @@ diameter_A = 32.0
     assert sum(len(s.centres) == 0 for s in ds.train + ds.valid) == 2
 
 
+@pytest.mark.parametrize("entry", ["a/coords", "a/coords/*.star"])
+def test_an_empty_coordinate_file_labels_a_micrograph_without_particles(tmp_path, entry):
+    # As in `hydrapick evaluate`: an empty per-micrograph file says "no particles here" (the simulator
+    # writes one for a micrograph whose particles are all on carbon); only a missing file is an error.
+    _write_dataset(tmp_path / "a", n=5, skip_coords=(1, 3))
+    write_coordinates(Picks.empty(), tmp_path / "a" / "coords" / "mic_001.star")
+    text = f"""
+valid_fraction = 0.0
+test_fraction = 0.0
+[datasets.alpha]
+micrographs = "a/mics"
+coordinates = "{entry}"
+diameter_A = 32.0
+"""
+    with pytest.raises(ManifestError) as info:
+        load_datasets(_manifest(tmp_path, text), MODEL)
+    (problem,) = info.value.problems
+    assert "1 micrograph(s) without coordinates: mic_003" in problem
+    write_coordinates(Picks.empty(), tmp_path / "a" / "coords" / "mic_003.star")
+    (ds,) = load_datasets(_manifest(tmp_path, text), MODEL)
+    samples = {s.name: s for s in ds.train + ds.valid}
+    assert len(samples) == 5
+    assert len(samples["mic_001"].centres) == 0 and len(samples["mic_003"].centres) == 0
+    assert len(samples["mic_000"].centres) == 5
+
+
 def test_coordinates_outside_the_micrograph_and_missing_pixel_size(tmp_path):
     _write_dataset(tmp_path / "a", n=2)
     write_coordinates(Picks("mic_000", [5.0, 900.0], [5.0, 5.0]), tmp_path / "a" / "coords" / "mic_000.star")

@@ -7,6 +7,7 @@ the first pixel, y down; ``flip_y`` is the only, explicit, change of convention.
 
 from .coordinates import (
     FORMATS,
+    coordinate_files,
     read_coordinate_folder,
     read_coordinates,
     resolve_format,
@@ -20,6 +21,7 @@ from .star import write_relion_job, write_relion_micrograph_star
 __all__ = [
     "FORMATS",
     "FormatError",
+    "coordinate_files",
     "Micrograph",
     "read_coordinate_folder",
     "read_coordinates",

@@ -118,12 +118,28 @@ def read_coordinate_folder(path_or_glob: str | os.PathLike, format: str | None =
     extension (or the given format's) is read, in sorted order; each per-micrograph file names its
     micrograph after itself.
     """
+    files = coordinate_files(path_or_glob, format)
+    if files is None:
+        return read_coordinates(Path(path_or_glob) / "autopick.star", "star", flip_y=flip_y,
+                                image_height=image_height)
+    log.debug("reading %d coordinate files from %s", len(files), os.fspath(path_or_glob))
+    return Picks.concat(read_coordinates(p, format, flip_y=flip_y, image_height=image_height) for p in files)
+
+
+def coordinate_files(path_or_glob: str | os.PathLike, format: str | None = None) -> list[Path] | None:
+    """The coordinate files `read_coordinate_folder` reads, in order; None for a RELION job folder
+    (read through its ``autopick.star``).
+
+    Raises
+    ------
+    FormatError
+        Neither a folder nor a glob, or no coordinate file in it.
+    """
     text = os.fspath(path_or_glob)
     folder = Path(text)
     if folder.is_dir():
         if (folder / "autopick.star").exists() and format in (None, "star", "relion"):
-            return read_coordinates(folder / "autopick.star", "star", flip_y=flip_y,
-                                    image_height=image_height)
+            return None
         wanted = {_READ_EXTENSIONS[resolve_format(folder, format)]} if format else set(_EXTENSIONS)
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in wanted)
     elif glob.has_magic(text):
@@ -133,8 +149,7 @@ def read_coordinate_folder(path_or_glob: str | os.PathLike, format: str | None =
     if not files:
         kinds = f"of format {format}" if format else f"({', '.join(sorted(_EXTENSIONS))})"
         raise FormatError(f"{describe(text)} holds no coordinate files {kinds}", text)
-    log.debug("reading %d coordinate files from %s", len(files), text)
-    return Picks.concat(read_coordinates(p, format, flip_y=flip_y, image_height=image_height) for p in files)
+    return files
 
 
 def write_coordinates(picks: Picks, path: str | os.PathLike, format: str | None = None, *,
