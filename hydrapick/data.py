@@ -329,16 +329,11 @@ def _read_coordinate_entry(entry: str, coordinate_format: str | None) -> tuple[P
     """Coordinates of one ``coordinates`` entry (file, folder or glob), and the micrographs whose own
     per-micrograph file in a folder or glob holds no particle: an empty file says "no particles here"
     (as in `hydrapick evaluate`), a missing one is an error unless ``allow_empty``."""
-    from .io import coordinate_files, read_coordinates
+    from .io import read_coordinate_folder_with_empty, read_coordinates
 
-    if not (os.path.isdir(entry) or (is_glob(entry) and not os.path.exists(entry))):
-        return read_coordinates(entry, coordinate_format), []
-    files = coordinate_files(entry, coordinate_format)
-    if files is None:  # a RELION job folder: its autopick.star names every micrograph's file
-        return read_coordinates(os.path.join(entry, "autopick.star"), "star"), []
-    parts = [read_coordinates(path, coordinate_format) for path in files]
-    empty = [micrograph_key(path.name) for path, part in zip(files, parts, strict=True) if not len(part)]
-    return Picks.concat(parts), empty
+    if os.path.isdir(entry) or (is_glob(entry) and not os.path.exists(entry)):
+        return read_coordinate_folder_with_empty(entry, coordinate_format)
+    return read_coordinates(entry, coordinate_format), []
 
 
 def _expand_micrographs(entry: str) -> list[str]:

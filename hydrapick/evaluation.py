@@ -33,8 +33,6 @@ from .picks import Picks, micrograph_key
 log = logging.getLogger(__name__)
 
 DEFAULT_IOU_THRESHOLD = 0.6
-# Coordinate files a truth or picks folder may hold (the extensions hydrapick.io reads).
-COORDINATE_SUFFIXES = (".star", ".box", ".cbox", ".txt", ".cs")
 MICROGRAPH_SUFFIXES = (".mrc", ".mrcs")
 
 
@@ -346,16 +344,9 @@ def load_coordinates(path: str | os.PathLike, *, format: str | None = None, flip
     file_height = image_height if isinstance(image_height, int) else None
     read_flip = flip_y and not isinstance(image_height, Mapping)
     covered: list[str] = []
-    if path.is_dir() and not (path / "autopick.star").exists():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in COORDINATE_SUFFIXES)
-        if not files:
-            raise io.FormatError(f"{path}: the folder holds no coordinate files "
-                                 f"({', '.join(COORDINATE_SUFFIXES)})", path)
-        parts = [io.read_coordinates(p, format, flip_y=read_flip, image_height=file_height) for p in files]
-        picks = Picks.concat(parts)
-        covered = [micrograph_key(p.name) for p, part in zip(files, parts, strict=True) if len(part) == 0]
-    elif path.is_dir():
-        picks = io.read_coordinates(path, "relion", flip_y=read_flip, image_height=file_height)
+    if path.is_dir():
+        picks, covered = io.read_coordinate_folder_with_empty(path, format, flip_y=read_flip,
+                                                              image_height=file_height)
     else:
         picks = io.read_coordinates(path, format, flip_y=read_flip, image_height=file_height)
     if flip_y and isinstance(image_height, Mapping):

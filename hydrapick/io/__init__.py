@@ -7,8 +7,8 @@ the first pixel, y down; ``flip_y`` is the only, explicit, change of convention.
 
 from .coordinates import (
     FORMATS,
-    coordinate_files,
     read_coordinate_folder,
+    read_coordinate_folder_with_empty,
     read_coordinates,
     resolve_format,
     write_coordinate_folder,
@@ -21,9 +21,9 @@ from .star import write_relion_job, write_relion_micrograph_star
 __all__ = [
     "FORMATS",
     "FormatError",
-    "coordinate_files",
     "Micrograph",
     "read_coordinate_folder",
+    "read_coordinate_folder_with_empty",
     "read_coordinates",
     "read_micrograph",
     "read_micrograph_list",

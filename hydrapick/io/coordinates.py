@@ -118,28 +118,24 @@ def read_coordinate_folder(path_or_glob: str | os.PathLike, format: str | None =
     extension (or the given format's) is read, in sorted order; each per-micrograph file names its
     micrograph after itself.
     """
-    files = coordinate_files(path_or_glob, format)
-    if files is None:
-        return read_coordinates(Path(path_or_glob) / "autopick.star", "star", flip_y=flip_y,
-                                image_height=image_height)
-    log.debug("reading %d coordinate files from %s", len(files), os.fspath(path_or_glob))
-    return Picks.concat(read_coordinates(p, format, flip_y=flip_y, image_height=image_height) for p in files)
+    picks, _ = read_coordinate_folder_with_empty(path_or_glob, format, flip_y=flip_y,
+                                                 image_height=image_height)
+    return picks
 
 
-def coordinate_files(path_or_glob: str | os.PathLike, format: str | None = None) -> list[Path] | None:
-    """The coordinate files `read_coordinate_folder` reads, in order; None for a RELION job folder
-    (read through its ``autopick.star``).
-
-    Raises
-    ------
-    FormatError
-        Neither a folder nor a glob, or no coordinate file in it.
+def read_coordinate_folder_with_empty(path_or_glob: str | os.PathLike, format: str | None = None, *,
+                                      flip_y: bool = False, image_height: int | None = None,
+                                      ) -> tuple[Picks, list[str]]:
+    """`read_coordinate_folder`, and the micrographs (`micrograph_key`) whose own per-micrograph file
+    holds no particle: an empty file says "no particles on this micrograph", which `Picks` alone cannot
+    carry (none for a RELION job folder, whose autopick.star is read instead).
     """
     text = os.fspath(path_or_glob)
     folder = Path(text)
     if folder.is_dir():
         if (folder / "autopick.star").exists() and format in (None, "star", "relion"):
-            return None
+            return read_coordinates(folder / "autopick.star", "star", flip_y=flip_y,
+                                    image_height=image_height), []
         wanted = {_READ_EXTENSIONS[resolve_format(folder, format)]} if format else set(_EXTENSIONS)
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in wanted)
     elif glob.has_magic(text):
@@ -149,7 +145,10 @@ def coordinate_files(path_or_glob: str | os.PathLike, format: str | None = None)
     if not files:
         kinds = f"of format {format}" if format else f"({', '.join(sorted(_EXTENSIONS))})"
         raise FormatError(f"{describe(text)} holds no coordinate files {kinds}", text)
-    return files
+    log.debug("reading %d coordinate files from %s", len(files), text)
+    parts = [read_coordinates(p, format, flip_y=flip_y, image_height=image_height) for p in files]
+    empty = [micrograph_key(p.name) for p, part in zip(files, parts, strict=True) if not len(part)]
+    return Picks.concat(parts), empty
 
 
 def write_coordinates(picks: Picks, path: str | os.PathLike, format: str | None = None, *,
