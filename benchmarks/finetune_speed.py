@@ -40,7 +40,7 @@ def main() -> None:
     from hydrapick.config import FinetuneConfig, ModelConfig, SimulationConfig
     from hydrapick.finetune import finetune
     from hydrapick.model import HydraPicker
-    from hydrapick.simulate import procedural_structure, simulate_dataset
+    from hydrapick.simulation import procedural_structure, simulate_dataset
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ftbench-"))
     structure = procedural_structure("globular", 7, mass_kDa=300.0)

@@ -104,9 +104,9 @@ def worker(variant: str, mode: str, size: int, device_name: str, threads: int, r
     """One measurement in this process: ``mode`` is "forward" or "train"."""
     import torch
 
-    from hydrapick.anchors import anchor_centres, build_targets
-    from hydrapick.losses import bias_loss, detection_loss
     from hydrapick.model import HydraPicker
+    from hydrapick.model.anchors import anchor_centres, build_targets
+    from hydrapick.model.losses import bias_loss, detection_loss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -245,8 +245,8 @@ def postprocess(device_name: str, threads: int) -> None:
     """
     import torch
 
-    from hydrapick.anchors import anchor_centres, match, nms_by_distance
     from hydrapick.config import ModelConfig
+    from hydrapick.model.anchors import anchor_centres, match, nms_by_distance
 
     device = torch.device(device_name)
     config = ModelConfig()

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hydrapick.config import SimulationConfig
-from hydrapick.simulate import clear_cache, load_structure, procedural_structure, simulate_micrograph
-from hydrapick.simulate.micrograph import view_bank_for
+from hydrapick.simulation import clear_cache, load_structure, procedural_structure, simulate_micrograph
+from hydrapick.simulation.micrograph import view_bank_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "structures"
 

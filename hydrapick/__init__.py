@@ -3,9 +3,8 @@
 The library is the product; the ``hydrapick`` command is a thin layer over it.
 """
 
-__version__ = "0.1.0"
-
-from .picks import Picks, micrograph_key  # noqa: E402
+from .picks import Picks, micrograph_key
+from .version import __version__
 
 __all__ = ["Picks", "micrograph_key", "pick", "__version__"]
 

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import __version__
 from .config import ModelConfig, from_dict, to_dict
+from .io.atomic import save_torch
 from .model import GENERIC_HEAD, HydraPicker
+from .version import __version__
 
 FORMAT = "hydrapick-checkpoint"
 FORMAT_VERSION = 1
@@ -86,17 +86,7 @@ def save_checkpoint(path: str | os.PathLike, model: HydraPicker, metadata: Mappi
         state[name] = tensor.clone()
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
                "dtype": "float16" if half else "float32", "state_dict": state, "metadata": meta}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_torch(payload, path)
     return path
 
 

@@ -13,6 +13,12 @@ T = TypeVar("T")
 
 # How a head's score threshold is calibrated on validation data (TrainConfig, FinetuneConfig).
 CALIBRATION_RULES = ("f1", "precision")
+# Used when a checkpoint carries no calibrated threshold for a head (a model trained outside
+# `hydrapick train`): 0.5 is the natural cut of a sigmoid score; a warning says so.
+FALLBACK_THRESHOLD = 0.5
+# Minimum distance between picks when none is given, as a fraction of the particle diameter: particles
+# in a monolayer touch at 1 diameter; 0.8 still separates touching particles but merges duplicates.
+MIN_DISTANCE_FRACTION = 0.8
 
 
 def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "config") -> T:

@@ -370,7 +370,7 @@ def _prepare_sample(key: str, source: str, image: np.ndarray, pixel_size_A: floa
 
 def _load_simulated(spec: DatasetSpec, manifest: Manifest, model_config: ModelConfig, cache_dtype,
                     clip_percentile, device, tick: Callable[[str], None]) -> TrainingDataset:
-    from . import simulate
+    from . import simulation as simulate
 
     source = spec.simulated
     assert source is not None

@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .anchors import anchor_centres, detect
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig, ModelConfig, to_dict
 from .data import MicrographSample, _plan_files, _prepare_sample, _read_image, dihedral
 from .device import autocast_for, resolve_device
-from .losses import batch_loss
 from .manifest import DatasetSpec, Manifest, ManifestError, check_micrograph_entry
 from .model import GENERIC_HEAD, HydraPicker
+from .model.anchors import anchor_centres, detect
+from .model.losses import batch_loss
 from .picks import Picks
 from .training import ProgressCallback, TrainEvent, step_seed
 

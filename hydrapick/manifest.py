@@ -3,7 +3,7 @@
 `read_manifest` parses and checks a manifest without reading any micrograph: unknown keys, types,
 positive sizes, globs that match nothing, missing files and micrographs named in two splits are all
 reported at once in one `ManifestError`. Paths are resolved against the manifest's folder. A dataset is
-either files on disk or ``simulated`` (made by `hydrapick.simulate` when the data are loaded). Every key is
+either files on disk or ``simulated`` (made by `hydrapick.simulation` when the data are loaded). Every key is
 documented in docs/training.md; loading the data is `hydrapick.data.load_datasets`.
 """
 
@@ -54,7 +54,7 @@ class SimulatedSource:
 
     n_micrographs: int
     structure: str | None = None  # path of a PDB/mmCIF file
-    procedural: str | None = None  # kind for `hydrapick.simulate.procedural_structure`
+    procedural: str | None = None  # kind for `hydrapick.simulation.procedural_structure`
     mass_kDa: float | None = None  # of the procedural particle (default: drawn for its kind)
     symmetry: str | None = None  # of the procedural particle ("C5", "D7", ...; default: drawn)
     seed: int = 0
@@ -281,7 +281,7 @@ def _parse_simulated(table: Any, where: str, base: Path, problems: list[str]) ->
         try:
             simulation_config(overrides)
         except ImportError:
-            problems.append(f"{where}: this installation has no simulator (hydrapick.simulate)")
+            problems.append(f"{where}: this installation has no simulator (hydrapick.simulation)")
         except (ValueError, TypeError) as exc:
             problems.append(f"{where}.config: {exc}")
     if problems and any(p.startswith(where) for p in problems):

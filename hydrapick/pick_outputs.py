@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .inputs import MicrographInput
+from .io.inputs import MicrographInput
 from .picks import Picks, micrograph_key
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from torch import nn
 from .config import ModelConfig, PickConfig, PreprocessConfig
 from .device import cpu_has_native_bf16, cpu_threads, resolve_device, torch_threads, usable_cpu_count
 from .inference import infer, infer_symmetrised
-from .inputs import MicrographInput, gather_inputs, parse_shard, select_shard
+from .io.inputs import MicrographInput, gather_inputs, parse_shard, select_shard
 from .pick_outputs import PickOutputs, output_format, write_preview
 from .picks import Picks
 from .preprocess import Prepared, prepare
@@ -341,7 +341,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
     anchors_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def finish(loaded: _Loaded, outputs: torch.Tensor) -> PickResult:
-        from .anchors import anchor_centres, detect
+        from .model.anchors import anchor_centres, detect
 
         prep = loaded.prepared
         assert prep is not None and loaded.pixel_size_A is not None

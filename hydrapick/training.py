@@ -38,14 +38,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .anchors import anchor_centres
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, to_dict
 from .data import Augmentation, DatasetBatchSampler, TrainingDataset, load_datasets, make_batch
 from .device import DistContext, autocast_for, distributed_context, setup_device
-from .losses import batch_loss, bias_loss
 from .manifest import Manifest
 from .model import GENERIC_HEAD, HydraPicker
+from .model.anchors import anchor_centres
+from .model.losses import batch_loss, bias_loss
 from .picks import Picks
 from .run_files import append_record, atomic_torch_save, read_log
 from .validation import HeadValidation, validate_heads, validation_sets

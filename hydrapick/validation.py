@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .anchors import anchor_centres, detect
 from .config import TrainConfig
 from .data import TrainingDataset, tiles
-from .losses import batch_loss
 from .model import HydraPicker
+from .model.anchors import anchor_centres, detect
+from .model.losses import batch_loss
 from .picks import Picks
 
 

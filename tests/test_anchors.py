@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from hydrapick.anchors import (
+from hydrapick.config import ModelConfig
+from hydrapick.model.anchors import (
     anchor_centres,
     box_iou,
     build_targets,
@@ -15,7 +16,6 @@ from hydrapick.anchors import (
     max_offset_px,
     nms_by_distance,
 )
-from hydrapick.config import ModelConfig
 
 THESIS = ModelConfig()
 LIGHT = ModelConfig.light()

@@ -9,7 +9,7 @@ from hydrapick.config import SimulationConfig
 from hydrapick.evaluation import evaluate
 from hydrapick.io import write_micrograph
 from hydrapick.picking import load_model, pick_micrographs
-from hydrapick.simulate import procedural_structure, simulate_micrograph
+from hydrapick.simulation import procedural_structure, simulate_micrograph
 
 
 def test_bundled_model_loads_without_unpickling_code_and_is_small():

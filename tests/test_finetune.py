@@ -26,7 +26,7 @@ from hydrapick.io import read_coordinate_folder
 from hydrapick.manifest import ManifestError
 from hydrapick.model import GENERIC_HEAD
 from hydrapick.picks import Picks
-from hydrapick.simulate import procedural_structure, simulate_dataset, simulate_micrograph
+from hydrapick.simulation import procedural_structure, simulate_dataset, simulate_micrograph
 from hydrapick.training import train
 
 MODEL = ModelConfig(body_channels=16, body_blocks=1, group_norm_groups=4, head_channels=(16, 32),

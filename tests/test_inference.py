@@ -4,7 +4,6 @@ test-time augmentation over the symmetries of the square."""
 import pytest
 import torch
 
-from hydrapick.anchors import anchor_centres, decode, grid_shape
 from hydrapick.config import ModelConfig
 from hydrapick.inference import (
     SYMMETRIES,
@@ -17,6 +16,7 @@ from hydrapick.inference import (
     untransform_grid,
 )
 from hydrapick.model import HydraPicker
+from hydrapick.model.anchors import anchor_centres, decode, grid_shape
 
 
 def _random_model(seed: int) -> HydraPicker:

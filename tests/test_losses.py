@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from hydrapick.config import ModelConfig
-from hydrapick.losses import bias_loss, detection_loss, focal_loss, localisation_loss
 from hydrapick.model import GENERIC_HEAD, HydraPicker
+from hydrapick.model.losses import bias_loss, detection_loss, focal_loss, localisation_loss
 
 TINY = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(8, 8, 8, 8))
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from hydrapick.anchors import anchor_centres, build_targets, detect, grid_shape
 from hydrapick.config import ModelConfig
-from hydrapick.losses import detection_loss
 from hydrapick.model import GENERIC_HEAD, Head, HydraPicker, head_strides, prior_bias
+from hydrapick.model.anchors import anchor_centres, build_targets, detect, grid_shape
+from hydrapick.model.losses import detection_loss
 
 TINY = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(8, 8, 8, 8))
 TINY_STRIDED = ModelConfig(stem_stride=2, body_channels=8, body_blocks=1, group_norm_groups=4,

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from hydrapick.anchors import anchor_centres, build_targets
 from hydrapick.checkpoint import CheckpointError, save_checkpoint
 from hydrapick.config import ModelConfig
-from hydrapick.inputs import (
+from hydrapick.io import read_coordinates, read_micrograph, write_micrograph
+from hydrapick.io.inputs import (
     InputError,
     MicrographInput,
     gather_inputs,
@@ -28,9 +28,9 @@ from hydrapick.inputs import (
     select_shard,
     shard_from_environment,
 )
-from hydrapick.io import read_coordinates, read_micrograph, write_micrograph
-from hydrapick.losses import detection_loss
 from hydrapick.model import HydraPicker
+from hydrapick.model.anchors import anchor_centres, build_targets
+from hydrapick.model.losses import detection_loss
 from hydrapick.picking import load_model, pick, pick_micrographs
 from hydrapick.picks import Picks
 from hydrapick.preprocess import prepare
@@ -38,7 +38,10 @@ from hydrapick.preprocess import prepare
 # A tiny network: strided stem, one residual block, anchors every 8 px, particles 24 px wide.
 TINY = ModelConfig.light(body_channels=8, body_blocks=1, head_channels=(16, 32), group_norm_groups=4,
                          anchor_stride=8, particle_diameter_px=24.0, head_dropout=0.0)
-THRESHOLD = 0.5
+# The tiny checkpoint's calibrated threshold. Its scores depend on the CPU's float kernels: on some CPUs a
+# true blob scores 0.3-0.4 while no false candidate passes 0.05 (measured on 12 held-out images), so the
+# cut sits in that gap, as `hydrapick train`'s calibration would put it.
+THRESHOLD = 0.2
 DIAMETER_A = 72.0
 
 

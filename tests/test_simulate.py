@@ -8,9 +8,9 @@ from scipy.spatial import cKDTree
 
 from hydrapick.config import SimulationConfig, from_dict
 from hydrapick.io import read_coordinates
-from hydrapick.simulate import procedural_structure, simulate_dataset, simulate_micrograph
-from hydrapick.simulate.conditions import pixel_size_bounds
-from hydrapick.simulate.dataset import micrograph_seed
+from hydrapick.simulation import procedural_structure, simulate_dataset, simulate_micrograph
+from hydrapick.simulation.conditions import pixel_size_bounds
+from hydrapick.simulation.dataset import micrograph_seed
 
 try:
     import tomllib

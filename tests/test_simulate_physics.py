@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hydrapick.config import SimulationConfig
-from hydrapick.simulate import (
+from hydrapick.simulation import (
     CTFParams,
     ctf_1d,
     ctf_zeros_inv_A,
@@ -14,9 +14,9 @@ from hydrapick.simulate import (
     project_structure,
     simulate_micrograph,
 )
-from hydrapick.simulate import scattering as sc
-from hydrapick.simulate.projection import build_view_bank, render_views
-from hydrapick.simulate.structures import AtomType, Structure
+from hydrapick.simulation import scattering as sc
+from hydrapick.simulation.projection import build_view_bank, render_views
+from hydrapick.simulation.structures import AtomType, Structure
 
 # Everything off that is not under test: a clean, deterministic field of view.
 QUIET = dict(carbon_probability=0.0, continuous_carbon_probability=0.0, contamination_probability=0.0,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from hydrapick.simulate import (
+from hydrapick.simulation import (
     KINDS,
     StructureError,
     load_structure,
@@ -14,8 +14,8 @@ from hydrapick.simulate import (
     symmetric_assembly,
     symmetry_operators,
 )
-from hydrapick.simulate.structures import max_extent_A
-from hydrapick.simulate.symmetry import axis_rotation, random_rotations
+from hydrapick.simulation.structures import max_extent_A
+from hydrapick.simulation.symmetry import axis_rotation, random_rotations
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "structures"
 needs_shared = pytest.mark.skipif(not (SHARED / "4hhb.pdb").exists(), reason="../shared not available")

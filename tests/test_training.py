@@ -15,7 +15,7 @@ from hydrapick.data import load_datasets
 from hydrapick.device import distributed_context
 from hydrapick.model import GENERIC_HEAD
 from hydrapick.run_files import read_log
-from hydrapick.simulate import procedural_structure, simulate_dataset
+from hydrapick.simulation import procedural_structure, simulate_dataset
 from hydrapick.training import PHASES, TrainingError, train
 
 MODEL = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(16, 16),

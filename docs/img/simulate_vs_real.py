@@ -17,7 +17,7 @@ import mrcfile  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hydrapick.config import SimulationConfig  # noqa: E402
-from hydrapick.simulate import procedural_structure, simulate_micrograph  # noqa: E402
+from hydrapick.simulation import procedural_structure, simulate_micrograph  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT.parent / "shared" / "data" / "real" / "empiar-10028" / "micrographs" / "061_10028.mrc"

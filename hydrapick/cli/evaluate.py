@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from .. import __version__
+from ..version import __version__
 from .group import cli
 
 

@@ -75,8 +75,8 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
     from rich.console import Console
 
     from ..checkpoint import CheckpointError
-    from ..inputs import InputError, parse_shard, shard_from_environment
     from ..io import FormatError
+    from ..io.inputs import InputError, parse_shard, shard_from_environment
     from ..picking import pick as run_pick
 
     err = Console(stderr=True, quiet=quiet)

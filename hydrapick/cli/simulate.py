@@ -101,8 +101,8 @@ def simulate(n_micrographs: int, out_dir: str, structure_path: str | None, assem
     from rich.console import Console
 
     from ..config import SimulationConfig, from_dict
-    from ..simulate import load_structure, procedural_structure, simulate_dataset, symmetric_assembly
-    from ..simulate.structures import StructureError
+    from ..simulation import load_structure, procedural_structure, simulate_dataset, symmetric_assembly
+    from ..simulation.structures import StructureError
 
     try:
         import tomllib

@@ -13,7 +13,7 @@ import re
 import shlex
 from pathlib import Path
 
-from ._atomic import write_text
+from .atomic import write_text
 from .errors import FormatError, describe, read_text_file
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..picks import Picks, micrograph_key
-from ._atomic import write_text
 from ._text import fmt, number_rows, read_lines
+from .atomic import write_text
 
 _EXPECTED = "x_corner y_corner width height [score]"
 

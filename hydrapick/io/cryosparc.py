@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..picks import Picks, micrograph_key
-from ._atomic import atomic_path
+from .atomic import atomic_path
 from .errors import FormatError, describe
 
 _REQUIRED = ("location/micrograph_path", "location/micrograph_shape", "location/center_x_frac",

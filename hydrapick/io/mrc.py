@@ -16,7 +16,7 @@ import mrcfile
 import numpy as np
 
 from . import _star
-from ._atomic import atomic_path
+from .atomic import atomic_path
 from .errors import FormatError, describe
 
 log = logging.getLogger(__name__)

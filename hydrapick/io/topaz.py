@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..picks import Picks
-from ._atomic import write_text
 from ._text import name_without_extension, read_lines
+from .atomic import write_text
 from .errors import FormatError, describe
 
 HEADER = ("image_name", "x_coord", "y_coord", "score")

@@ -19,16 +19,16 @@ import datetime as _dt
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import tomli_w
 
-from .. import __version__
 from ..config import SimulationConfig, to_dict
 from ..io import write_coordinates, write_micrograph
+from ..io.atomic import write_text
+from ..version import __version__
 from .micrograph import resolve_structure, simulate_micrograph, view_bank_for
 from .structures import Structure
 
@@ -60,20 +60,8 @@ def plain(value):
     return value
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_toml(path: Path, data: dict) -> None:
-    _write_atomic(path, tomli_w.dumps(plain(data)).encode())
+    write_text(path, tomli_w.dumps(plain(data)))
 
 
 # Columns of the all-particles table: RELION names where RELION has one.
@@ -95,7 +83,7 @@ def write_particle_table(path: Path, particles: dict) -> None:
         cells = [fmt.format(v if not (key == "reason" and v == "") else "picked")
                  for (_, key, fmt), v in zip(_PARTICLE_COLUMNS, row, strict=True)]
         lines.append(" ".join(cells))
-    _write_atomic(path, ("\n".join(lines) + "\n").encode())
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def simulate_dataset(out_dir: str | os.PathLike, n: int, config: SimulationConfig | None = None,

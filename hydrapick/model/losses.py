@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ModelConfig
 from .anchors import build_targets
-from .config import ModelConfig
-from .model import GENERIC_HEAD
+from .hydra import GENERIC_HEAD
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,

@@ -114,7 +114,7 @@ def gather_inputs(specs: Iterable[str | os.PathLike], *, pixel_size_A: float | N
 
 
 def _read_list(path: str) -> list[tuple[str, float | None]]:
-    from .io import read_micrograph_list  # io imports torch-free modules only; kept lazy for import speed
+    from .mrc import read_micrograph_list
 
     if not os.path.exists(path):
         raise InputError(f"micrograph list '{path}' does not exist")

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .config import ModelConfig
-from .model.head import head_strides
+from ..config import MIN_DISTANCE_FRACTION, ModelConfig
+from ..picks import Picks
+from .head import head_strides
 
 
 def _grid_len(n: int, config: ModelConfig) -> int:
@@ -388,3 +389,32 @@ def detect(outputs: torch.Tensor, anchors: torch.Tensor, config: ModelConfig, mi
     scores = scores[keep]
     kept = nms_by_distance(centres, scores, min_distance_px)
     return centres[kept], scores[kept]
+
+
+def detect_picks(outputs: torch.Tensor, anchors: torch.Tensor, config: ModelConfig, name: str, *,
+                 min_distance_px: float | None = None, score_floor: float = 0.0) -> Picks:
+    """`detect` on the raw outputs of ONE image, as `Picks` in that image's (model) pixels.
+
+    This is the one place network outputs become picks: picking, validation during training and
+    fine-tuning's calibration all call it, so they share the NMS distance rule.
+
+    Parameters
+    ----------
+    outputs : (A, 3) float tensor
+        Raw head output [dx, dy, logit] for one image.
+    anchors : (A, 2) float tensor
+        `anchor_centres` of that image's input size.
+    config : ModelConfig
+    name : str
+        Micrograph name the picks carry.
+    min_distance_px : float, optional
+        NMS distance in input pixels; default ``MIN_DISTANCE_FRACTION`` x ``config.particle_diameter_px``.
+    score_floor : float
+        Candidates with probability below this are dropped before NMS.
+    """
+    if min_distance_px is None:
+        min_distance_px = MIN_DISTANCE_FRACTION * config.particle_diameter_px
+    centres, scores = detect(outputs.float(), anchors, config, min_distance_px=min_distance_px,
+                             score_floor=score_floor)
+    centres = centres.cpu().double().numpy()
+    return Picks(name, centres[:, 0], centres[:, 1], scores.cpu().double().numpy())

@@ -67,7 +67,7 @@ class SimulatedMicrograph:
     diameter_A : float
         The structure's maximum extent (Å): what a user would give a picker as the particle diameter.
     picks : Picks
-        The labelled particles (see the label policy in `hydrapick.simulate.scene`), micrograph pixels,
+        The labelled particles (see the label policy in `hydrapick.simulation.scene`), micrograph pixels,
         ``diameter_px`` set, no scores.
     params : dict
         Every drawn parameter (conditions, scene, particles with their reasons) as plain values.
