@@ -9,7 +9,8 @@ import click
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto, cpu, cuda or cuda:N.")
 threads_option = click.option("--threads", type=click.IntRange(min=1),
-                              help="CPU threads for torch (default: OMP_NUM_THREADS if set, else every core).")
+                              help="CPU threads for torch (default: OMP_NUM_THREADS if set, "
+                                   "else every core).")
 
 
 def quiet_option(help: str = "No progress display; errors and the summary only.") -> Callable:

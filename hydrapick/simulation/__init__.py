@@ -7,7 +7,8 @@ contamination, junk, shot noise and detector blur. See docs/simulate.md.
 Public API::
 
     from hydrapick.config import SimulationConfig
-    from hydrapick.simulation import simulate_micrograph, simulate_dataset, load_structure, procedural_structure
+    from hydrapick.simulation import (simulate_micrograph, simulate_dataset, load_structure,
+                                      procedural_structure)
 
     sim = simulate_micrograph(SimulationConfig(), seed=1)          # procedural particle
     sim.image, sim.pixel_size_A, sim.diameter_A, sim.picks, sim.params
