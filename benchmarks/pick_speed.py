@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from hydrapick.picking import cpu_has_native_bf16, cpu_threads
+    from hydrapick.device import cpu_has_native_bf16, cpu_threads
 
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     configs = ["model"] if args.model else args.configs

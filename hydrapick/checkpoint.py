@@ -9,11 +9,15 @@ Only tensors and plain Python values are stored, so it loads with ``torch.load(w
 never unpickles code. The metadata records everything needed to rebuild the model (``model_config``,
 ``heads``) plus what a user or a later run needs to trust it: versions, thresholds, diameters, training
 summary, seed, command, creation time.
+
+`load_model` loads one for picking: a checkpoint file, or the bundled generic model (package data under
+``hydrapick/weights``, read through `importlib.resources`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.resources
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +32,7 @@ from .version import __version__
 
 FORMAT = "hydrapick-checkpoint"
 FORMAT_VERSION = 1
+BUNDLED_MODEL = "generic.pt"  # file name of the bundled generic model under hydrapick/weights/
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -158,3 +163,32 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> tuple
         model.to(map_location)
     model.eval()
     return model, meta
+
+
+def load_model(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu",
+               ) -> tuple[HydraPicker, dict[str, Any]]:
+    """Load a checkpoint to pick with: the bundled generic model when ``path`` is None.
+
+    Returns
+    -------
+    (model, metadata)
+        The `HydraPicker` in eval mode and the checkpoint's metadata (thresholds, diameters_A,
+        model_config, heads, ...).
+
+    Raises
+    ------
+    CheckpointError
+        Missing or unreadable checkpoint, including a missing bundled model.
+    """
+    if path is None:
+        ref = importlib.resources.files("hydrapick") / "weights" / BUNDLED_MODEL
+        if not ref.is_file():
+            raise CheckpointError(
+                f"the bundled generic model (hydrapick/weights/{BUNDLED_MODEL}) is not part of this "
+                "installation; pass a checkpoint with --model FILE (model= in Python)")
+        with importlib.resources.as_file(ref) as file:
+            model, metadata = load_checkpoint(file, map_location=map_location)
+    else:
+        model, metadata = load_checkpoint(path, map_location=map_location)
+    model.eval()
+    return model, dict(metadata or {})

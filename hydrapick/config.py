@@ -119,19 +119,14 @@ class PreprocessConfig:
     # Low-pass before downsampling (anti-aliasing) is part of resampling; nothing to set.
 
 
-@dataclass(frozen=True)
-class PickConfig:
-    """Options of `hydrapick pick` that are not file names."""
-
-    diameter_A: float | None = None
-    threshold: float | None = None  # None: the calibrated threshold stored with the head
-    score_floor: float = 0.05  # every candidate above this is kept in the full-score output
-    min_distance_A: float | None = None  # None: 0.8 x diameter
-    border_A: float | None = None  # None: half the diameter (only particles wholly inside the micrograph)
-    head: str = "generic"
-    batch_size: int = 4
-    max_tile_px: int = 2048  # model-scale side above which inference is tiled
-    seed: int = 0
+# Picking (`hydrapick.pick`, ``hydrapick pick``): its options are function arguments and command options,
+# never a config file, so their defaults are plain constants. The particle diameter and the threshold
+# default to what the model's head records, the minimum distance to MIN_DISTANCE_FRACTION x diameter.
+PICK_HEAD = "generic"  # the model's generic head (hydrapick.model.GENERIC_HEAD), for unseen specimens
+SCORE_FLOOR = 0.05  # every candidate above this is kept in the candidates output
+PICK_BATCH_SIZE = 4  # micrographs per forward pass
+MAX_TILE_PX = 2048  # model-scale side above which inference is tiled
+PREVIEW_COUNT = 3  # micrographs drawn with their picks when previews are asked for
 
 
 @dataclass(frozen=True)

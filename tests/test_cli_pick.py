@@ -174,11 +174,11 @@ def test_apix_overrides_the_header(project):
     (["Movies/*.mrc", "-o", "x.star"], "--diameter"),
 ])
 def test_bad_options_give_one_clear_line(project, args, message, monkeypatch):
-    import hydrapick.picking
+    import hydrapick.checkpoint
 
     if message != "bundled generic model":
         args = [*args, "--model", trained_checkpoint()]
-    monkeypatch.setattr(hydrapick.picking, "BUNDLED_MODEL", "not-here.pt")
+    monkeypatch.setattr(hydrapick.checkpoint, "BUNDLED_MODEL", "not-here.pt")
     result = CliRunner().invoke(cli, ["pick", *args])
     assert result.exit_code == 1, result.output
     assert message in result.output

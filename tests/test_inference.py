@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from hydrapick.config import ModelConfig
-from hydrapick.inference import (
+from hydrapick.model import HydraPicker
+from hydrapick.model.anchors import anchor_centres, decode, grid_shape
+from hydrapick.picking.inference import (
     SYMMETRIES,
     infer,
     infer_symmetrised,
@@ -15,8 +17,6 @@ from hydrapick.inference import (
     transform_image,
     untransform_grid,
 )
-from hydrapick.model import HydraPicker
-from hydrapick.model.anchors import anchor_centres, decode, grid_shape
 
 
 def _random_model(seed: int) -> HydraPicker:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hydrapick.pick_outputs import output_format
+from hydrapick.picking.outputs import output_format
 
 
 def test_output_format_from_name(tmp_path):

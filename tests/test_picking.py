@@ -20,18 +20,12 @@ import torch
 from hydrapick.checkpoint import CheckpointError, save_checkpoint
 from hydrapick.config import ModelConfig
 from hydrapick.io import read_coordinates, read_micrograph, write_micrograph
-from hydrapick.io.inputs import (
-    InputError,
-    MicrographInput,
-    gather_inputs,
-    parse_shard,
-    select_shard,
-    shard_from_environment,
-)
+from hydrapick.io.inputs import InputError, MicrographInput, gather_inputs
 from hydrapick.model import HydraPicker
 from hydrapick.model.anchors import anchor_centres, build_targets
 from hydrapick.model.losses import detection_loss
 from hydrapick.picking import load_model, pick, pick_micrographs
+from hydrapick.picking.shards import parse_shard, select_shard, shard_from_environment
 from hydrapick.picks import Picks
 from hydrapick.preprocess import prepare
 
@@ -239,9 +233,9 @@ def test_shard_from_slurm_environment():
 # --- model loading and options -----------------------------------------------------------------------
 
 def test_load_model_without_bundled_weights_says_what_to_do(monkeypatch):
-    import hydrapick.picking as picking
+    import hydrapick.checkpoint as checkpoint
 
-    monkeypatch.setattr(picking, "BUNDLED_MODEL", "no-such-model.pt")
+    monkeypatch.setattr(checkpoint, "BUNDLED_MODEL", "no-such-model.pt")
     with pytest.raises(CheckpointError, match="--model"):
         load_model()
 

@@ -6,8 +6,9 @@ import sys
 
 import click
 
-from ..config import PickConfig
+from ..config import PICK_BATCH_SIZE, PICK_HEAD, SCORE_FLOOR
 from .group import cli
+from .options import device_option, quiet_option, threads_option
 
 PICK_EXIT_FAILED = 3  # exit status when some micrographs could not be picked (the others were)
 _PICK_SHOWN_FAILURES = 20
@@ -23,7 +24,7 @@ _PICK_SHOWN_FAILURES = 20
                    "job folder).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False),
               help="Checkpoint to pick with (default: the bundled generic model).")
-@click.option("--head", default=PickConfig.head, show_default=True,
+@click.option("--head", default=PICK_HEAD, show_default=True,
               help="Head of the model: 'generic' for a new specimen, else a fine-tuned head's name.")
 @click.option("--diameter", "diameter_A", type=float,
               help="Particle diameter in Angstrom (required unless the head records one).")
@@ -36,13 +37,12 @@ _PICK_SHOWN_FAILURES = 20
 @click.option("--border", "border_A", type=float,
               help="Drop picks whose centre is closer than this to the micrograph edge, in Angstrom "
                    "(default: half the diameter, so every pick lies wholly inside; 0 keeps all).")
-@click.option("--score-floor", type=float, default=PickConfig.score_floor, show_default=True,
+@click.option("--score-floor", type=float, default=SCORE_FLOOR, show_default=True,
               help="Candidates above this score go to the candidates output, for re-thresholding later.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=PickConfig.batch_size, show_default=True,
+@device_option
+@click.option("--batch-size", type=int, default=PICK_BATCH_SIZE, show_default=True,
               help="Micrographs per forward pass (those of equal size are batched).")
-@click.option("--threads", "num_threads", type=click.IntRange(min=1),
-              help="CPU threads for the network (default: OMP_NUM_THREADS if set, else every core).")
+@threads_option
 @click.option("--full-precision", is_flag=True,
               help="Compute in float32 (default: bfloat16/float16 autocast on GPUs and on CPUs with "
                    "hardware bfloat16; scores then differ by about 0.01).")
@@ -55,11 +55,11 @@ _PICK_SHOWN_FAILURES = 20
               help="Folder outputs: do not pick micrographs whose output files exist (continue a run).")
 @click.option("--preview", "preview_dir", type=click.Path(file_okay=False),
               help="Write PNG overlays of the first few micrographs with their picks to this folder.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary; errors only.")
+@quiet_option(help="No progress bar or summary; errors only.")
 def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path: str | None, head: str,
          diameter_A: float | None, pixel_size_A: float | None, threshold: float | None,
          min_distance_A: float | None, border_A: float | None, score_floor: float, device: str,
-         batch_size: int, num_threads: int | None, full_precision: bool, tta: bool, shard: str | None,
+         batch_size: int, threads: int | None, full_precision: bool, tta: bool, shard: str | None,
          skip_existing: bool, preview_dir: str | None, quiet: bool) -> None:
     """Pick particles in micrographs with the bundled generic model or a fine-tuned one.
 
@@ -76,8 +76,9 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
 
     from ..checkpoint import CheckpointError
     from ..io import FormatError
-    from ..io.inputs import InputError, parse_shard, shard_from_environment
+    from ..io.inputs import InputError
     from ..picking import pick as run_pick
+    from ..picking.shards import parse_shard, shard_from_environment
 
     err = Console(stderr=True, quiet=quiet)
     try:
@@ -88,7 +89,7 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
             report = run_pick(list(micrographs), output, format=fmt, model=model_path, head=head,
                               diameter_A=diameter_A, pixel_size_A=pixel_size_A, threshold=threshold,
                               min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
-                              device=device, batch_size=batch_size, num_threads=num_threads,
+                              device=device, batch_size=batch_size, num_threads=threads,
                               mixed_precision=not full_precision, tta=tta, shard=shard_spec,
                               skip_existing=skip_existing, preview_dir=preview_dir, progress=progress)
     except (InputError, FormatError, CheckpointError, ValueError, OSError) as exc:
@@ -108,7 +109,7 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
 
 
 def _pick_progress(console, quiet: bool):
-    """Context manager yielding a progress callback for `hydrapick.picking.pick` (a rich bar)."""
+    """Context manager yielding a progress callback for `hydrapick.picking.run.pick` (a rich bar)."""
     import contextlib
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

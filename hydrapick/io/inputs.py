@@ -1,9 +1,10 @@
-"""Which micrographs to pick: paths, globs, folders, RELION micrographs STAR files and text lists.
+"""Which micrographs to read: paths, globs, folders, RELION micrographs STAR files and text lists.
 
-A facility hands hydrapick thousands of micrographs in whatever form its pipeline produced them, and
-a SLURM array spreads them over many jobs. This module turns every such form into one ordered,
-de-duplicated list of `MicrographInput` and cuts it into shards that together cover the list exactly
-once, whichever job runs which shard.
+A facility hands hydrapick thousands of micrographs in whatever form its pipeline produced them. This
+module is the one place that turns every such form into one ordered, de-duplicated list of
+`MicrographInput` (`gather_inputs`); `micrograph_files` expands one glob or folder, `is_glob` and
+`is_micrograph` (by `MICROGRAPH_SUFFIXES`) classify a name. Picking cuts the list into SLURM shards
+(`hydrapick.picking.shards`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,11 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".mrc.gz", ".mrc.bz2")
 LIST_SUFFIXES = (".star", ".txt", ".lst", ".list")
@@ -49,16 +47,17 @@ class MicrographInput:
     pixel_size_A: float | None = None
 
 
-def gather_inputs(specs: Iterable[str | os.PathLike], *, pixel_size_A: float | None = None,
+def gather_inputs(specs: Iterable[str | os.PathLike | MicrographInput], *, pixel_size_A: float | None = None,
                   ) -> list[MicrographInput]:
     """Expand micrograph specifications into an ordered list without duplicates.
 
     Parameters
     ----------
-    specs : iterable of str or path
+    specs : iterable of str, path or MicrographInput
         Each one is an MRC file, a glob (``Movies/*.mrc``, ``**`` recurses), a folder (its MRC files),
         a RELION micrographs STAR file (``_rlnMicrographName``; the optics block's pixel size is used),
-        or a text list (``.txt``/``.lst``: one path per line, ``#`` comments).
+        or a text list (``.txt``/``.lst``: one path per line, ``#`` comments); a `MicrographInput` is
+        taken as it is.
     pixel_size_A : float, optional
         Overrides every pixel size (lists' and headers'); stored on each input.
 
@@ -86,20 +85,14 @@ def gather_inputs(specs: Iterable[str | os.PathLike], *, pixel_size_A: float | N
     count = 0
     for spec in specs:
         count += 1
+        if isinstance(spec, MicrographInput):
+            add(spec.path, spec.name, spec.pixel_size_A)
+            continue
         text = os.fspath(spec)
         if not text.strip():
             raise InputError("an empty micrograph path was given")
-        if _is_glob(text) and not os.path.exists(text):
-            matches = sorted(m for m in glob.glob(text, recursive=True) if _is_micrograph(m))
-            if not matches:
-                raise InputError(f"no MRC micrographs match '{text}'")
-            for m in matches:
-                add(m, _display_name(m), None)
-        elif os.path.isdir(text):
-            matches = sorted(str(p) for p in Path(text).iterdir() if p.is_file() and _is_micrograph(p.name))
-            if not matches:
-                raise InputError(f"folder '{text}' holds no MRC micrographs (*.mrc)")
-            for m in matches:
+        if (is_glob(text) and not os.path.exists(text)) or os.path.isdir(text):
+            for m in micrograph_files(text):
                 add(m, _display_name(m), None)
         elif _is_list(text):
             for path, size in _read_list(text):
@@ -113,6 +106,33 @@ def gather_inputs(specs: Iterable[str | os.PathLike], *, pixel_size_A: float | N
     return out
 
 
+def micrograph_files(spec: str | os.PathLike) -> list[str]:
+    """The MRC micrographs (`MICROGRAPH_SUFFIXES`) matching a glob (``**`` recurses) or in a folder.
+
+    Returns
+    -------
+    list of str
+        Sorted by name.
+
+    Raises
+    ------
+    InputError
+        Nothing matches, or ``spec`` is neither a glob nor a folder.
+    """
+    text = os.fspath(spec)
+    if is_glob(text) and not os.path.exists(text):
+        matches = sorted(m for m in glob.glob(text, recursive=True) if is_micrograph(m))
+        if not matches:
+            raise InputError(f"no MRC micrographs match '{text}'")
+    elif os.path.isdir(text):
+        matches = sorted(str(p) for p in Path(text).iterdir() if p.is_file() and is_micrograph(p.name))
+        if not matches:
+            raise InputError(f"folder '{text}' holds no MRC micrographs (*.mrc)")
+    else:
+        raise InputError(f"'{text}' is neither a glob nor a folder of micrographs")
+    return matches
+
+
 def _read_list(path: str) -> list[tuple[str, float | None]]:
     from .mrc import read_micrograph_list
 
@@ -124,17 +144,19 @@ def _read_list(path: str) -> list[tuple[str, float | None]]:
     return entries
 
 
-def _is_glob(text: str) -> bool:
+def is_glob(text: str) -> bool:
+    """Whether ``text`` holds glob wildcards (``*``, ``?``, ``[``)."""
     return any(c in _GLOB_CHARS for c in text)
 
 
-def _is_micrograph(name: str | os.PathLike) -> bool:
+def is_micrograph(name: str | os.PathLike) -> bool:
+    """Whether a file name ends in one of `MICROGRAPH_SUFFIXES` (any case)."""
     return os.fspath(name).lower().endswith(MICROGRAPH_SUFFIXES)
 
 
 def _is_list(text: str) -> bool:
     lower = text.lower()
-    return lower.endswith(LIST_SUFFIXES) and not _is_micrograph(lower)
+    return lower.endswith(LIST_SUFFIXES) and not is_micrograph(lower)
 
 
 def _display_name(path: str) -> str:
@@ -147,66 +169,3 @@ def _display_name(path: str) -> str:
     except ValueError:  # another drive on Windows
         return norm
     return norm if rel.startswith("..") else rel.replace(os.sep, "/")
-
-
-# --- sharding --------------------------------------------------------------------------------------------
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``"K/N"`` (shard K of N, counted from 0) into ``(K, N)``.
-
-    Raises
-    ------
-    InputError
-        Not of the form K/N with 0 <= K < N.
-    """
-    parts = str(text).strip().split("/")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        index, count = int(parts[0]), int(parts[1])
-    except ValueError:
-        raise InputError(f"shard '{text}' is not of the form K/N (e.g. 0/8)") from None
-    _check_shard(index, count, f"shard '{text}'")
-    return index, count
-
-
-def shard_from_environment(environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
-    """The shard of this SLURM array task, or None outside a job array.
-
-    Uses ``SLURM_ARRAY_TASK_COUNT`` tasks and the task's position in the array,
-    ``(SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP``, so ``--array=1-10`` and
-    ``--array=0-9`` both give shards 0..9.
-    """
-    env = os.environ if environ is None else environ
-    if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
-        return None
-    try:
-        task = int(env["SLURM_ARRAY_TASK_ID"])
-        count = int(env["SLURM_ARRAY_TASK_COUNT"])
-        first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-        step = int(env.get("SLURM_ARRAY_TASK_STEP", "1")) or 1
-    except ValueError:
-        raise InputError("SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT are not integers") from None
-    if (task - first) % step:
-        raise InputError(f"SLURM_ARRAY_TASK_ID {task} is not on the array's grid "
-                         f"(min {first}, step {step})")
-    index = (task - first) // step
-    _check_shard(index, count, f"SLURM array task {task} (shard {index} of {count})")
-    return index, count
-
-
-def _check_shard(index: int, count: int, what: str) -> None:
-    if count < 1:
-        raise InputError(f"{what}: the number of shards must be at least 1")
-    if not 0 <= index < count:
-        raise InputError(f"{what}: the shard index must be between 0 and {count - 1}")
-
-
-def select_shard(items: Sequence[T], index: int, count: int) -> list[T]:
-    """Every ``count``-th item starting at ``index``: shards 0..count-1 cover ``items`` exactly once.
-
-    Interleaving (rather than cutting into blocks) keeps the shards' sizes within one of each other
-    and spreads micrographs from the start and the end of a session over all jobs.
-    """
-    _check_shard(index, count, f"shard {index}/{count}")
-    return list(items[index::count])

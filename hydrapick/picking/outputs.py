@@ -1,6 +1,6 @@
 """The files a pick run writes: output formats, per-micrograph and combined outputs, previews.
 
-`PickOutputs` decides where every output of one `hydrapick.picking.pick` run goes: per-micrograph files
+`PickOutputs` decides where every output of one `hydrapick.picking.run.pick` run goes: per-micrograph files
 (a RELION job folder, EMAN .box files) written as each micrograph is picked, or combined files (STAR,
 Topaz, cryoSPARC) written at the end, always with the candidates above the score floor beside the picks
 so they can be re-thresholded later.
@@ -11,15 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .io.inputs import MicrographInput
-from .picks import Picks, micrograph_key
-
-if TYPE_CHECKING:
-    from .picking import PickResult
+from ..io.inputs import MicrographInput
+from ..picks import Picks, micrograph_key
+from .results import PickResult
 
 PICK_FORMATS = ("star", "relion", "box", "topaz", "cs")
 _FORMAT_ALIASES = {"eman": "box", "cryosparc": "cs", "rln": "star", "job": "relion"}
@@ -55,7 +52,7 @@ class PickOutputs:
 
     def __init__(self, output: str | os.PathLike, fmt: str, items: Sequence[MicrographInput],
                  shard: tuple[int, int] | None) -> None:
-        from .io.star import relion_output_subpath
+        from ..io.star import relion_output_subpath
 
         self.format = fmt
         self.folder = fmt in ("relion", "box")
@@ -105,7 +102,7 @@ class PickOutputs:
         self._write_one(result.selected, self.main_file(item))
 
     def _write_one(self, picks: Picks, path: Path) -> None:
-        from .io import write_coordinates
+        from ..io import write_coordinates
 
         if self.format == "relion":
             write_coordinates(picks, path, "star", combined=False)
@@ -113,7 +110,7 @@ class PickOutputs:
             write_coordinates(picks, path, "box")
 
     def read_back(self, item: MicrographInput) -> Picks:
-        from .io import read_coordinates
+        from ..io import read_coordinates
 
         picks = read_coordinates(self.main_file(item), "star" if self.format == "relion" else "box",
                                  micrograph=item.name)
@@ -122,7 +119,7 @@ class PickOutputs:
     def finish(self, picks: Picks, candidates: Picks, results: Sequence[PickResult],
                names: list[str]) -> list[Path]:
         """Index files (folders) or the combined files; returns the main outputs."""
-        from .io import write_coordinates, write_relion_job
+        from ..io import write_coordinates, write_relion_job
 
         if self.folder:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -131,7 +128,7 @@ class PickOutputs:
                 write_coordinates(candidates, self.candidates_path, "star", combined=True)
             return [self.path]
         if self.format == "cs":
-            from .io.cryosparc import write_cs
+            from ..io.cryosparc import write_cs
 
             shapes = {r.name: r.shape for r in results if r.shape is not None}
             sizes = {r.name: r.pixel_size_A for r in results if r.pixel_size_A is not None}
@@ -146,8 +143,8 @@ class PickOutputs:
 
 def write_preview(result: PickResult, folder: str | os.PathLike) -> Path:
     """PNG of the micrograph with its selected picks (red boxes of the particle diameter)."""
-    from .io import read_micrograph
-    from .plots import overlay
+    from ..io import read_micrograph
+    from ..plots import overlay
 
     image = np.asarray(read_micrograph(result.path).data, dtype=np.float32)
     selected = result.selected

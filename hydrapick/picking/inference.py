@@ -276,7 +276,7 @@ def infer_symmetrised(model: nn.Module, images: torch.Tensor, head: str = "gener
     Logits and offsets are averaged (after mapping each copy's outputs back), so the result decodes like
     `infer`'s. Costs one forward pass per symmetry (8 by default).
     """
-    from .model.anchors import grid_shape
+    from ..model.anchors import grid_shape
 
     cfg = model.config  # type: ignore[attr-defined]
     stride = int(cfg.anchor_stride)

@@ -1,0 +1,221 @@
+"""A whole pick run as a library function: what ``hydrapick pick`` does, from Python.
+
+`pick` (also ``hydrapick.pick``) gathers the inputs (`hydrapick.io.inputs.gather_inputs`), takes this
+job's shard (`hydrapick.picking.shards`), runs the engine (`hydrapick.picking.engine.pick_micrographs`),
+and writes every output atomically in the chosen format with the candidates beside the picks
+(`hydrapick.picking.outputs`), continuing an interrupted run with ``skip_existing``; it returns a
+`PickReport`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import MAX_TILE_PX, PICK_BATCH_SIZE, PICK_HEAD, PREVIEW_COUNT, SCORE_FLOOR
+from ..io.inputs import MicrographInput, gather_inputs
+from ..picks import Picks
+from .engine import (
+    PickResult,
+    check_head,
+    model_and_metadata,
+    pick_micrographs,
+    resolve_diameter,
+    resolve_threshold,
+)
+from .outputs import PickOutputs, output_format, write_preview
+from .shards import parse_shard, select_shard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PickProgress:
+    """Progress of a `pick` run, passed to its ``progress`` callback (first with ``result=None``)."""
+
+    done: int
+    total: int
+    picks: int
+    failed: int
+    result: PickResult | None = None
+
+
+@dataclass
+class PickReport:
+    """What a `pick` run did.
+
+    Attributes
+    ----------
+    picks : Picks
+        Picks at or above the threshold, on every micrograph of the run (skipped ones read back).
+    candidates : Picks
+        Every candidate above the score floor, on the micrographs picked in this run.
+    threshold : float
+    n_micrographs : int
+        Micrographs in this run (after sharding), whether picked, skipped or failed.
+    n_skipped : int
+        Micrographs whose outputs already existed (``skip_existing``).
+    failures : list of (path, reason)
+    seconds : float
+    outputs : list of Path
+        Main output files or folders written.
+    shard : (index, count) or None
+    """
+
+    picks: Picks
+    candidates: Picks
+    threshold: float
+    n_micrographs: int
+    n_skipped: int
+    failures: list[tuple[str, str]]
+    seconds: float
+    outputs: list[Path]
+    shard: tuple[int, int] | None = None
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def n_picked(self) -> int:
+        """Micrographs picked in this run."""
+        return self.n_micrographs - self.n_skipped - self.n_failed
+
+    @property
+    def micrographs_per_second(self) -> float:
+        return self.n_picked / self.seconds if self.seconds > 0 else 0.0
+
+
+def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | MicrographInput],
+         output: str | os.PathLike | None = None, *, format: str | None = None, model=None,
+         head: str = PICK_HEAD, diameter_A: float | None = None, pixel_size_A: float | None = None,
+         threshold: float | None = None, min_distance_A: float | None = None, border_A: float | None = None,
+         score_floor: float = SCORE_FLOOR, device: str | torch.device = "auto",
+         batch_size: int = PICK_BATCH_SIZE, shard: tuple[int, int] | str | None = None,
+         skip_existing: bool = False, preview_dir: str | os.PathLike | None = None,
+         preview_count: int = PREVIEW_COUNT, max_tile_px: int | None = MAX_TILE_PX,
+         num_threads: int | None = None, mixed_precision: bool = True, tta: bool = False,
+         progress: Callable[[PickProgress], None] | None = None) -> PickReport:
+    """Pick micrographs and write the results: what ``hydrapick pick`` does, from Python.
+
+    Parameters
+    ----------
+    micrographs : path, glob, list file, or iterable of them
+        See `hydrapick.io.inputs.gather_inputs` (MRC files, globs, folders, RELION micrographs STAR,
+        text lists).
+    output : path, optional
+        Where to write: ``x.star`` (combined STAR, default format), ``x.txt`` (Topaz), ``x.cs``
+        (cryoSPARC), or a folder (RELION job folder, or EMAN .box files with ``format="box"``). Every
+        candidate above ``score_floor`` also goes to ``x_candidates.<ext>`` (files) or to per-micrograph
+        files under ``<folder>/candidates/`` (plus ``<folder>/candidates.star`` for a job folder), so
+        picks can be re-thresholded later. None: write nothing.
+    format : str, optional
+        One of `hydrapick.picking.outputs.PICK_FORMATS`; default from ``output``.
+    shard : (K, N) or "K/N", optional
+        Pick only every N-th micrograph starting at K (0-based); all shards together cover the input
+        once. Folder outputs are shared by the shards; combined files get a ``.shardKofN`` suffix.
+    skip_existing : bool
+        Folder outputs only: micrographs whose output files exist are not picked again (their picks are
+        read back), so an interrupted run continues where it stopped.
+    preview_dir : path, optional
+        Write PNG overlays of the first ``preview_count`` picked micrographs there.
+    progress : callable, optional
+        Called with a `PickProgress` before the first micrograph and after each one.
+
+    Other parameters are those of `hydrapick.picking.engine.pick_micrographs`.
+
+    Returns
+    -------
+    PickReport
+        Failed micrographs are listed in ``failures`` (the run goes on without them).
+    """
+    started = time.perf_counter()
+    if isinstance(micrographs, (str, os.PathLike, MicrographInput)):
+        micrographs = [micrographs]
+    specs = list(micrographs)
+    # The same file named twice (a glob and a list, say) is picked once, where it first appears; no
+    # micrographs at all is an empty run, not an error.
+    items = gather_inputs(specs) if specs else []
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    if shard is not None:
+        items = select_shard(items, *shard)
+    net, metadata = model_and_metadata(model)
+    check_head(net, head)
+    threshold = resolve_threshold(metadata, head, threshold)
+    diameter_A = resolve_diameter(metadata, head, diameter_A)
+
+    outputs = None
+    if output is not None:
+        outputs = PickOutputs(output, output_format(output, format), items, shard)
+        if skip_existing and not outputs.folder:
+            raise ValueError("skip_existing needs a folder output (--format relion or box): combined files "
+                             "are only written at the end of a run")
+    elif skip_existing:
+        raise ValueError("skip_existing needs an output folder")
+
+    skipped: list[MicrographInput] = []
+    todo = items
+    if skip_existing and outputs is not None:
+        skipped = [it for it in items if outputs.exists(it)]
+        done_names = {it.name for it in skipped}
+        todo = [it for it in items if it.name not in done_names]
+        if skipped:
+            log.info("skipping %d micrograph(s) with existing outputs", len(skipped))
+
+    total = len(todo)
+    results: list[PickResult] = []
+    failures: list[tuple[str, str]] = []
+    n_picks = 0
+    previews = 0
+    if progress is not None:
+        progress(PickProgress(0, total, 0, 0, None))
+    for result in pick_micrographs(todo, model=(net, metadata), head=head, diameter_A=diameter_A,
+                                   pixel_size_A=pixel_size_A, threshold=threshold,
+                                   min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
+                                   device=device, batch_size=batch_size, max_tile_px=max_tile_px,
+                                   num_threads=num_threads, mixed_precision=mixed_precision, tta=tta):
+        if result.ok:
+            if outputs is not None:
+                outputs.write_micrograph(result)
+            n_picks += len(result.selected)
+            results.append(result)
+            if preview_dir is not None and previews < preview_count:
+                previews += 1
+                try:
+                    write_preview(result, preview_dir)
+                except Exception as exc:  # noqa: BLE001 - a preview is never worth losing picks over
+                    log.warning("no preview for %s: %s", result.name, exc)
+        else:
+            # Reported through the result and the report (the command lists them); logged for libraries.
+            log.info("not picked: %s", result.error)
+            failures.append((result.path, result.error or "unknown error"))
+        if progress is not None:
+            progress(PickProgress(len(results) + len(failures), total, n_picks, len(failures), result))
+
+    parts = [r.selected for r in results]
+    if skipped and outputs is not None:
+        parts += [outputs.read_back(it) for it in skipped]
+    picks = Picks.concat(parts)
+    candidates = Picks.concat(r.picks for r in results)
+    written: list[Path] = []
+    if outputs is not None:
+        picked = {r.name for r in results} | {it.name for it in skipped}
+        names = [it.name for it in items if it.name in picked]
+        if skipped and outputs.format == "relion" and not outputs.sharded:
+            from ..io import read_coordinates
+
+            earlier = [read_coordinates(outputs.candidates_file(it), "star", micrograph=it.name)
+                       for it in skipped]
+            candidates = Picks.concat([candidates] + [p.with_micrograph(it.name)
+                                                      for p, it in zip(earlier, skipped, strict=True)])
+        written = outputs.finish(picks, candidates, results, names)
+    return PickReport(picks=picks, candidates=Picks.concat(r.picks for r in results), threshold=threshold,
+                      n_micrographs=len(items), n_skipped=len(skipped), failures=failures,
+                      seconds=time.perf_counter() - started, outputs=written, shard=shard)
