@@ -2,7 +2,7 @@
 a 2-core CPU).
 
 The micrographs are simulated first (not timed) into a work folder, as MRC files with RELION STAR
-coordinates, then `hydrapick.finetune.finetune` runs exactly as the command does: reading, resampling,
+coordinates, then `hydrapick.training.finetune` runs exactly as the command does: reading, resampling,
 body features, the 2-fold cross-validated calibration (two fold heads) and the final head, and writing
 the checkpoint. The base model is the given checkpoint, or a freshly initialised network of the chosen
 architecture (fine-tuning costs the same whatever the weights).
@@ -38,9 +38,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from hydrapick.config import FinetuneConfig, ModelConfig, SimulationConfig
-    from hydrapick.finetune import finetune
     from hydrapick.model import HydraPicker
     from hydrapick.simulation import procedural_structure, simulate_dataset
+    from hydrapick.training import finetune
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ftbench-"))
     structure = procedural_structure("globular", 7, mass_kDa=300.0)

@@ -7,22 +7,12 @@ import pytest
 import torch
 
 from hydrapick.config import ModelConfig
-from hydrapick.data import (
-    Augmentation,
-    DatasetBatchSampler,
-    MicrographSample,
-    dihedral,
-    inspect_manifest,
-    load_datasets,
-    make_batch,
-    random_crop,
-    rotate,
-    split_names,
-    tiles,
-)
 from hydrapick.io import write_coordinates, write_micrograph
-from hydrapick.manifest import ManifestError, read_manifest
 from hydrapick.picks import Picks
+from hydrapick.training.augment import Augmentation, dihedral, make_batch, random_crop, rotate, tiles
+from hydrapick.training.datasets import MicrographSample, inspect_manifest, load_datasets
+from hydrapick.training.manifest import ManifestError, read_manifest, split_names
+from hydrapick.training.sampler import DatasetBatchSampler
 
 MODEL = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(16, 16),
                     stem_stride=2, anchor_stride=8, particle_diameter_px=32)

@@ -10,9 +10,14 @@ from test_training import simulated_manifest, simulation_config
 from hydrapick.checkpoint import load_checkpoint
 from hydrapick.cli import cli
 from hydrapick.config import FinetuneConfig, ModelConfig, TrainConfig
-from hydrapick.data import dataset_from_arrays, load_datasets
 from hydrapick.evaluation import evaluate
-from hydrapick.finetune import (
+from hydrapick.io import read_coordinate_folder
+from hydrapick.model import GENERIC_HEAD
+from hydrapick.picks import Picks
+from hydrapick.simulation import procedural_structure, simulate_dataset, simulate_micrograph
+from hydrapick.training import ManifestError, train
+from hydrapick.training.datasets import dataset_from_arrays, load_datasets
+from hydrapick.training.finetune import (
     FeatureMap,
     FinetuneError,
     compute_features,
@@ -22,12 +27,6 @@ from hydrapick.finetune import (
     finetune_head,
     score_maps,
 )
-from hydrapick.io import read_coordinate_folder
-from hydrapick.manifest import ManifestError
-from hydrapick.model import GENERIC_HEAD
-from hydrapick.picks import Picks
-from hydrapick.simulation import procedural_structure, simulate_dataset, simulate_micrograph
-from hydrapick.training import train
 
 MODEL = ModelConfig(body_channels=16, body_blocks=1, group_norm_groups=4, head_channels=(16, 32),
                     stem_stride=2, anchor_stride=8, particle_diameter_px=32)

@@ -6,7 +6,7 @@ Manifests that load (and the data they describe) are tested in test_data.py, who
 import pytest
 from test_data import SIMULATED, _manifest, _write_dataset
 
-from hydrapick.manifest import ManifestError, read_manifest
+from hydrapick.training.manifest import ManifestError, read_manifest
 
 
 def test_manifest_lists_every_problem_at_once(tmp_path):

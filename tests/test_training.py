@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from hydrapick.checkpoint import load_checkpoint
 from hydrapick.cli import cli
 from hydrapick.config import ModelConfig, SimulationConfig, TrainConfig
-from hydrapick.data import load_datasets
-from hydrapick.device import distributed_context
 from hydrapick.model import GENERIC_HEAD
-from hydrapick.run_files import read_log
 from hydrapick.simulation import procedural_structure, simulate_dataset
 from hydrapick.training import PHASES, TrainingError, train
+from hydrapick.training.datasets import load_datasets
+from hydrapick.training.distributed import distributed_context
+from hydrapick.training.events import read_log
 
 MODEL = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(16, 16),
                     stem_stride=2, anchor_stride=8, particle_diameter_px=32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .group import cli
+from .options import device_option, quiet_option, threads_option
 from .training_display import TrainDisplay, invocation
 
 
@@ -38,9 +39,9 @@ from .training_display import TrainDisplay, invocation
 @click.option("--calibration", type=click.Choice(["f1", "precision"]),
               help="Threshold rule: the best F1 on the calibration data (default), or the thesis rule "
                    "(lowest score with precision >= 0.8; fewer, purer picks).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, help="CPU threads for torch.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress display; errors and the summary only.")
+@device_option
+@threads_option
+@quiet_option()
 def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...], coordinates: tuple[str, ...],
              name: str, diameter_A: float, model_path: str | None, output: str, pixel_size_A: float | None,
              coordinate_format: str | None, flip_y: bool, valid_micrographs: tuple[str, ...],
@@ -57,9 +58,8 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
 
     from ..checkpoint import CheckpointError
     from ..config import FinetuneConfig, from_dict
-    from ..finetune import FinetuneError
-    from ..finetune import finetune as run_finetune
-    from ..manifest import ManifestError
+    from ..training import FinetuneError, ManifestError
+    from ..training import finetune as run_finetune
 
     micrographs = list(micrograph_opts) + list(micrograph_args)
     if not micrographs:
@@ -72,10 +72,6 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
         config = from_dict(FinetuneConfig, overrides, where="finetune options")
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     console = Console(stderr=True, quiet=quiet)
     try:
         with TrainDisplay(console) as display:
@@ -83,7 +79,7 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
                                   pixel_size_A=pixel_size_A, coordinate_format=coordinate_format,
                                   flip_y=flip_y, valid_micrographs=list(valid_micrographs),
                                   valid_coordinates=list(valid_coordinates), config=config, device=device,
-                                  output=output, progress=display,
+                                  threads=threads, output=output, progress=display,
                                   command=invocation())
     except (ManifestError, FinetuneError, CheckpointError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .group import cli
+from .options import device_option, quiet_option, threads_option
 from .training_display import TrainDisplay, invocation
 
 
@@ -26,10 +27,10 @@ from .training_display import TrainDisplay, invocation
 @click.option("--batch-size", type=int, help="Crops per mini-batch (all from one dataset).")
 @click.option("--crop", "crop_px", type=int, help="Crop side in model pixels.")
 @click.option("--seed", type=int, help="Seed of every random choice (default 0).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, help="CPU threads for torch.")
+@device_option
+@threads_option
 @click.option("--check", is_flag=True, help="Only check the manifest and list its datasets; train nothing.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress display; errors and the summary only.")
+@quiet_option()
 def train(manifest: str, out_dir: str | None, config_path: str | None, architecture: str | None,
           init_path: str | None, resume: bool, pretrain_epochs: int | None, multihead_epochs: int | None,
           steps_per_epoch: int | None, batch_size: int | None, crop_px: int | None, seed: int | None,
@@ -41,14 +42,16 @@ def train(manifest: str, out_dir: str | None, config_path: str | None, architect
     kept, thresholds are calibrated on validation data, and OUTPUT/model.pt is ready for
     `hydrapick pick --model`. Multi-GPU: launch with torchrun (docs/training.md).
     """
-    import os
-
     from rich.console import Console
 
-    from ..data import inspect_manifest
-    from ..manifest import ManifestError
+    from ..checkpoint import CheckpointError
+    from ..training import ManifestError, TrainingError
+    from ..training import train as run_training
+    from ..training.datasets import inspect_manifest
+    from ..training.distributed import is_main_process
 
-    console = Console(stderr=True, quiet=quiet or os.environ.get("RANK", "0") != "0")
+    # Under torchrun only rank 0 shows progress, calibrates and reports.
+    console = Console(stderr=True, quiet=quiet or not is_main_process())
     if check:
         try:
             rows = inspect_manifest(manifest)
@@ -61,56 +64,16 @@ def train(manifest: str, out_dir: str | None, config_path: str | None, architect
     overrides = {k: v for k, v in dict(pretrain_epochs=pretrain_epochs, multihead_epochs=multihead_epochs,
                                        steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                                        crop_px=crop_px, seed=seed).items() if v is not None}
-    train_config, model_config = _train_configs(config_path, architecture, overrides)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    from ..checkpoint import CheckpointError
-    from ..training import TrainingError
-    from ..training import train as run_training
-
     display = TrainDisplay(console)
     try:
         with display:
-            result = run_training(manifest, out_dir, config=train_config, model_config=model_config,
-                                  init=init_path, resume=resume, device=device, progress=display,
-                                  command=invocation())
+            result = run_training(manifest, out_dir, config_file=config_path, architecture=architecture,
+                                  overrides=overrides, init=init_path, resume=resume, device=device,
+                                  threads=threads, progress=display, command=invocation())
     except (ManifestError, TrainingError, CheckpointError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 calibrates and reports
+    if is_main_process():
         _train_print_result(result.metadata, result.path)
-
-
-def _train_configs(config_path, architecture, overrides):
-    """TrainConfig and ModelConfig from an optional TOML file, the preset and command-line overrides."""
-    from ..config import ModelConfig, TrainConfig, from_dict, to_dict
-    from ..manifest import tomllib
-
-    raw: dict = {}
-    if config_path:
-        try:
-            with open(config_path, "rb") as f:
-                raw = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise click.ClickException(f"{config_path}: cannot read the config ({exc})") from None
-        unknown = sorted(set(raw) - {"train", "model"})
-        if unknown:
-            raise click.ClickException(f"{config_path}: unknown table(s) {', '.join(unknown)}; "
-                                       "expected [train] and [model]")
-    model_raw = dict(raw.get("model", {}))
-    preset = architecture or model_raw.pop("preset", "thesis")
-    if preset not in ("thesis", "light"):
-        raise click.ClickException(f"{config_path}: [model] preset must be 'thesis' or 'light'")
-    try:
-        train_config = from_dict(TrainConfig, {**raw.get("train", {}), **overrides},
-                                 where=f"{config_path or 'options'} [train]")
-        base = ModelConfig.light() if preset == "light" else ModelConfig.thesis()
-        model_config = from_dict(ModelConfig, {**to_dict(base), **model_raw},
-                                 where=f"{config_path or 'options'} [model]")
-    except (ValueError, TypeError) as exc:
-        raise click.ClickException(str(exc)) from None
-    return train_config, model_config
 
 
 def _train_print_datasets(rows) -> None:

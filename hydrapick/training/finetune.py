@@ -29,22 +29,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import FinetuneConfig, ModelConfig, to_dict
-from .data import MicrographSample, _plan_files, _prepare_sample, _read_image, dihedral
-from .device import autocast_for, resolve_device
-from .manifest import DatasetSpec, Manifest, ManifestError, check_micrograph_entry
-from .model import GENERIC_HEAD, HydraPicker
-from .model.anchors import anchor_centres, detect
-from .model.losses import batch_loss
-from .picks import Picks
-from .training import ProgressCallback, TrainEvent, step_seed
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import FALLBACK_THRESHOLD, FinetuneConfig, ModelConfig, to_dict
+from ..device import autocast_for, resolve_device
+from ..model import GENERIC_HEAD, HydraPicker
+from ..model.anchors import anchor_centres, detect_picks
+from ..model.losses import batch_loss
+from ..picks import Picks
+from .augment import dihedral
+from .calibration import calibration_report, finite_or_none
+from .datasets import MicrographSample, prepare_files
+from .errors import FinetuneError
+from .events import ProgressCallback, TrainEvent
+from .manifest import DatasetSpec, ManifestError, check_micrograph_entry, resolve_dataset_files
+from .sampler import step_seed
 
 log = logging.getLogger(__name__)
-
-
-class FinetuneError(ValueError):
-    """Fine-tuning cannot run with these inputs (one line naming the problem)."""
 
 
 @dataclass
@@ -207,29 +207,16 @@ def score_maps(model: HydraPicker, head: str, maps: Sequence[FeatureMap], *, dev
         with autocast():
             outputs = model.head_forward(m.features[None].to(device).float(), head)[0]
         anchors = anchor_centres(m.shape[0], m.shape[1], mc, device=device)
-        found, scores = detect(outputs.float(), anchors, mc, min_distance_px=0.8 * mc.particle_diameter_px)
-        found, scores = found.cpu().double().numpy(), scores.cpu().double().numpy()
-        picks.append(Picks(m.name, found[:, 0], found[:, 1], scores))
+        picks.append(detect_picks(outputs, anchors, mc, m.name))
         c = m.centres.double().numpy()
         truths.append(Picks(m.name, c[:, 0], c[:, 1]))
     return Picks.concat(truths), Picks.concat(picks)
 
 
-def _calibrate(truth: Picks, picks: Picks, names: list[str], box_px: float, config: FinetuneConfig,
-               ) -> dict[str, Any]:
-    from .evaluation import calibrate_threshold, evaluate
-
-    threshold = calibrate_threshold(truth, picks, box_px, config.calibration, config.calibration_precision,
-                                    micrographs=names)
-    at = evaluate(truth, picks, box_px, threshold=threshold, micrographs=names)
-    return {"threshold": threshold, "rule": config.calibration, "ap": _finite(at.ap),
-            "precision": _finite(at.precision), "recall": _finite(at.recall), "n_truth": int(at.n_truth)}
-
-
 def _ap(truth: Picks, picks: Picks, names: list[str], box_px: float) -> float | None:
-    from .evaluation import evaluate
+    from ..evaluation import evaluate
 
-    return _finite(evaluate(truth, picks, box_px, micrographs=names).ap)
+    return finite_or_none(evaluate(truth, picks, box_px, micrographs=names).ap)
 
 
 def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSample], *,
@@ -243,7 +230,7 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
     model : HydraPicker
         Base model (modified in place: it gains the head; nothing else changes).
     train, valid : sequences of MicrographSample
-        Labelled micrographs at the model's scale (`hydrapick.data.MicrographSample`).
+        Labelled micrographs at the model's scale (`hydrapick.training.datasets.MicrographSample`).
     generic_threshold : float, optional
         Used when calibration is impossible (a single labelled micrograph and no ``valid``).
 
@@ -278,7 +265,8 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         losses = train_head(model, name, maps, config, device=dev, progress=progress)
         truth, picks = score_maps(model, name, vmaps, device=dev)
         names = [m.name for m in vmaps]
-        report.update(_calibrate(truth, picks, names, box, config),
+        report.update(calibration_report(truth, picks, names, box, config.calibration,
+                                          config.calibration_precision),
                       source="held-out micrographs")
         report["generic_ap"] = _ap(*score_maps(model, GENERIC_HEAD, vmaps, device=dev), names, box)
         threshold = report["threshold"]
@@ -304,18 +292,20 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
             _drop_head(model, scratch)
         truth, picks = Picks.concat(truths), Picks.concat(pickss)
         names = [m.name for m in plain(train)]
-        report.update(_calibrate(truth, picks, names, box, config),
+        report.update(calibration_report(truth, picks, names, box, config.calibration,
+                                          config.calibration_precision),
                       source=f"{folds}-fold cross-validation")
         report["generic_ap"] = _ap(*score_maps(model, GENERIC_HEAD, plain(train), device=dev), names, box)
         threshold = report["threshold"]
         losses = train_head(model, name, maps, config, device=dev, progress=progress)
     else:
         losses = train_head(model, name, maps, config, device=dev, progress=progress)
-        threshold = generic_threshold if generic_threshold is not None else 0.5
+        threshold = generic_threshold if generic_threshold is not None else FALLBACK_THRESHOLD
         if config.cv_folds >= 2:
             log.warning("one labelled micrograph and no held-out ones: the threshold of head %s cannot "
                         "be calibrated; using %.3f", name, threshold)
-        report["source"] = "generic head's threshold" if generic_threshold is not None else "default 0.5"
+        report["source"] = ("generic head's threshold" if generic_threshold is not None
+                            else f"default {FALLBACK_THRESHOLD:g}")
         report["threshold"] = threshold
     report["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10):]))
     return float(threshold), report
@@ -346,28 +336,29 @@ def load_labelled(micrographs: Sequence[str], coordinates: Sequence[str], diamet
 
     Raises
     ------
-    hydrapick.manifest.ManifestError
+    hydrapick.training.ManifestError
     """
     spec = DatasetSpec(name=what, micrographs=tuple(os.fspath(m) for m in micrographs),
                        coordinates=tuple(os.fspath(c) for c in coordinates),
                        coordinate_format=coordinate_format, flip_y=flip_y, diameter_A=float(diameter_A),
                        pixel_size_A=pixel_size_A)
-    manifest = Manifest(path=f"{what} micrographs", datasets=(spec,), valid_fraction=0.0, test_fraction=0.0)
+    source = f"{what} micrographs"
     problems: list[str] = []
     for entry in spec.micrographs:
         check_micrograph_entry(entry, what, problems)
     if problems:
-        raise ManifestError(manifest.path, problems)
-    plan = _plan_files(spec, manifest, problems)
+        raise ManifestError(source, problems)
+    # Every labelled micrograph trains: no validation or test split is drawn from them.
+    files = resolve_dataset_files(spec, problems, valid_fraction=0.0, test_fraction=0.0, where=what)
     if problems:
-        raise ManifestError(manifest.path, [p.replace(f"datasets.{what}", what) for p in problems])
-    samples = []
-    for key, (path, pixel, picks) in plan["todo"].items():
-        samples.append(_prepare_sample(key, path, _read_image(path), pixel, float(diameter_A), picks,
-                                       model_config, torch.float32, 0.1, None))
+        raise ManifestError(source, problems)
+
+    def loaded(key: str) -> None:
         if progress is not None:
-            progress(TrainEvent(kind="load", step=len(samples), steps=len(plan["todo"]), message=key))
-    return samples
+            progress(TrainEvent(kind="load", step=list(files.labelled).index(key) + 1,
+                                steps=len(files.labelled), message=key))
+
+    return list(prepare_files(files, float(diameter_A), model_config, on_each=loaded).values())
 
 
 def load_base(model: str | os.PathLike | None) -> tuple[HydraPicker, dict[str, Any]]:
@@ -380,7 +371,7 @@ def load_base(model: str | os.PathLike | None) -> tuple[HydraPicker, dict[str, A
     """
     if model is not None:
         return load_checkpoint(model)
-    from .picking import load_model
+    from ..picking import load_model
 
     return load_model(None)
 
@@ -390,8 +381,8 @@ def finetune(base: str | os.PathLike | tuple[HydraPicker, dict[str, Any]] | None
              pixel_size_A: float | None = None, coordinate_format: str | None = None, flip_y: bool = False,
              valid_micrographs: Sequence[str] = (), valid_coordinates: Sequence[str] = (),
              config: FinetuneConfig | None = None, device: str | torch.device = "auto",
-             output: str | os.PathLike | None = None, progress: ProgressCallback | None = None,
-             command: str | None = None) -> FinetuneResult:
+             threads: int | None = None, output: str | os.PathLike | None = None,
+             progress: ProgressCallback | None = None, command: str | None = None) -> FinetuneResult:
     """Fine-tune a new head ``name`` and (with ``output``) write a checkpoint usable for picking.
 
     Parameters
@@ -407,16 +398,20 @@ def finetune(base: str | os.PathLike | tuple[HydraPicker, dict[str, Any]] | None
         Particle diameter in Å (stored with the head, used by ``hydrapick pick --head name``).
     valid_micrographs, valid_coordinates : optional
         Held-out labelled micrographs for calibrating the threshold (else cross-validation).
+    threads : int, optional
+        CPU threads for torch (set for the rest of the process; default: torch's own setting).
 
     Raises
     ------
-    hydrapick.manifest.ManifestError, FinetuneError, hydrapick.checkpoint.CheckpointError
+    hydrapick.training.ManifestError, FinetuneError, hydrapick.checkpoint.CheckpointError
     """
     config = config or FinetuneConfig()
+    if threads:
+        torch.set_num_threads(threads)
     model, meta = base if isinstance(base, tuple) else load_base(base)
     if name == GENERIC_HEAD or name in model.heads:
         raise FinetuneError(f"the base model already has a head named '{name}'; choose another name")
-    from .model import check_head_name
+    from ..model import check_head_name
 
     try:
         check_head_name(name)
@@ -451,7 +446,3 @@ def finetune(base: str | os.PathLike | tuple[HydraPicker, dict[str, Any]] | None
     path = save_checkpoint(output, model, metadata) if output is not None else None
     return FinetuneResult(model=model, metadata=metadata, head=name, threshold=threshold, report=report,
                           path=path)
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None

@@ -3,38 +3,42 @@
 `read_manifest` parses and checks a manifest without reading any micrograph: unknown keys, types,
 positive sizes, globs that match nothing, missing files and micrographs named in two splits are all
 reported at once in one `ManifestError`. Paths are resolved against the manifest's folder. A dataset is
-either files on disk or ``simulated`` (made by `hydrapick.simulation` when the data are loaded). Every key is
-documented in docs/training.md; loading the data is `hydrapick.data.load_datasets`.
+either files on disk or ``simulated`` (made by `hydrapick.simulation` when the data are loaded).
+`resolve_dataset_files` then turns a file-based dataset into its micrographs, their coordinates and
+pixel sizes, and its train/valid/test split (`split_names`), reading only headers and coordinate files.
+Every key is documented in docs/training.md; loading the data is `hydrapick.training.datasets`.
 """
 
 from __future__ import annotations
 
 import glob
-import math
+import logging
 import os
 import re
+import tomllib
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+import numpy as np
 
-from .picks import micrograph_key
+from ..io.inputs import MICROGRAPH_SUFFIXES
+from ..picks import Picks, micrograph_key
+from .simulated import SimulatedSource, is_finite_number, parse_simulated, resolve_path
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 _DATASET_KEYS = {
     "micrographs", "coordinates", "coordinate_format", "flip_y", "diameter_A", "pixel_size_A",
     "train", "valid", "test", "allow_empty", "weight", "simulated",
 }
-_SIMULATED_KEYS = {"structure", "procedural", "mass_kDa", "symmetry", "n_micrographs", "seed", "config"}
 _TOP_KEYS = {"datasets", "valid_fraction", "test_fraction", "split_seed"}
 _NAME = re.compile(r"^[A-Za-z0-9_\-+]+$")
 _GLOB_CHARS = set("*?[")
-MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".mrc.gz", ".mrc.bz2")
+_LIST_SUFFIXES = (".star", ".txt", ".lst", ".list")  # micrograph lists, as `hydrapick.io.inputs` reads
 
 
 class ManifestError(ValueError):
@@ -46,19 +50,6 @@ class ManifestError(ValueError):
         n = len(self.problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{self.path}: {n} problem{'s' if n != 1 else ''}:\n{lines}")
-
-
-@dataclass(frozen=True)
-class SimulatedSource:
-    """A dataset made by the simulator: one structure, ``n_micrographs`` micrographs from ``seed``."""
-
-    n_micrographs: int
-    structure: str | None = None  # path of a PDB/mmCIF file
-    procedural: str | None = None  # kind for `hydrapick.simulation.procedural_structure`
-    mass_kDa: float | None = None  # of the procedural particle (default: drawn for its kind)
-    symmetry: str | None = None  # of the procedural particle ("C5", "D7", ...; default: drawn)
-    seed: int = 0
-    config: tuple[tuple[str, Any], ...] = ()  # SimulationConfig overrides, as sorted (key, value) pairs
 
 
 @dataclass(frozen=True)
@@ -95,6 +86,29 @@ class Manifest:
     def names(self) -> list[str]:
         return [d.name for d in self.datasets]
 
+    @property
+    def split_options(self) -> dict[str, Any]:
+        """The keyword arguments of `split_names` (and `resolve_dataset_files`) this manifest sets."""
+        return {"valid_fraction": self.valid_fraction, "test_fraction": self.test_fraction,
+                "seed": self.split_seed}
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    """One micrograph file of a dataset with its particles (in the micrograph's pixels, as read)."""
+
+    path: str
+    pixel_size_A: float
+    picks: Picks
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """A file-based dataset resolved: its train and valid micrographs by key, and its split (keys)."""
+
+    labelled: dict[str, LabelledFile]
+    split: dict[str, list[str]]
+
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
     """Parse and check a TOML manifest without reading any micrograph.
@@ -127,7 +141,7 @@ def parse_manifest(raw: dict[str, Any], base_dir: str | os.PathLike = ".", path:
     fractions = {}
     for key, default in (("valid_fraction", 0.1), ("test_fraction", 0.1)):
         value = raw.get(key, default)
-        if not _is_number(value) or not 0 <= value < 1:
+        if not is_finite_number(value) or not 0 <= value < 1:
             problems.append(f"{key} must be a number in [0, 1), got {value!r}")
             value = default
         fractions[key] = float(value)
@@ -167,13 +181,13 @@ def _parse_dataset(name: str, table: Any, base: Path, problems: list[str]) -> Da
         problems.append(f"{where}: unknown key '{key}' (known: {', '.join(sorted(_DATASET_KEYS))})")
 
     diameter = table.get("diameter_A")
-    if diameter is not None and (not _is_number(diameter) or diameter <= 0):
+    if diameter is not None and (not is_finite_number(diameter) or diameter <= 0):
         problems.append(f"{where}.diameter_A must be a positive number of Å, got {diameter!r}")
     pixel = table.get("pixel_size_A")
-    if pixel is not None and (not _is_number(pixel) or pixel <= 0):
+    if pixel is not None and (not is_finite_number(pixel) or pixel <= 0):
         problems.append(f"{where}.pixel_size_A must be a positive number of Å, got {pixel!r}")
     weight = table.get("weight", 1.0)
-    if not _is_number(weight) or weight <= 0:
+    if not is_finite_number(weight) or weight <= 0:
         problems.append(f"{where}.weight must be a positive number, got {weight!r}")
     for key in ("flip_y", "allow_empty"):
         if not isinstance(table.get(key, False), bool):
@@ -199,7 +213,7 @@ def _parse_dataset(name: str, table: Any, base: Path, problems: list[str]) -> Da
     micrographs: tuple[str, ...] = ()
     coordinates: tuple[str, ...] = ()
     if "simulated" in table:
-        simulated = _parse_simulated(table["simulated"], where, base, problems)
+        simulated = parse_simulated(table["simulated"], where, base, problems)
         for key in ("micrographs", "coordinates", "coordinate_format", "pixel_size_A", "flip_y"):
             if key in table:
                 problems.append(f"{where}: '{key}' does not apply to a simulated dataset")
@@ -213,14 +227,14 @@ def _parse_dataset(name: str, table: Any, base: Path, problems: list[str]) -> Da
         if "micrographs" not in table:
             problems.append(f"{where}: 'micrographs' is missing (a glob, folder, file or list of them)")
         else:
-            micrographs = tuple(_resolve(e, base) for e in _string_list(table["micrographs"],
+            micrographs = tuple(resolve_path(e, base) for e in _string_list(table["micrographs"],
                                                                           f"{where}.micrographs", problems))
             for entry in micrographs:
                 check_micrograph_entry(entry, where, problems)
         if "coordinates" not in table:
             problems.append(f"{where}: 'coordinates' is missing (a file, folder, glob or list of them)")
         else:
-            coordinates = tuple(_resolve(e, base) for e in _string_list(table["coordinates"],
+            coordinates = tuple(resolve_path(e, base) for e in _string_list(table["coordinates"],
                                                                           f"{where}.coordinates", problems))
             for entry in coordinates:
                 if is_glob(entry) and not os.path.exists(entry):
@@ -240,71 +254,13 @@ def _parse_dataset(name: str, table: Any, base: Path, problems: list[str]) -> Da
         allow_empty=bool(table.get("allow_empty", False)), weight=float(weight), simulated=simulated)
 
 
-def _parse_simulated(table: Any, where: str, base: Path, problems: list[str]) -> SimulatedSource | None:
-    where = f"{where}.simulated"
-    if not isinstance(table, dict):
-        problems.append(f"{where}: expected a table (structure or procedural, n_micrographs, ...)")
-        return None
-    for key in sorted(set(table) - _SIMULATED_KEYS):
-        problems.append(f"{where}: unknown key '{key}' (known: {', '.join(sorted(_SIMULATED_KEYS))})")
-    structure, procedural = table.get("structure"), table.get("procedural")
-    if structure is not None and procedural is not None:
-        problems.append(f"{where}: give either 'structure' or 'procedural', not both")
-    if structure is not None:
-        if not isinstance(structure, str):
-            problems.append(f"{where}.structure must be a file path, got {structure!r}")
-            structure = None
-        else:
-            structure = _resolve(structure, base)
-            if not os.path.isfile(structure):
-                problems.append(f"{where}.structure: '{structure}' does not exist")
-    if procedural is not None and not isinstance(procedural, str):
-        problems.append(f"{where}.procedural must be a kind name (string), got {procedural!r}")
-    mass, symmetry = table.get("mass_kDa"), table.get("symmetry")
-    if mass is not None and (not _is_number(mass) or mass <= 0):
-        problems.append(f"{where}.mass_kDa must be a positive number, got {mass!r}")
-    if symmetry is not None and not isinstance(symmetry, str):
-        problems.append(f"{where}.symmetry must be a point group name such as 'C5', got {symmetry!r}")
-    if structure is not None and (mass is not None or symmetry is not None):
-        problems.append(f"{where}: mass_kDa and symmetry apply to procedural particles, not to a structure")
-    n = table.get("n_micrographs")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        problems.append(f"{where}.n_micrographs must be a positive integer, got {n!r}")
-    seed = table.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        problems.append(f"{where}.seed must be an integer, got {seed!r}")
-    overrides = table.get("config", {})
-    if not isinstance(overrides, dict):
-        problems.append(f"{where}.config must be a table of simulator settings")
-        overrides = {}
-    else:
-        try:
-            simulation_config(overrides)
-        except ImportError:
-            problems.append(f"{where}: this installation has no simulator (hydrapick.simulation)")
-        except (ValueError, TypeError) as exc:
-            problems.append(f"{where}.config: {exc}")
-    if problems and any(p.startswith(where) for p in problems):
-        return None
-    return SimulatedSource(n_micrographs=n, structure=structure, procedural=procedural,
-                           mass_kDa=float(mass) if mass is not None else None, symmetry=symmetry, seed=seed,
-                           config=tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
-
-
-def simulation_config(overrides: dict[str, Any] | Sequence[tuple[str, Any]]):
-    """`hydrapick.config.SimulationConfig` with ``overrides`` (unknown keys rejected)."""
-    from .config import SimulationConfig, from_dict
-
-    return from_dict(SimulationConfig, dict(overrides), where="simulator config")
-
-
 def check_micrograph_entry(entry: str, where: str, problems: list[str]) -> None:
     """Add a problem when ``entry`` (file, folder or glob) names no MRC micrograph."""
     if is_glob(entry) and not os.path.exists(entry):
-        if not any(m.lower().endswith(MICROGRAPH_SUFFIXES) for m in glob.glob(entry, recursive=True)):
+        if not expand_micrographs(entry):
             problems.append(f"{where}.micrographs: '{entry}' matches no MRC micrographs")
     elif os.path.isdir(entry):
-        if not any(p.name.lower().endswith(MICROGRAPH_SUFFIXES) for p in Path(entry).iterdir()):
+        if not expand_micrographs(entry):
             problems.append(f"{where}.micrographs: folder '{entry}' holds no MRC micrographs")
     elif not os.path.exists(entry):
         problems.append(f"{where}.micrographs: '{entry}' does not exist")
@@ -319,19 +275,147 @@ def _string_list(value: Any, where: str, problems: list[str]) -> list[str]:
     return []
 
 
-def _resolve(entry: str, base: Path) -> str:
-    expanded = os.path.expanduser(entry)
-    return expanded if os.path.isabs(expanded) else os.path.normpath(str(base / expanded))
-
-
 def is_glob(text: str) -> bool:
     """Whether ``text`` holds glob wildcards."""
     return any(c in _GLOB_CHARS for c in text)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+# --- splits and files ---------------------------------------------------------------------------
+
+def split_names(names: Sequence[str], dataset: str, *, valid_fraction: float = 0.1,
+                test_fraction: float = 0.1, seed: int = 0,
+                explicit: dict[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
+    """Assign micrograph keys to train/valid/test.
+
+    With ``explicit`` (split -> keys), the listed keys go where they are listed and the rest to train
+    (unless ``train`` is listed too, in which case unlisted micrographs are left out). Otherwise a seeded
+    shuffle (seed and dataset name, so adding a dataset leaves the others' splits unchanged) gives
+    ``round(n * valid_fraction)`` validation micrographs (at least 1 when n >= 3) and
+    ``round(n * test_fraction)`` test micrographs (at least 1 when n >= 5); tiny datasets train on all.
+    """
+    names = list(names)
+    if explicit:
+        out: dict[str, list[str]] = {s: [] for s in SPLITS}
+        where = {k: s for s, keys in explicit.items() for k in keys}
+        for n in names:
+            part = where.get(n, None if "train" in explicit else "train")
+            if part is not None:
+                out[part].append(n)
+        return out
+    n = len(names)
+    n_valid = max(1, round(n * valid_fraction)) if n >= 3 and valid_fraction > 0 else 0
+    n_test = max(1, round(n * test_fraction)) if n >= 5 and test_fraction > 0 else 0
+    rng = np.random.default_rng([seed, zlib.crc32(dataset.encode())])
+    order = [names[i] for i in rng.permutation(n)]
+    valid, test = order[:n_valid], order[n_valid:n_valid + n_test]
+    chosen = set(valid) | set(test)
+    return {"train": [m for m in names if m not in chosen], "valid": sorted(valid, key=names.index),
+            "test": sorted(test, key=names.index)}
 
 
-def _freeze(value: Any) -> Any:
-    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
+def resolve_dataset_files(spec: DatasetSpec, problems: list[str], *, valid_fraction: float = 0.1,
+                          test_fraction: float = 0.1, seed: int = 0, where: str | None = None,
+                          ) -> DatasetFiles:
+    """Cheap pass over one file-based dataset: list micrographs, read coordinates, read headers, split.
+
+    Every problem found (micrographs without coordinates, coordinates outside their micrograph, missing
+    pixel sizes, explicit split names that match no micrograph, ...) is appended to ``problems``,
+    prefixed by ``where`` (default ``datasets.NAME``); the caller raises them in one `ManifestError`.
+    Test micrographs are only named in the split, not read.
+    """
+    from ..io import FormatError, read_micrograph
+
+    where = where or f"datasets.{spec.name}"
+    paths: dict[str, str] = {}
+    for entry in spec.micrographs:
+        for path in expand_micrographs(entry):
+            key = micrograph_key(path)
+            if key in paths and paths[key] != path:
+                problems.append(f"{where}: micrographs '{paths[key]}' and '{path}' have the same name "
+                                f"'{key}'")
+            paths[key] = path
+    parts = []
+    labelled_empty: set[str] = set()  # micrographs whose own coordinate file holds no particles
+    for entry in spec.coordinates:
+        try:
+            picks, empty_files = _read_coordinate_entry(entry, spec.coordinate_format)
+        except (FormatError, ValueError, OSError) as exc:
+            problems.append(f"{where}.coordinates: {exc}")
+            continue
+        parts.append(picks)
+        labelled_empty.update(empty_files)
+    picks = Picks.concat(parts)
+    keys = np.array([micrograph_key(m) for m in picks.micrograph], dtype=object)
+    known = set(paths)
+    orphans = sorted(set(keys.tolist()) - known)
+    if orphans:
+        log.warning("%s: coordinates for %d micrograph(s) not in the micrograph list are ignored (%s)",
+                    where, len(orphans), ", ".join(orphans[:5]) + (", ..." if len(orphans) > 5 else ""))
+
+    explicit = spec.explicit_split()
+    for part, listed in explicit.items():
+        missing = [k for k in listed if k not in known]
+        if missing:
+            problems.append(f"{where}.{part}: no micrograph named {', '.join(missing)}")
+    split = split_names(list(paths), spec.name, valid_fraction=valid_fraction, test_fraction=test_fraction,
+                        seed=seed, explicit=explicit)
+    if not split["train"]:
+        problems.append(f"{where}: no training micrographs left after the split")
+
+    labelled: dict[str, LabelledFile] = {}
+    empty = []
+    for key in split["train"] + split["valid"]:
+        path = paths[key]
+        mine = picks[keys == key] if len(picks) else Picks.empty()
+        if not len(mine) and not spec.allow_empty and key not in labelled_empty:
+            empty.append(key)
+        try:
+            mic = read_micrograph(path, pixel_size_A=spec.pixel_size_A)
+        except (FormatError, ValueError, OSError) as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if mic.pixel_size_A is None:
+            problems.append(f"{where}: '{path}' has no pixel size in its header; give it (pixel_size_A in "
+                            "a manifest, --apix on the command line)")
+            continue
+        if spec.flip_y and len(mine):
+            mine = mine.flip_y(mic.shape[0])
+        h, w = mic.shape
+        outside = (mine.x < -0.5) | (mine.x > w - 0.5) | (mine.y < -0.5) | (mine.y > h - 0.5)
+        if outside.any():
+            problems.append(f"{where}: {int(outside.sum())} coordinate(s) of '{key}' lie outside the "
+                            f"{w}x{h} micrograph (wrong file, or y flipped? see flip_y)")
+        labelled[key] = LabelledFile(path, float(mic.pixel_size_A), mine)
+    if empty:
+        empty.sort()
+        shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        problems.append(f"{where}: {len(empty)} micrograph(s) without coordinates: {shown} (if they "
+                        "truly hold no particles, give each an empty coordinate file or set allow_empty = "
+                        "true)")
+    return DatasetFiles(labelled, split)
+
+
+def _read_coordinate_entry(entry: str, coordinate_format: str | None) -> tuple[Picks, list[str]]:
+    """Coordinates of one ``coordinates`` entry (file, folder or glob), and the micrographs whose own
+    per-micrograph file in a folder or glob holds no particle: an empty file says "no particles here"
+    (as in `hydrapick evaluate`), a missing one is an error unless ``allow_empty``."""
+    from ..io import read_coordinate_folder_with_empty, read_coordinates
+
+    if os.path.isdir(entry) or (is_glob(entry) and not os.path.exists(entry)):
+        return read_coordinate_folder_with_empty(entry, coordinate_format)
+    return read_coordinates(entry, coordinate_format), []
+
+
+def expand_micrographs(entry: str) -> list[str]:
+    """The micrograph files of one ``micrographs`` entry: a glob, a folder, a list file or a file."""
+    if is_glob(entry) and not os.path.exists(entry):
+        return sorted(m for m in glob.glob(entry, recursive=True) if m.lower().endswith(MICROGRAPH_SUFFIXES))
+    if os.path.isdir(entry):
+        return sorted(str(p) for p in Path(entry).iterdir() if p.name.lower().endswith(MICROGRAPH_SUFFIXES))
+    if entry.lower().endswith(_LIST_SUFFIXES):
+        from ..io import read_micrograph_list
+
+        return [p for p, _ in read_micrograph_list(entry)]
+    return [entry]
+
+

@@ -12,16 +12,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from .config import TrainConfig
-from .data import TrainingDataset, tiles
-from .model import HydraPicker
-from .model.anchors import anchor_centres, detect
-from .model.losses import batch_loss
-from .picks import Picks
+from ..config import TrainConfig
+from ..model import GENERIC_HEAD, HydraPicker
+from ..model.anchors import anchor_centres, detect_picks
+from ..model.losses import batch_loss, bias_loss
+from ..picks import Picks
+from .augment import tiles
+from .datasets import TrainingDataset
 
 
 @dataclass
@@ -67,12 +69,18 @@ class HeadValidation:
     picks: list[Picks] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
 
+    def add_detections(self, other: HeadValidation) -> None:
+        """Pool ``other``'s detections and truth into this one."""
+        self.truth += other.truth
+        self.picks += other.picks
+        self.names += other.names
+
     @property
     def loss(self) -> float:
         return self.loss_sum / max(1, self.num_pos)
 
     def ap(self, box_px: float) -> float:
-        from .evaluation import evaluate
+        from ..evaluation import evaluate
 
         truth, picks = Picks.concat(self.truth), Picks.concat(self.picks)
         if not len(truth):
@@ -111,13 +119,49 @@ def validate_heads(model: HydraPicker, vset: ValidationSet, heads: Sequence[str]
                     continue
                 for i in range(hi - lo):
                     name = vset.names[lo + i]
-                    found, scores = detect(outputs[i].float(), anchors, mc,
-                                           min_distance_px=0.8 * mc.particle_diameter_px, score_floor=0.0)
-                    found, scores, c = found.cpu().double().numpy(), scores.cpu().double().numpy(), centres[i]
-                    hv.picks.append(Picks(name, found[:, 0], found[:, 1], scores))
-                    c = c.cpu().double().numpy()
+                    hv.picks.append(detect_picks(outputs[i], anchors, mc, name))
+                    c = centres[i].cpu().double().numpy()
                     hv.truth.append(Picks(name, c[:, 0], c[:, 1]))
                     hv.names.append(name)
     finally:
         model.train(was_training)
     return out
+
+
+def validation_objective(model: HydraPicker, vsets: Sequence[ValidationSet | None],
+                         heads_per_dataset: Sequence[tuple[str, list[str]]], device: torch.device,
+                         config: TrainConfig, autocast: Callable[[], contextlib.AbstractContextManager], *,
+                         multihead: bool, detections: bool = True) -> dict[str, Any]:
+    """Validation loss of a training phase (its model-selection objective) and per-head loss and AP.
+
+    ``heads_per_dataset[d]`` is (head trained on dataset ``d``, heads validated on it). The objective is
+    the mean loss of each dataset's own head (plus the weighted bias loss in the multi-head phase);
+    ``{"loss": None, "heads": {}}`` when no dataset has validation data.
+    """
+    box = model.config.particle_diameter_px
+    heads: dict[str, Any] = {}
+    generic = HeadValidation()
+    own_losses, generic_losses = [], []
+    for vset, (head, validated) in zip(vsets, heads_per_dataset, strict=True):
+        if vset is None:
+            continue
+        result = validate_heads(model, vset, validated, device, config, autocast, detections=detections,
+                                batch_size=max(1, 2 * config.batch_size))
+        own_losses.append(result[head].loss)
+        g = result[GENERIC_HEAD]
+        generic_losses.append(g.loss)
+        generic.loss_sum += g.loss_sum
+        generic.num_pos += g.num_pos
+        generic.add_detections(g)
+        if multihead:
+            heads[head] = {"loss": result[head].loss, **({"ap": result[head].ap(box)} if detections else {})}
+        heads.setdefault(f"{GENERIC_HEAD}@{vset.dataset}", {"loss": g.loss})
+    if not own_losses:
+        return {"loss": None, "heads": {}}
+    objective = float(np.mean(own_losses))
+    if multihead and config.bias_weight > 0:
+        with torch.no_grad():
+            objective += config.bias_weight * float(bias_loss(model))
+    heads[GENERIC_HEAD] = {"loss": float(np.mean(generic_losses)),
+                           **({"ap": generic.ap(box)} if detections else {})}
+    return {"loss": objective, "heads": heads}

@@ -19,74 +19,45 @@ Files written in the output folder (only by rank 0 of a multi-GPU run):
 ``log.jsonl``
     One JSON object per epoch: training losses, validation loss and AP per head, learning rate, time.
 
-Randomness (crops, flips, dropout) is a pure function of the seed, the phase, the epoch, the step and
-the rank, so the checkpoint's position is all the random state a resumed run needs.
+Randomness (crops, flips, dropout) is a pure function of the seed, the phase, the epoch, the step and the
+rank, so the checkpoint's position is all the random state a resumed run needs (`hydrapick.training.resume`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig, to_dict
-from .data import Augmentation, DatasetBatchSampler, TrainingDataset, load_datasets, make_batch
-from .device import DistContext, autocast_for, distributed_context, setup_device
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import ModelConfig, TrainConfig, from_dict, to_dict
+from ..device import autocast_for
+from ..model import GENERIC_HEAD, HydraPicker
+from ..model.anchors import anchor_centres
+from ..model.losses import batch_loss, bias_loss
+from .augment import Augmentation, make_batch
+from .calibration import calibrate_heads, finite_or_none
+from .datasets import TrainingDataset, load_datasets
+from .distributed import DistContext, distributed_context, setup_device
+from .errors import TrainingError
+from .events import ProgressCallback, TrainEvent, append_record, read_log
 from .manifest import Manifest
-from .model import GENERIC_HEAD, HydraPicker
-from .model.anchors import anchor_centres
-from .model.losses import batch_loss, bias_loss
-from .picks import Picks
-from .run_files import append_record, atomic_torch_save, read_log
-from .validation import HeadValidation, validate_heads, validation_sets
+from .resume import CHECKPOINT, PHASES, RunCheckpoints, model_config_for, truncate_log
+from .sampler import DatasetBatchSampler, step_seed
+from .validation import HeadValidation, validate_heads, validation_objective, validation_sets
 
 log = logging.getLogger(__name__)
 
-PHASES = ("pretrain", "multihead")
-CHECKPOINT = "checkpoint.pt"
 FINAL = "model.pt"
 LOG = "log.jsonl"
-# Fields of TrainConfig that may change between an interrupted run and its resumption.
-# Settings a resumed run may change: they do not alter the training already done. A finished run resumed
-# with another calibration rule is only calibrated again.
-_RESUMABLE_CHANGES = {"pretrain_epochs", "multihead_epochs", "checkpoint_every", "amp", "calibration",
-                      "calibration_precision"}
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or continue (diverged loss, resume state that does not fit, ...)."""
-
-
-@dataclass(frozen=True)
-class TrainEvent:
-    """Progress report passed to the ``progress`` callback.
-
-    ``kind`` is one of ``load`` (a micrograph was cached; ``step``/``steps`` count them), ``phase`` (a
-    phase starts), ``step`` (``values`` has the running mean ``loss``), ``epoch`` (``values`` is the
-    epoch's log record), ``calibrate`` and ``done`` (``values`` has the thresholds).
-    """
-
-    kind: str
-    phase: str = ""
-    epoch: int = 0
-    epochs: int = 0
-    step: int = 0
-    steps: int = 0
-    values: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
-
-
-ProgressCallback = Callable[[TrainEvent], None]
 
 
 @dataclass
@@ -99,16 +70,9 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
-# --- randomness --------------------------------------------------------------------------------------
-
-def step_seed(seed: Sequence[int]) -> int:
-    """A non-negative 63-bit torch seed from a `hydrapick.data.Step` seed tuple."""
-    return int(np.random.SeedSequence(list(seed)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
 # --- the trainer -------------------------------------------------------------------------------------
 
-class Trainer:
+class Trainer(RunCheckpoints):
     """Runs both training phases over in-memory datasets; see `train` for the public entry point."""
 
     def __init__(self, datasets: Sequence[TrainingDataset], model: HydraPicker, config: TrainConfig,
@@ -153,13 +117,6 @@ class Trainer:
     def _emit(self, **kwargs: Any) -> None:
         if self.progress is not None:
             self.progress(TrainEvent(**kwargs))
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What must not change between an interrupted run and its resumption."""
-        cfg = {k: v for k, v in to_dict(self.config).items() if k not in _RESUMABLE_CHANGES}
-        data = {d.name: [[s.name for s in d.train], [s.name for s in d.valid]] for d in self.datasets}
-        return {"config": cfg, "model_config": to_dict(self.model.config), "datasets": data,
-                "world_size": self.dist.world_size}
 
     def _epochs(self, phase: str) -> int:
         return self.config.pretrain_epochs if phase == "pretrain" else self.config.multihead_epochs
@@ -265,101 +222,12 @@ class Trainer:
 
     def validate(self, phase: str, *, detections: bool = True) -> dict[str, Any]:
         """Validation loss (the model-selection objective) and per-head loss and AP."""
-        cfg, box = self.config, self.model.config.particle_diameter_px
-        heads: dict[str, Any] = {}
-        generic = HeadValidation()
-        own_losses, generic_losses = [], []
-        for d, vset in enumerate(self.vsets):
-            if vset is None:
-                continue
-            head, validated = self._heads_for(phase, d)
-            result = validate_heads(self.model, vset, validated, self.device, cfg, self.autocast,
-                                    detections=detections, batch_size=max(1, 2 * cfg.batch_size))
-            own_losses.append(result[head].loss)
-            g = result[GENERIC_HEAD]
-            generic_losses.append(g.loss)
-            generic.loss_sum += g.loss_sum
-            generic.num_pos += g.num_pos
-            generic.truth += g.truth
-            generic.picks += g.picks
-            generic.names += g.names
-            if phase == "multihead":
-                heads[head] = {"loss": result[head].loss,
-                               **({"ap": result[head].ap(box)} if detections else {})}
-            heads.setdefault(f"{GENERIC_HEAD}@{vset.dataset}", {"loss": g.loss})
-        if not own_losses:
-            return {"loss": None, "heads": {}}
-        objective = float(np.mean(own_losses))
-        if phase == "multihead" and cfg.bias_weight > 0:
-            with torch.no_grad():
-                objective += cfg.bias_weight * float(bias_loss(self.model))
-        heads[GENERIC_HEAD] = {"loss": float(np.mean(generic_losses)),
-                               **({"ap": generic.ap(box)} if detections else {})}
-        return {"loss": objective, "heads": heads}
+        return validation_objective(self.model, self.vsets, [self._heads_for(phase, d) for d in
+                                                             range(len(self.datasets))],
+                                    self.device, self.config, self.autocast, multihead=phase == "multihead",
+                                    detections=detections)
 
     # -- checkpoints -----------------------------------------------------------------------------------
-    def _best_path(self, phase: str) -> Path:
-        return self.out_dir / f"best-{phase}.pt"
-
-    def write_checkpoint(self, phase: str) -> None:
-        """Latest model + optimiser state (rank 0 only). The state file is written first, so
-        ``checkpoint.pt`` always names a state file that exists."""
-        if not self.dist.is_main:
-            return
-        tag = f"{phase}-{self.epoch:05d}"
-        state_name = f"checkpoint-state-{tag}.pt"
-        state = {"format": "hydrapick-training-state", "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                 "scaler": self.scaler.state_dict()}
-        atomic_torch_save(state, self.out_dir / state_name)
-        meta = self._metadata("training-checkpoint")
-        meta["resume"] = {"phase": phase, "epoch": self.epoch, "best_loss": _finite_or_none(self.best_loss),
-                          "best_epoch": self.best_epoch, "state_file": state_name,
-                          "fingerprint": self.fingerprint()}
-        save_checkpoint(self.out_dir / CHECKPOINT, self.model, meta)
-        for old in self.out_dir.glob("checkpoint-state-*.pt"):
-            if old.name != state_name:
-                old.unlink(missing_ok=True)
-
-    def load_resume(self, meta: dict[str, Any]) -> None:
-        """Take position, best-so-far and optimiser state from a checkpoint's metadata."""
-        resume = meta.get("resume")
-        if not isinstance(resume, dict):
-            raise TrainingError(f"{self.out_dir / CHECKPOINT} holds no resume information")
-        saved = dict(resume.get("fingerprint", {}))
-        # A checkpoint written before a setting became resumable still lists it; it may change too.
-        saved["config"] = {k: v for k, v in saved.get("config", {}).items() if k not in _RESUMABLE_CHANGES}
-        mismatch = _differences(saved, self.fingerprint())
-        if mismatch:
-            raise TrainingError("cannot resume: the run differs from the checkpoint in "
-                                + "; ".join(mismatch[:6]) + " (use a new output folder to start afresh)")
-        self.phase_index = PHASES.index(resume["phase"])
-        self.epoch = int(resume["epoch"])
-        self.best_loss = math.inf if resume["best_loss"] is None else float(resume["best_loss"])
-        self.best_epoch = int(resume["best_epoch"])
-        self.phase_results = dict(meta.get("training", {}).get("phases", {}))
-        state = torch.load(self.out_dir / resume["state_file"], map_location=self.device, weights_only=True)
-        self._resume_state = state
-        if self.best_epoch >= 0 and self._best_path(resume["phase"]).exists():
-            best, _ = load_checkpoint(self._best_path(resume["phase"]))
-            self.best_state = {k: v.clone() for k, v in best.state_dict().items()}
-
-    def _remember_best(self, phase: str, loss: float) -> None:
-        self.best_loss, self.best_epoch = loss, self.epoch
-        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        if self.dist.is_main:
-            meta = self._metadata("best")
-            meta["best"] = {"phase": phase, "epoch": self.epoch, "valid_loss": loss}
-            save_checkpoint(self._best_path(phase), self.model, meta)
-
-    def _restore_best(self) -> None:
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        if self.dist.active:
-            # Rank 0 chose the best epoch; make every rank hold exactly its weights.
-            for tensor in self.model.state_dict().values():
-                torch.distributed.broadcast(tensor, 0)
-
     # -- the phases ------------------------------------------------------------------------------------
     def run(self) -> None:
         for index, phase in enumerate(PHASES):
@@ -383,7 +251,7 @@ class Trainer:
             while self.epoch < epochs:
                 self._one_epoch(phase, epochs)
             self.phase_results[phase] = {"epochs": epochs, "best_epoch": self.best_epoch,
-                                         "best_valid_loss": _finite_or_none(self.best_loss)}
+                                         "best_valid_loss": finite_or_none(self.best_loss)}
             self._restore_best()
 
     def _one_epoch(self, phase: str, epochs: int) -> None:
@@ -416,8 +284,6 @@ class Trainer:
     # -- calibration -----------------------------------------------------------------------------------
     def calibrate(self) -> tuple[dict[str, float], dict[str, Any]]:
         """Per-head threshold on validation data by ``config.calibration`` (best F1, or the thesis rule)."""
-        from .evaluation import calibrate_threshold, evaluate
-
         cfg, box = self.config, self.model.config.particle_diameter_px
         phase = "multihead" if self.model.head_names else "pretrain"
         collected: dict[str, HeadValidation] = {}
@@ -428,59 +294,42 @@ class Trainer:
             result = validate_heads(self.model, vset, validated, self.device, cfg, self.autocast,
                                     batch_size=max(1, 2 * cfg.batch_size))
             for head, hv in result.items():
-                acc = collected.setdefault(head, HeadValidation())
-                acc.truth += hv.truth
-                acc.picks += hv.picks
-                acc.names += hv.names
-        thresholds: dict[str, float] = {}
-        report: dict[str, Any] = {}
-        for head in [GENERIC_HEAD, *self.model.head_names]:
-            hv = collected.get(head)
-            truth = Picks.concat(hv.truth) if hv else Picks.empty()
-            picks = Picks.concat(hv.picks) if hv else Picks.empty()
-            if hv is None or not len(truth) or not len(picks):
-                fallback = thresholds.get(GENERIC_HEAD, 0.5)
-                log.warning("head %s: no validation particles to calibrate on; threshold %.3f (%s)", head,
-                            fallback, "generic head's" if GENERIC_HEAD in thresholds else "default")
-                thresholds[head] = fallback
-                report[head] = {"threshold": fallback, "source": "fallback"}
-                continue
-            value = calibrate_threshold(truth, picks, box, cfg.calibration, cfg.calibration_precision,
-                                        micrographs=hv.names)
-            ev = evaluate(truth, picks, box, threshold=value, micrographs=hv.names)
-            thresholds[head] = value
-            report[head] = {"threshold": value, "source": "validation", "rule": cfg.calibration,
-                            "ap": _finite_or_none(ev.ap), "precision": _finite_or_none(ev.precision),
-                            "recall": _finite_or_none(ev.recall), "n_truth": int(ev.n_truth),
-                            "n_tiles": len(hv.names)}
-        return thresholds, report
+                collected.setdefault(head, HeadValidation()).add_detections(hv)
+        return calibrate_heads(collected, [GENERIC_HEAD, *self.model.head_names], box, cfg.calibration,
+                               cfg.calibration_precision)
 
 
 # --- public entry point ------------------------------------------------------------------------------
 
 def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_dir: str | os.PathLike, *,
           config: TrainConfig | None = None, model_config: ModelConfig | None = None,
-          init: str | os.PathLike | None = None, resume: bool = False, device: str | torch.device = "auto",
+          config_file: str | os.PathLike | None = None, architecture: str | None = None,
+          overrides: Mapping[str, Any] | None = None, init: str | os.PathLike | None = None,
+          resume: bool = False, device: str | torch.device = "auto", threads: int | None = None,
           progress: ProgressCallback | None = None, command: str | None = None) -> TrainResult:
     """Train a multi-head HydraPicker and write the calibrated model to ``out_dir/model.pt``.
 
     Parameters
     ----------
     data : Manifest, path of a TOML manifest, or list of TrainingDataset
-        The datasets (see `hydrapick.data`).
+        The datasets (see `hydrapick.training.datasets`).
     out_dir : path
         Output folder (created). It must not hold a previous run unless ``resume`` is set.
     config : TrainConfig
         Schedule, loss weights, augmentation; defaults from `hydrapick.config.TrainConfig`.
     model_config : ModelConfig
         Network of a fresh model (default: the thesis network). Ignored with ``init`` or ``resume``.
+    config_file, architecture, overrides : optional
+        Instead of ``config``/``model_config``: a TOML file of [train] and [model] tables
+        (`read_config_file`), a network preset ('thesis' or 'light') and TrainConfig keys over the file's.
     init : path, optional
         Checkpoint whose body and generic head start the training (its dataset heads are dropped).
     resume : bool
-        Continue the run in ``out_dir`` from its ``checkpoint.pt``; the result equals that of an
-        uninterrupted run.
+        Continue the run in ``out_dir`` from its ``checkpoint.pt`` (same result as an uninterrupted run).
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; under ``torchrun`` each process takes its local GPU.
+    threads : int, optional
+        CPU threads for torch (set for the rest of the process).
     progress : callable, optional
         Receives `TrainEvent` s (rank 0 only).
     command : str, optional
@@ -488,11 +337,19 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
 
     Raises
     ------
-    hydrapick.manifest.ManifestError
+    hydrapick.training.ManifestError
         Bad manifest, missing files, micrographs without coordinates (every problem listed).
     TrainingError
         Output folder already used, resume state that does not fit, diverged training.
+    ValueError
+        A config file that cannot be read or holds unknown tables, keys or values.
     """
+    if config_file is not None or architecture is not None or overrides:
+        if config is not None or model_config is not None:
+            raise ValueError("give either config/model_config or config_file/architecture/overrides")
+        config, model_config = read_config_file(config_file, architecture, overrides)
+    if threads:
+        torch.set_num_threads(threads)
     config = config or TrainConfig()
     out = Path(out_dir)
     dist = distributed_context()
@@ -506,12 +363,11 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # the fresh network's initial weights (identical on every rank)
-    if dev.type == "cuda":
-        # Crops have one fixed size, so cuDNN's per-shape algorithm search pays off at once.
+    if dev.type == "cuda":  # crops have one fixed size, so cuDNN's per-shape algorithm search pays off
         torch.backends.cudnn.benchmark = True
 
     if isinstance(data, (Manifest, str, os.PathLike)):
-        mc_for_data = _model_config_for(resume, checkpoint, init, model_config)
+        mc_for_data = model_config_for(resume, checkpoint, init, model_config)
 
         def loading(message: str, done: int, total: int) -> None:
             if progress is not None and dist.is_main:
@@ -540,7 +396,7 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
                       extra_summary={"manifest": manifest_path, "init": str(init) if init else None})
     if meta is not None:
         trainer.load_resume(meta)
-        _truncate_log(out / LOG, trainer, dist)
+        truncate_log(out / LOG, trainer, dist)
         trainer.history = read_log(out / LOG)
     trainer.run()
 
@@ -562,45 +418,33 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
     return TrainResult(model=trainer.model, metadata=final_meta, path=path, history=trainer.history)
 
 
-def _model_config_for(resume: bool, checkpoint: Path, init, model_config: ModelConfig | None) -> ModelConfig:
-    """The model configuration the data must be prepared for (its particle size in pixels)."""
-    from .checkpoint import read_checkpoint
-    from .config import from_dict
+def read_config_file(config_file: str | os.PathLike | None, architecture: str | None = None,
+                     overrides: Mapping[str, Any] | None = None) -> tuple[TrainConfig, ModelConfig]:
+    """TrainConfig and ModelConfig from an optional TOML file, a preset and overrides of [train] keys.
 
-    source = checkpoint if resume else (Path(init) if init is not None else None)
-    if source is None:
-        return model_config or ModelConfig()
-    meta = read_checkpoint(source)["metadata"]
-    return from_dict(ModelConfig, meta["model_config"], where=str(source))
-
-
-# --- small helpers -----------------------------------------------------------------------------------
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _differences(saved: Any, now: Any, where: str = "") -> list[str]:
-    if isinstance(saved, dict) and isinstance(now, dict):
-        out = []
-        for key in sorted(set(saved) | set(now)):
-            out += _differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)
-        return out
-    norm = json.loads(json.dumps(saved)), json.loads(json.dumps(now))
-    return [] if norm[0] == norm[1] else [f"{where} ({_short(saved)} -> {_short(now)})"]
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _truncate_log(path: Path, trainer: Trainer, dist: DistContext) -> None:
-    """Drop log records of epochs after the checkpoint (they are re-run and logged again)."""
-    if not dist.is_main or not path.exists():
-        return
-    keep = [r for r in read_log(path)
-            if (PHASES.index(r["phase"]), r["epoch"]) <= (trainer.phase_index, trainer.epoch)]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    Raises ValueError for an unreadable file, tables other than [train] and [model], or bad keys.
+    """
+    raw: dict = {}
+    if config_file:
+        try:
+            with open(config_file, "rb") as f:
+                raw = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"{config_file}: cannot read the config ({exc})") from None
+        unknown = sorted(set(raw) - {"train", "model"})
+        if unknown:
+            raise ValueError(f"{config_file}: unknown table(s) {', '.join(unknown)}; "
+                             "expected [train] and [model]")
+    model_raw = dict(raw.get("model", {}))
+    preset = architecture or model_raw.pop("preset", "thesis")
+    if preset not in ("thesis", "light"):
+        raise ValueError(f"{config_file}: [model] preset must be 'thesis' or 'light'")
+    try:
+        train_config = from_dict(TrainConfig, {**raw.get("train", {}), **(overrides or {})},
+                                 where=f"{config_file or 'options'} [train]")
+        base = ModelConfig.light() if preset == "light" else ModelConfig.thesis()
+        model_config = from_dict(ModelConfig, {**to_dict(base), **model_raw},
+                                 where=f"{config_file or 'options'} [model]")
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    return train_config, model_config

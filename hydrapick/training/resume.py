@@ -1,0 +1,144 @@
+"""A training run's checkpoints: the latest state for resuming, the best weights of each phase.
+
+``checkpoint.pt`` (a normal checkpoint with a ``resume`` entry) names the optimiser/scheduler/loss-scaler
+state file written beside it; a resumed run must match the interrupted one in everything but the
+settings of `RESUMABLE_CHANGES`, and then gives the result the uninterrupted run would have given.
+`RunCheckpoints` holds the `Trainer`'s checkpoint methods.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import ModelConfig, from_dict, to_dict
+from ..io.atomic import save_torch
+from .calibration import finite_or_none
+from .distributed import DistContext
+from .errors import TrainingError
+from .events import read_log, rewrite_log
+
+PHASES = ("pretrain", "multihead")
+CHECKPOINT = "checkpoint.pt"
+FINAL = "model.pt"
+LOG = "log.jsonl"
+# Fields of TrainConfig that may change between an interrupted run and its resumption.
+# Settings a resumed run may change: they do not alter the training already done. A finished run resumed
+# with another calibration rule is only calibrated again.
+RESUMABLE_CHANGES = {"pretrain_epochs", "multihead_epochs", "checkpoint_every", "amp", "calibration",
+                      "calibration_precision"}
+
+
+
+class RunCheckpoints:
+    """Checkpoint methods of `hydrapick.training.trainer.Trainer` (which holds the state they use)."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change between an interrupted run and its resumption."""
+        cfg = {k: v for k, v in to_dict(self.config).items() if k not in RESUMABLE_CHANGES}
+        data = {d.name: [[s.name for s in d.train], [s.name for s in d.valid]] for d in self.datasets}
+        return {"config": cfg, "model_config": to_dict(self.model.config), "datasets": data,
+                "world_size": self.dist.world_size}
+
+    def _best_path(self, phase: str) -> Path:
+        return self.out_dir / f"best-{phase}.pt"
+
+    def write_checkpoint(self, phase: str) -> None:
+        """Latest model + optimiser state (rank 0 only). The state file is written first, so
+        ``checkpoint.pt`` always names a state file that exists."""
+        if not self.dist.is_main:
+            return
+        tag = f"{phase}-{self.epoch:05d}"
+        state_name = f"checkpoint-state-{tag}.pt"
+        state = {"format": "hydrapick-training-state", "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "scaler": self.scaler.state_dict()}
+        save_torch(state, self.out_dir / state_name)
+        meta = self._metadata("training-checkpoint")
+        meta["resume"] = {"phase": phase, "epoch": self.epoch, "best_loss": finite_or_none(self.best_loss),
+                          "best_epoch": self.best_epoch, "state_file": state_name,
+                          "fingerprint": self.fingerprint()}
+        save_checkpoint(self.out_dir / CHECKPOINT, self.model, meta)
+        for old in self.out_dir.glob("checkpoint-state-*.pt"):
+            if old.name != state_name:
+                old.unlink(missing_ok=True)
+
+    def load_resume(self, meta: dict[str, Any]) -> None:
+        """Take position, best-so-far and optimiser state from a checkpoint's metadata."""
+        resume = meta.get("resume")
+        if not isinstance(resume, dict):
+            raise TrainingError(f"{self.out_dir / CHECKPOINT} holds no resume information")
+        saved = dict(resume.get("fingerprint", {}))
+        # A checkpoint written before a setting became resumable still lists it; it may change too.
+        saved["config"] = {k: v for k, v in saved.get("config", {}).items() if k not in RESUMABLE_CHANGES}
+        mismatch = _differences(saved, self.fingerprint())
+        if mismatch:
+            raise TrainingError("cannot resume: the run differs from the checkpoint in "
+                                + "; ".join(mismatch[:6]) + " (use a new output folder to start afresh)")
+        self.phase_index = PHASES.index(resume["phase"])
+        self.epoch = int(resume["epoch"])
+        self.best_loss = math.inf if resume["best_loss"] is None else float(resume["best_loss"])
+        self.best_epoch = int(resume["best_epoch"])
+        self.phase_results = dict(meta.get("training", {}).get("phases", {}))
+        state = torch.load(self.out_dir / resume["state_file"], map_location=self.device, weights_only=True)
+        self._resume_state = state
+        if self.best_epoch >= 0 and self._best_path(resume["phase"]).exists():
+            best, _ = load_checkpoint(self._best_path(resume["phase"]))
+            self.best_state = {k: v.clone() for k, v in best.state_dict().items()}
+
+    def _remember_best(self, phase: str, loss: float) -> None:
+        self.best_loss, self.best_epoch = loss, self.epoch
+        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        if self.dist.is_main:
+            meta = self._metadata("best")
+            meta["best"] = {"phase": phase, "epoch": self.epoch, "valid_loss": loss}
+            save_checkpoint(self._best_path(phase), self.model, meta)
+
+    def _restore_best(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        if self.dist.active:
+            # Rank 0 chose the best epoch; make every rank hold exactly its weights.
+            for tensor in self.model.state_dict().values():
+                torch.distributed.broadcast(tensor, 0)
+
+    # -- the phases ------------------------------------------------------------------------------------
+
+def model_config_for(resume: bool, checkpoint: Path, init, model_config: ModelConfig | None) -> ModelConfig:
+    """The model configuration the data must be prepared for (its particle size in pixels)."""
+    from ..checkpoint import read_checkpoint
+
+    source = checkpoint if resume else (Path(init) if init is not None else None)
+    if source is None:
+        return model_config or ModelConfig()
+    meta = read_checkpoint(source)["metadata"]
+    return from_dict(ModelConfig, meta["model_config"], where=str(source))
+
+
+# --- small helpers -----------------------------------------------------------------------------------
+
+def _differences(saved: Any, now: Any, where: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(saved) | set(now)):
+            out += _differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)
+        return out
+    norm = json.loads(json.dumps(saved)), json.loads(json.dumps(now))
+    return [] if norm[0] == norm[1] else [f"{where} ({_short(saved)} -> {_short(now)})"]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+def truncate_log(path: Path, trainer: Any, dist: DistContext) -> None:
+    """Drop log records of epochs after the checkpoint (they are re-run and logged again)."""
+    if not dist.is_main or not path.exists():
+        return
+    rewrite_log(path, [r for r in read_log(path)
+                       if (PHASES.index(r["phase"]), r["epoch"]) <= (trainer.phase_index, trainer.epoch)])
