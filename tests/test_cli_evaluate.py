@@ -181,3 +181,17 @@ def test_box_from_each_micrograph_header(tmp_path):
     result = run("--truth", tmp_path / "truth", "--picks", tmp_path / "picks.txt", "--diameter", 40,
                  "--micrographs", tmp_path / "mics")
     assert result.exit_code == 1 and "no box size for micrograph 'coarse'" in result.output
+
+
+def test_library_function_gives_the_command_scores(data):
+    from hydrapick.evaluation import evaluate_picks_files
+
+    out = data / "lib.json"
+    result = evaluate_picks_files(data / "truth", [data / "picks.star"], labels=["hp"], box_px=20,
+                                  json_path=out)
+    report = result.reports["hp"]
+    assert report.ap == pytest.approx(AP) and report.skipped_picks == {"m4": 1}
+    assert result.box_px == 20 and result.json_path == out
+    assert json.loads(out.read_text())["pickers"]["hp"]["ap"] == pytest.approx(AP)
+    with pytest.raises(ValueError, match="either --box or --diameter"):
+        evaluate_picks_files(data / "truth", data / "picks.star", box_px=20, diameter_A=40)

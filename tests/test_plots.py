@@ -6,8 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from hydrapick import plots
-from hydrapick.evaluation import evaluate
+from hydrapick.evaluation import evaluate, plots
 from hydrapick.picks import Picks
 
 BOX = 20.0
@@ -96,5 +95,6 @@ def test_helpers():
 
 
 def test_importing_plots_does_not_import_matplotlib():
-    code = "import sys, hydrapick.plots; assert 'matplotlib' not in sys.modules, 'imported eagerly'"
+    code = ("import sys, hydrapick.evaluation.plots; "
+            "assert 'matplotlib' not in sys.modules, 'imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True)

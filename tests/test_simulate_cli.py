@@ -74,3 +74,21 @@ def test_simulate_from_a_pdb_file(tmp_path):
     assert result.exit_code == 0, result.output
     assert "4hhb" in (out / "manifest.toml").read_text()
     assert "labelled particles" in result.output  # the summary table
+
+
+def test_library_simulate_makes_what_the_command_makes(tmp_path):
+    from hydrapick.simulation import simulate
+
+    assert _run("-n", "1", "-o", str(tmp_path / "cli"), "--seed", "4", "--pixel-size", "2.5",
+                "--config", str(_config(tmp_path)), *SMALL).exit_code == 0
+    dataset = simulate(tmp_path / "lib", 1, config=_config(tmp_path), seed=4, shape="globular", mass_kDa=50,
+                       settings={"shape_px": (128, 128), "pixel_size_A_range": (2.5, 2.5)})
+    assert dataset.manifest == tmp_path / "lib" / "manifest.toml"
+    assert dataset.micrographs[0]["name"] == "sim_00000" and dataset.micrographs[0]["pixel_size_A"] == 2.5
+    name = "micrographs/sim_00000.mrc"
+    with mrcfile.open(tmp_path / "cli" / name) as a, mrcfile.open(tmp_path / "lib" / name) as b:
+        assert np.array_equal(a.data, b.data)
+    with pytest.raises(ValueError, match="already holds a simulated dataset"):
+        simulate(tmp_path / "lib", 1, config=_config(tmp_path), seed=4)
+    with pytest.raises(ValueError, match="are for procedural particles"):
+        simulate(tmp_path / "x", 1, structure="model.pdb", shape="globular")

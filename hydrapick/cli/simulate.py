@@ -7,6 +7,7 @@ import sys
 import click
 
 from .group import cli
+from .options import quiet_option
 
 
 class _RangeType(click.ParamType):
@@ -78,7 +79,7 @@ def _parse_size(text: str) -> tuple[int, int]:
               help="TOML file of SimulationConfig settings (command-line options override it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Dataset seed: same seed, same output.")
 @click.option("--force", is_flag=True, help="Write into a folder that already holds a simulated dataset.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@quiet_option("No progress bar or summary.")
 def simulate(n_micrographs: int, out_dir: str, structure_path: str | None, assembly: str,
              chains: tuple[str, ...], symmetry: str | None, kind: str | None, mass_kDa: float | None,
              per_micrograph_structure: bool, size: str | None, pixel_size, diameter_px, dose, defocus,
@@ -95,88 +96,43 @@ def simulate(n_micrographs: int, out_dir: str, structure_path: str | None, assem
       hydrapick simulate --structure 4hhb.pdb -n 20 -o sim/ --pixel-size 1.0 --dose 40
       hydrapick simulate --shape ribosome -n 10 -o ribo/ --pixel-size 5.36 --defocus 1-3
     """
-    from pathlib import Path
-
     import numpy as np
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..config import SimulationConfig, from_dict
-    from ..simulation import load_structure, procedural_structure, simulate_dataset, symmetric_assembly
-    from ..simulation.structures import StructureError
+    from ..simulation import StructureError, simulate
 
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-
-    console = Console(stderr=True)
-    values: dict = {}
-    if config_path:
-        try:
-            with open(config_path, "rb") as fh:
-                values.update(tomllib.load(fh))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise click.ClickException(f"cannot read config '{config_path}': {exc}") from None
+    settings: dict = {}
     if size:
-        values["shape_px"] = _parse_size(size)
+        settings["shape_px"] = _parse_size(size)
     for key, rng in (("pixel_size_A_range", pixel_size), ("particle_diameter_px_range", diameter_px),
                      ("dose_e_per_A2_range", dose), ("defocus_um_range", defocus),
                      ("coverage_range", coverage)):
         if rng is not None:
-            values[key] = rng
+            settings[key] = rng
     if n_particles is not None:
-        values["n_particles"] = n_particles
-    if kind:
-        values["structure_kind"] = kind
-    if mass_kDa is not None:
-        values["structure_mass_kDa_range"] = (mass_kDa, mass_kDa)
-    try:
-        config = from_dict(SimulationConfig, values, where=config_path or "simulate options")
-    except (ValueError, TypeError) as exc:
-        raise click.ClickException(str(exc)) from None
-
-    out = Path(out_dir)
-    if (out / "manifest.toml").exists() and not force:
-        raise click.ClickException(f"'{out}' already holds a simulated dataset (manifest.toml); "
-                                   "use --force to overwrite it or choose another folder")
-    if structure_path is not None and (kind or mass_kDa is not None or per_micrograph_structure):
-        raise click.ClickException("--shape, --mass and --per-micrograph-structure are for procedural "
-                                   "particles; leave them out with --structure")
-    structure = None
-    try:
-        if structure_path is not None:
-            structure = load_structure(structure_path, chains=list(chains) or None,
-                                       assembly=None if assembly.lower() == "none" else assembly)
-            if symmetry:
-                structure = symmetric_assembly(structure, symmetry, seed)
-        elif symmetry:
-            if per_micrograph_structure:
-                raise click.ClickException("--symmetry builds one particle; "
-                                           "leave out --per-micrograph-structure")
-            structure = procedural_structure(kind or "random", seed, mass_kDa=mass_kDa, symmetry=symmetry)
-    except (StructureError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        settings["n_particles"] = n_particles
     command = "hydrapick " + " ".join(sys.argv[1:]) if sys.argv else "hydrapick simulate"
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    console = Console(stderr=True)
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, disable=quiet, transient=True) as bar:
         task = bar.add_task("simulate", total=n_micrographs)
         try:
-            manifest = simulate_dataset(out, n_micrographs, config, structure=structure, seed=seed,
-                                        progress=lambda done, total: bar.update(task, completed=done),
-                                        per_micrograph_structure=per_micrograph_structure,
-                                        extra={"command": command})
+            dataset = simulate(out_dir, n_micrographs, config=config_path, settings=settings,
+                               structure=structure_path, assembly=assembly, chains=chains,
+                               symmetry=symmetry, shape=kind, mass_kDa=mass_kDa,
+                               per_micrograph_structure=per_micrograph_structure, seed=seed, force=force,
+                               extra={"command": command},
+                               progress=lambda done, total: bar.update(task, completed=done))
         except (StructureError, ValueError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
     if quiet:
         return
-    with open(manifest, "rb") as fh:
-        records = tomllib.load(fh)["micrograph"]
     from rich.table import Table
 
-    table = Table(title=f"simulated {len(records)} micrographs -> {out}", show_header=True)
+    records = dataset.micrographs
+    table = Table(title=f"simulated {len(records)} micrographs -> {dataset.out_dir}", show_header=True)
     for col in ("", "min", "median", "max"):
         table.add_column(col, justify="right")
     rows = (("pixel size (Å)", "pixel_size_A", "{:.3f}"), ("diameter (Å)", "diameter_A", "{:.1f}"),
@@ -185,4 +141,4 @@ def simulate(n_micrographs: int, out_dir: str, structure_path: str | None, assem
         vals = [float(r[key]) for r in records]
         table.add_row(label, *(fmt.format(v) for v in (min(vals), float(np.median(vals)), max(vals))))
     console.print(table)
-    console.print(f"manifest: {manifest}")
+    console.print(f"manifest: {dataset.manifest}")

@@ -14,133 +14,21 @@ in docs/evaluate.md and in `EvaluationReport`.
 
 from __future__ import annotations
 
-import glob
-import json
 import logging
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .picks import Picks, micrograph_key
+from ..picks import Picks, micrograph_key
+from .report import Curves, EvaluationReport
 
 log = logging.getLogger(__name__)
 
 DEFAULT_IOU_THRESHOLD = 0.6
-MICROGRAPH_SUFFIXES = (".mrc", ".mrcs")
-
-
-@dataclass(frozen=True)
-class Curves:
-    """Precision-recall and ROC curves of one set of ranked picks.
-
-    Parameters
-    ----------
-    thresholds : (K,) float64
-        Distinct pick scores in descending order; point k keeps every pick with score >= thresholds[k].
-        Picks without a score rank above all scored picks (threshold +inf).
-    precision, recall : (K,) float64
-        At each threshold. Recall is over all true particles (NaN when there are none).
-    n_picks, n_matched : (K,) int64
-        Picks kept and true positives among them at each threshold.
-    fpr, tpr : (K + 2,) float64
-        ROC curve from (0, 0) to (1, 1): false-positive picks kept / all false-positive picks, and recall.
-        The last point comes from the true particles no pick matched (ranked below every pick).
-    """
-
-    thresholds: np.ndarray
-    precision: np.ndarray
-    recall: np.ndarray
-    n_picks: np.ndarray
-    n_matched: np.ndarray
-    fpr: np.ndarray
-    tpr: np.ndarray
-
-    def to_dict(self) -> dict:
-        return {name: [_json_float(v) for v in getattr(self, name).tolist()]
-                for name in ("thresholds", "precision", "recall", "n_picks", "n_matched", "fpr", "tpr")}
-
-
-@dataclass(frozen=True)
-class EvaluationReport:
-    """Scores of one picker on one micrograph or on a set of micrographs (pooled).
-
-    Metrics (NaN where undefined, e.g. recall without true particles):
-
-    - ``ap``: average precision, the area under the precision-recall curve with all-point interpolation
-      (as in PASCAL VOC 2010+ and COCO, without COCO's 101-point sampling): precision at each recall
-      is replaced by the best precision at that or any higher recall, and the area is summed over the
-      recall steps ``sum_k (r_k - r_{k-1}) * max_{j>=k} p_j`` with ``r_0 = 0``. Recall is over all true
-      particles, so particles no pick reaches cap the area below 1.
-    - ``auroc``: area under the ROC curve whose samples are the picks (positive when matched, negative
-      otherwise) plus every unmatched true particle as a positive scored below all picks. It equals the
-      probability that a random true particle is found with a higher score than a random false pick
-      (ties count one half; a particle never found loses to every false pick). NaN without false picks
-      or without true particles.
-    - ``precision``, ``recall``, ``f1``: at ``threshold`` (all picks when it is None, i.e. the picker's
-      own threshold was applied when the file was written); ``f1 = 2 TP / (2 TP + FP + FN)``.
-    - ``best_f1`` and ``best_f1_threshold``: the highest F1 over all thresholds and the (highest) score
-      threshold reaching it.
-    - ``recall_at_precision_0_9``: the highest recall at a threshold whose precision is >= 0.9 (0 when
-      none is).
-    - ``n_truth``, ``n_picks``, ``n_matched``: true particles, picks at ``threshold`` and true positives
-      among them; ``n_picks_total``: all picks scored (the curves use them all).
-    - ``mean_offset_px``: mean distance between matched picks (at ``threshold``) and their particles.
-    """
-
-    ap: float
-    auroc: float
-    precision: float
-    recall: float
-    f1: float
-    threshold: float | None
-    best_f1: float
-    best_f1_threshold: float
-    recall_at_precision_0_9: float
-    n_truth: int
-    n_picks: int
-    n_matched: int
-    n_picks_total: int
-    mean_offset_px: float
-    box_px: float
-    iou_threshold: float
-    n_micrographs: int
-    curves: Curves
-    per_micrograph: dict[str, EvaluationReport] = field(default_factory=dict)
-    skipped_picks: dict[str, int] = field(default_factory=dict)
-    skipped_truth: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self, *, curves: bool = False, per_micrograph: bool = True) -> dict:
-        """Plain JSON-ready values (NaN and infinities become None).
-
-        Parameters
-        ----------
-        curves : bool
-            Include the PR/ROC arrays (overall and per micrograph).
-        per_micrograph : bool
-            Include the per-micrograph reports.
-        """
-        out: dict = {}
-        for name in ("ap", "auroc", "precision", "recall", "f1", "threshold", "best_f1", "best_f1_threshold",
-                     "recall_at_precision_0_9", "mean_offset_px", "box_px", "iou_threshold"):
-            out[name] = _json_float(getattr(self, name))
-        for name in ("n_truth", "n_picks", "n_matched", "n_picks_total", "n_micrographs"):
-            out[name] = int(getattr(self, name))
-        if self.skipped_picks or self.skipped_truth:
-            out["skipped_picks"] = dict(self.skipped_picks)
-            out["skipped_truth"] = dict(self.skipped_truth)
-        if curves:
-            out["curves"] = self.curves.to_dict()
-        if per_micrograph and self.per_micrograph:
-            out["per_micrograph"] = {name: r.to_dict(curves=curves, per_micrograph=False)
-                                     for name, r in self.per_micrograph.items()}
-        return out
 
 
 def box_iou(dx: np.ndarray, dy: np.ndarray, box_px: float) -> np.ndarray:
@@ -167,7 +55,7 @@ def match_picks(truth: Picks, picks: Picks, box_px: float | Mapping[str, float],
     (len(picks),) int64
         Index into ``truth`` of the particle each pick matched, -1 for a false positive.
     """
-    t_keys, p_keys = _keys(truth.micrograph), _keys(picks.micrograph)
+    t_keys, p_keys = micrograph_keys(truth.micrograph), micrograph_keys(picks.micrograph)
     selected = list(dict.fromkeys(t_keys.tolist()))
     boxes = _boxes(box_px, selected, iou_threshold)
     index = {key: i for i, key in enumerate(selected)}
@@ -208,7 +96,7 @@ def evaluate(truth: Picks, picks: Picks, box_px: float | Mapping[str, float], *,
     EvaluationReport
         Pooled over the evaluated micrographs, with ``per_micrograph`` reports keyed by micrograph key.
     """
-    t_keys, p_keys = _keys(truth.micrograph), _keys(picks.micrograph)
+    t_keys, p_keys = micrograph_keys(truth.micrograph), micrograph_keys(picks.micrograph)
     if micrographs is None:
         selected = list(dict.fromkeys(t_keys.tolist()))
     else:
@@ -296,129 +184,6 @@ def calibrate_threshold(truth: Picks, picks: Picks, box_px: float | Mapping[str,
     return float(report.best_f1_threshold)
 
 
-# --- reading truth and picks for evaluation --------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CoordinateSet:
-    """Coordinates read for evaluation and the micrographs they cover.
-
-    ``micrographs`` (keys) includes micrographs whose per-micrograph file holds no particles, which
-    `Picks` alone cannot carry: an empty truth file says "this micrograph has no particles".
-    """
-
-    picks: Picks
-    micrographs: list[str]
-
-
-def load_coordinates(path: str | os.PathLike, *, format: str | None = None, flip_y: bool = False,
-                     image_height: int | Mapping[str, int] | None = None,
-                     missing_height: str = "error") -> CoordinateSet:
-    """Read a coordinate file or a folder of per-micrograph files in any format `hydrapick.io` reads.
-
-    Parameters
-    ----------
-    path : path
-        A file (``.star``, ``.box``, ``.cbox``, ``.txt`` Topaz, ``.cs``), a folder of such files, or a
-        RELION job folder holding ``autopick.star``.
-    format : str, optional
-        Coordinate format for every file (default: from each extension).
-    flip_y : bool
-        Mirror y (``y -> height - 1 - y``) for tools that count y up from the bottom row.
-    image_height : int or mapping of micrograph key -> int, optional
-        Micrograph height(s) in pixels for ``flip_y``; a mapping flips each micrograph with its own
-        height (cryoSPARC files carry their shapes and need none).
-    missing_height : {"error", "drop"}
-        With a mapping of heights: what to do with coordinates on a micrograph it lacks (see
-        `flip_y_per_micrograph`).
-
-    Raises
-    ------
-    hydrapick.io.FormatError
-        Unreadable file (the message names it).
-    ValueError
-        ``flip_y`` without the height of a micrograph that has coordinates.
-    """
-    from . import io
-
-    path = Path(path)
-    file_height = image_height if isinstance(image_height, int) else None
-    read_flip = flip_y and not isinstance(image_height, Mapping)
-    covered: list[str] = []
-    if path.is_dir():
-        picks, covered = io.read_coordinate_folder_with_empty(path, format, flip_y=read_flip,
-                                                              image_height=file_height)
-    else:
-        picks = io.read_coordinates(path, format, flip_y=read_flip, image_height=file_height)
-    if flip_y and isinstance(image_height, Mapping):
-        picks = flip_y_per_micrograph(picks, image_height, missing=missing_height)
-    keys = list(dict.fromkeys(_keys(picks.micrograph).tolist() + covered))
-    return CoordinateSet(picks, keys)
-
-
-def flip_y_per_micrograph(picks: Picks, heights: Mapping[str, int], *, missing: str = "error") -> Picks:
-    """Mirror y on each micrograph with its own height (``heights`` keyed by `micrograph_key`).
-
-    ``missing="error"`` raises ValueError when a micrograph with coordinates has no height;
-    ``missing="drop"`` leaves its coordinates out (logged as a warning).
-    """
-    if missing not in ("error", "drop"):
-        raise ValueError(f"missing must be 'error' or 'drop', got {missing!r}")
-    heights = {micrograph_key(k): v for k, v in heights.items()}
-    keys = _keys(picks.micrograph)
-    absent = sorted(set(keys.tolist()) - set(heights))
-    if absent and missing == "drop":
-        known = np.array([k in heights for k in keys.tolist()], dtype=bool)
-        log.warning("left out %d coordinates on %d micrographs without a known height (cannot flip y): %s",
-                    int((~known).sum()), len(absent), _some(absent))
-        picks, keys = picks[known], keys[known]
-    elif absent:
-        raise ValueError(f"flip_y needs the height of micrograph {absent[0]!r}"
-                         + (f" and {len(absent) - 1} more" if len(absent) > 1 else "")
-                         + "; no micrograph of that name was found")
-    h = np.array([heights[k] for k in keys.tolist()], dtype=np.float64)
-    return Picks(picks.micrograph.copy(), picks.x.copy(), h - 1 - picks.y, picks.score.copy(),
-                 picks.diameter_px.copy())
-
-
-def drop_near_edge(picks: Picks, shapes: Mapping[str, tuple[int, int]],
-                   border_px: float | Mapping[str, float]) -> Picks:
-    """Coordinates whose centre lies at least ``border_px`` inside the micrograph, as `hydrapick pick`
-    keeps them (``border_px - 0.5 <= x < width - 0.5 - border_px``, the same for y).
-
-    Applied to the truth and to every picker alike, it compares pickers with different edge rules on the
-    same region. ``shapes`` (rows, columns) and a per-micrograph ``border_px`` are keyed by
-    `micrograph_key`; a micrograph without a shape raises ValueError.
-    """
-    shapes = {micrograph_key(k): v for k, v in shapes.items()}
-    keys = _keys(picks.micrograph)
-    absent = sorted(set(keys.tolist()) - set(shapes))
-    if absent:
-        raise ValueError(f"the border needs the size of micrograph {absent[0]!r}"
-                         + (f" and {len(absent) - 1} more" if len(absent) > 1 else "")
-                         + "; no micrograph of that name was found")
-    h = np.array([shapes[k][0] for k in keys.tolist()], dtype=np.float64)
-    w = np.array([shapes[k][1] for k in keys.tolist()], dtype=np.float64)
-    if isinstance(border_px, Mapping):
-        border = {micrograph_key(k): v for k, v in border_px.items()}
-        b = np.array([border[k] for k in keys.tolist()], dtype=np.float64)
-    else:
-        b = float(border_px)
-    return picks.inside(h, w, b)
-
-
-def find_micrographs(folder: str | os.PathLike) -> dict[str, Path]:
-    """MRC files in a folder (or matching a glob pattern), keyed by `micrograph_key`."""
-    folder = Path(folder)
-    if folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(MICROGRAPH_SUFFIXES))
-    else:
-        files = sorted(Path(p) for p in glob.glob(str(folder)))
-    files = [p for p in files if p.is_file()]
-    if not files:
-        raise FileNotFoundError(f"{folder}: no micrographs ({', '.join(MICROGRAPH_SUFFIXES)}) found")
-    return {micrograph_key(p.name): p for p in files}
-
-
 # --- internals ---------------------------------------------------------------------------------------------
 
 def _boxes(box_px: float | Mapping[str, float], selected: list[str], iou_threshold: float) -> np.ndarray:
@@ -440,16 +205,12 @@ def _boxes(box_px: float | Mapping[str, float], selected: list[str], iou_thresho
     return boxes if isinstance(box_px, Mapping) else np.full(len(selected), boxes[0])
 
 
-def _keys(names: np.ndarray) -> np.ndarray:
+def micrograph_keys(names: np.ndarray) -> np.ndarray:
     """`micrograph_key` of every name, computed once per distinct name (thousands of picks share one)."""
     if len(names) == 0:
         return np.zeros(0, dtype=object)
     unique, inverse = np.unique(np.asarray(names, dtype=str), return_inverse=True)
     return np.array([micrograph_key(u) for u in unique.tolist()], dtype=object)[inverse]
-
-
-def _some(names: list[str], n: int = 5) -> str:
-    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
 
 
 def _ranking_scores(score: np.ndarray) -> np.ndarray:
@@ -602,35 +363,3 @@ def _reports(group: np.ndarray, n_groups: int, score: np.ndarray, hit: np.ndarra
     return reports
 
 
-def _json_float(value):
-    if value is None:
-        return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def write_report_json(path: str | os.PathLike, reports: Mapping[str, EvaluationReport], *,
-                      curves: bool = False, metadata: Mapping | None = None) -> Path:
-    """Write reports of one or more pickers as JSON, atomically.
-
-    The file holds ``metadata`` (e.g. truth path, box) and ``pickers``: label -> `EvaluationReport.to_dict`.
-    """
-    path = Path(path)
-    document = {**(dict(metadata) if metadata else {}),
-                "pickers": {label: r.to_dict(curves=curves) for label, r in reports.items()}}
-    text = json.dumps(document, indent=1, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
