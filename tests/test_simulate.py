@@ -1,5 +1,7 @@
 """simulate_micrograph and simulate_dataset: determinism, labels, label policy, files and manifest."""
 
+import tomllib
+
 import mrcfile
 import numpy as np
 import pytest
@@ -11,11 +13,6 @@ from hydrapick.io import read_coordinates
 from hydrapick.simulation import procedural_structure, simulate_dataset, simulate_micrograph
 from hydrapick.simulation.conditions import pixel_size_bounds
 from hydrapick.simulation.dataset import micrograph_seed
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 FAST = dict(shape_px=(256, 256), n_views=8)
 CLEAN = dict(contamination_probability=0.0, ice_crystal_probability=0.0)

@@ -94,7 +94,7 @@ def gather_inputs(specs: Iterable[str | os.PathLike | MicrographInput], *, pixel
         if (is_glob(text) and not os.path.exists(text)) or os.path.isdir(text):
             for m in micrograph_files(text):
                 add(m, _display_name(m), None)
-        elif _is_list(text):
+        elif is_micrograph_list(text):
             for path, size in _read_list(text):
                 add(path, _display_name(path), size)
         elif os.path.exists(text):
@@ -154,8 +154,9 @@ def is_micrograph(name: str | os.PathLike) -> bool:
     return os.fspath(name).lower().endswith(MICROGRAPH_SUFFIXES)
 
 
-def _is_list(text: str) -> bool:
-    lower = text.lower()
+def is_micrograph_list(text: str) -> bool:
+    """Whether a file name is a list of micrographs (STAR or text; `LIST_SUFFIXES`), not a micrograph."""
+    lower = os.fspath(text).lower()
     return lower.endswith(LIST_SUFFIXES) and not is_micrograph(lower)
 
 

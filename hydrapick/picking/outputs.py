@@ -143,8 +143,8 @@ class PickOutputs:
 
 def write_preview(result: PickResult, folder: str | os.PathLike) -> Path:
     """PNG of the micrograph with its selected picks (red boxes of the particle diameter)."""
+    from ..evaluation.plots import overlay
     from ..io import read_micrograph
-    from ..plots import overlay
 
     image = np.asarray(read_micrograph(result.path).data, dtype=np.float32)
     selected = result.selected

@@ -32,16 +32,10 @@ from . import detector as det
 from . import scattering as sc
 from .conditions import Conditions, draw_conditions, pixel_size_bounds
 from .ctf import wave_transfer
+from .particles import draw_junk, place_particles, render_blobs
 from .procedural import procedural_structure
 from .projection import ViewBank, get_view_bank, render_views
-from .scene import (
-    draw_contamination,
-    draw_junk,
-    draw_support,
-    ice_thickness_map,
-    place_particles,
-    render_blobs,
-)
+from .scene import draw_contamination, draw_support, ice_thickness_map
 from .structures import Structure, load_structure
 
 log = logging.getLogger(__name__)

@@ -371,7 +371,7 @@ def load_base(model: str | os.PathLike | None) -> tuple[HydraPicker, dict[str, A
     """
     if model is not None:
         return load_checkpoint(model)
-    from ..picking import load_model
+    from ..checkpoint import load_model
 
     return load_model(None)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.inputs import MICROGRAPH_SUFFIXES
+from ..io.inputs import MICROGRAPH_SUFFIXES, is_micrograph_list
 from ..picks import Picks, micrograph_key
 from .simulated import SimulatedSource, is_finite_number, parse_simulated, resolve_path
 
@@ -38,7 +38,6 @@ _DATASET_KEYS = {
 _TOP_KEYS = {"datasets", "valid_fraction", "test_fraction", "split_seed"}
 _NAME = re.compile(r"^[A-Za-z0-9_\-+]+$")
 _GLOB_CHARS = set("*?[")
-_LIST_SUFFIXES = (".star", ".txt", ".lst", ".list")  # micrograph lists, as `hydrapick.io.inputs` reads
 
 
 class ManifestError(ValueError):
@@ -412,7 +411,7 @@ def expand_micrographs(entry: str) -> list[str]:
         return sorted(m for m in glob.glob(entry, recursive=True) if m.lower().endswith(MICROGRAPH_SUFFIXES))
     if os.path.isdir(entry):
         return sorted(str(p) for p in Path(entry).iterdir() if p.name.lower().endswith(MICROGRAPH_SUFFIXES))
-    if entry.lower().endswith(_LIST_SUFFIXES):
+    if is_micrograph_list(entry):
         from ..io import read_micrograph_list
 
         return [p for p, _ in read_micrograph_list(entry)]
