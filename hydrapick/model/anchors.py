@@ -396,21 +396,9 @@ def detect_picks(outputs: torch.Tensor, anchors: torch.Tensor, config: ModelConf
     """`detect` on the raw outputs of ONE image, as `Picks` in that image's (model) pixels.
 
     This is the one place network outputs become picks: picking, validation during training and
-    fine-tuning's calibration all call it, so they share the NMS distance rule.
-
-    Parameters
-    ----------
-    outputs : (A, 3) float tensor
-        Raw head output [dx, dy, logit] for one image.
-    anchors : (A, 2) float tensor
-        `anchor_centres` of that image's input size.
-    config : ModelConfig
-    name : str
-        Micrograph name the picks carry.
-    min_distance_px : float, optional
-        NMS distance in input pixels; default ``MIN_DISTANCE_FRACTION`` x ``config.particle_diameter_px``.
-    score_floor : float
-        Candidates with probability below this are dropped before NMS.
+    fine-tuning's calibration all call it, so they share the NMS distance rule. ``outputs``, ``anchors``,
+    ``config`` and ``score_floor`` are as in `detect`; ``name`` is the micrograph the picks carry;
+    ``min_distance_px`` defaults to ``MIN_DISTANCE_FRACTION`` x ``config.particle_diameter_px``.
     """
     if min_distance_px is None:
         min_distance_px = MIN_DISTANCE_FRACTION * config.particle_diameter_px
