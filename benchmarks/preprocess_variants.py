@@ -259,14 +259,24 @@ def scale_truth(truth: Picks, binning: int) -> Picks:
                  truth.score.copy(), truth.diameter_px / binning)
 
 
-def topaz_denoise(sources: list[Path], out_dir: Path, venv: Path) -> str:
-    """Topaz-Denoise (its pretrained default model, CPU) into ``out_dir``; an error message or ''."""
+def topaz_denoise(sources: list[Path], out_dir: Path, venv: Path, pixel_size_A: float) -> str:
+    """Topaz-Denoise (its pretrained default model, ``unet``, on CPU) into ``out_dir``; an error or ''.
+
+    Topaz 0.3.20 fails on int8 MRC input ("Input type (double) and bias type (float) should be the same"),
+    as EMPIAR-10028's renderings are, so it is given float32 copies of the micrographs.
+    """
     topaz = venv / "bin" / "topaz"
     if not topaz.exists():
         return f"{topaz} not found; run benchmarks/topaz_setup.sh"
+    inputs = out_dir.parent / "topaz_input"
+    for source in sources:
+        data = io.read_micrograph(source, pixel_size_A).data
+        io.write_micrograph(inputs / source.name, np.asarray(data, dtype=np.float32), pixel_size_A)
     out_dir.mkdir(parents=True, exist_ok=True)
-    command = [str(topaz), "denoise", "--device", "-1", "-o", str(out_dir), *map(str, sources)]
+    command = [str(topaz), "denoise", "--device", "-1", "-o", str(out_dir),
+               *[str(inputs / s.name) for s in sources]]
     proc = subprocess.run(command, capture_output=True, text=True)
+    shutil.rmtree(inputs, ignore_errors=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
         return f"topaz denoise failed (exit {proc.returncode}): {' | '.join(tail)}"
@@ -284,7 +294,7 @@ def render(variant: Variant, names: list[str], data: Path, out: Path, pixel_size
     apix = pixel_size_A
     if variant.render is None:  # topaz-denoise: a tool writes the files; reuse them when present
         if not all(p.exists() for p in paths):
-            error = topaz_denoise(sources, mic_dir, venv)
+            error = topaz_denoise(sources, mic_dir, venv, pixel_size_A)
             if error:
                 return paths, apix, error
         for p in paths:  # Topaz writes MRC without our pixel size; rewrite the header's
