@@ -28,6 +28,10 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 # Runtime requirements from topaz-em's metadata (Requires-Dist), minus torch and torchvision.
 "${PIP[@]}" "numpy>=1.11" "scipy>=0.17.0" "pandas>=0.20.3" "scikit-learn>=0.19.0" "pillow>=6.2.0" \
     "future" "h5py>=3.7.0" "tqdm>=4.65.0" "psutil>=5.8.0"
+# topaz denoise loads its pretrained 2D models with importlib.resources.files("topaz.denoising.models"),
+# which fails because that is a module, not a package, and then falls back to pkg_resources, which
+# setuptools removed in version 81; without this pin no pretrained denoising model loads.
+"${PIP[@]}" "setuptools<81"
 
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 STANDIN="$SITE/torchvision"
@@ -72,5 +76,8 @@ import topaz.extract  # noqa: F401  (imports the whole picking path, including t
 from topaz.model.factory import load_model
 
 load_model("resnet16_u64")
+from topaz.denoise import load_model as load_denoiser
+
+load_denoiser("unet")  # the pretrained model of `topaz denoise` (needs pkg_resources, see above)
 print(f"topaz-em {md.version('topaz-em')} with torch {torch.__version__}: ok")
 PY
