@@ -203,6 +203,43 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AdaptConfig:
+    """Options of label-free adaptation (`hydrapick pick --adapt`; see docs/method.md).
+
+    The generic head's own picks seed a new head trained on the dataset's cached body features: its
+    most confident picks (``positive_fraction`` of the particles it finds at its calibrated threshold)
+    are particles, places where it finds nothing above ``uncertain_score`` are background, and the rest
+    are left out of the loss. A few rounds re-seed from the new head. A self-check on ``holdout`` of the
+    micrographs decides whether the new head is used.
+    """
+
+    micrographs: int = 8  # at most this many micrographs to learn from, spread over the run
+    rounds: int = 2
+    steps: int = 150  # head training steps per round
+    batch_size: int = 8
+    crop_px: int = 256
+    lr: float = 1e-3
+    positive_fraction: float = 0.8
+    uncertain_score: float = 0.05
+    holdout: float = 0.25  # share of the adaptation micrographs kept for the self-check (at least 1 of 3+)
+    min_recovery: float = 0.8  # the adapted head must find this share of the generic head's surest picks
+    max_count_ratio: float = 2.0  # ... and pick between 1/ratio and ratio times as many particles
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("micrographs", "rounds", "steps", "batch_size", "crop_px"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"adapt {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("positive_fraction", "min_recovery"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"adapt {name} must be in (0, 1], got {getattr(self, name)}")
+        if not 0 <= self.uncertain_score < 1 or not 0 <= self.holdout < 1:
+            raise ValueError("adapt uncertain_score and holdout must be in [0, 1)")
+        if self.max_count_ratio < 1 or self.lr <= 0:
+            raise ValueError("adapt max_count_ratio must be >= 1 and lr > 0")
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     """Options of `hydrapick finetune` that are not file names (see docs/training.md).
 

@@ -17,16 +17,8 @@ from hydrapick.picks import Picks
 from hydrapick.simulation import procedural_structure, simulate_dataset, simulate_micrograph
 from hydrapick.training import ManifestError, train
 from hydrapick.training.datasets import dataset_from_arrays, load_datasets
-from hydrapick.training.finetune import (
-    FeatureMap,
-    FinetuneError,
-    compute_features,
-    crop_cells,
-    feature_batch,
-    finetune,
-    finetune_head,
-    score_maps,
-)
+from hydrapick.training.finetune import FinetuneError, finetune, finetune_head
+from hydrapick.training.heads import FeatureMap, compute_features, crop_cells, feature_batch, score_maps
 
 MODEL = ModelConfig(body_channels=16, body_blocks=1, group_norm_groups=4, head_channels=(16, 32),
                     stem_stride=2, anchor_stride=8, particle_diameter_px=32)
@@ -71,7 +63,7 @@ def test_feature_crops_start_on_anchor_cells():
     rng = np.random.default_rng(0)
     origins = set()
     for _ in range(30):
-        crops, crop_centres = feature_batch(maps, [0], cells, MODEL, rng)
+        crops, crop_centres, _ = feature_batch(maps, [0], cells, MODEL, rng)
         assert crops.shape == (1, 2, 32, 32)
         fx, fy = int(crops[0, 0, 0, 0]), int(crops[0, 1, 0, 0])
         assert fx % cell == 0 and fy % cell == 0

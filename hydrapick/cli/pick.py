@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..config import PICK_BATCH_SIZE, PICK_HEAD, SCORE_FLOOR
+from ..config import PICK_BATCH_SIZE, PICK_HEAD, SCORE_FLOOR, AdaptConfig
 from .group import cli
 from .options import device_option, quiet_option, threads_option
 
@@ -49,6 +49,14 @@ _PICK_SHOWN_FAILURES = 20
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: average the network over the 8 rotations and mirror images of "
                    "each micrograph (about 8x slower; more accurate on unseen specimens).")
+@click.option("--adapt", is_flag=True,
+              help="First learn this dataset's particles and background from the micrographs themselves "
+                   "(no labels; a new head, minutes on a CPU), then pick with it. A self-check on "
+                   "held-out micrographs decides whether it is used; if not, the generic head picks.")
+@click.option("--adapt-micrographs", type=click.IntRange(min=1), default=AdaptConfig.micrographs,
+              show_default=True, help="Learn from at most this many micrographs, spread over the run.")
+@click.option("--adapt-output", type=click.Path(dir_okay=False),
+              help="Save the adapted model here; pick later runs with --model FILE --head adapted.")
 @click.option("--shard", help="K/N: pick every N-th micrograph starting at K (0-based). Default in a SLURM "
                               "job array: SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT.")
 @click.option("--skip-existing", is_flag=True,
@@ -59,8 +67,9 @@ _PICK_SHOWN_FAILURES = 20
 def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path: str | None, head: str,
          diameter_A: float | None, pixel_size_A: float | None, threshold: float | None,
          min_distance_A: float | None, border_A: float | None, score_floor: float, device: str,
-         batch_size: int, threads: int | None, full_precision: bool, tta: bool, shard: str | None,
-         skip_existing: bool, preview_dir: str | None, quiet: bool) -> None:
+         batch_size: int, threads: int | None, full_precision: bool, tta: bool, adapt: bool,
+         adapt_micrographs: int, adapt_output: str | None, shard: str | None, skip_existing: bool,
+         preview_dir: str | None, quiet: bool) -> None:
     """Pick particles in micrographs with the bundled generic model or a fine-tuned one.
 
     MICROGRAPHS are MRC files, globs ('Movies/*.mrc'), folders, a RELION micrographs STAR file or a text
@@ -71,6 +80,7 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
     Examples:
       hydrapick pick 'Movies/*.mrc' --diameter 300 -o picks.star
       hydrapick pick CtfFind/job003/micrographs_ctf.star --diameter 180 -o AutoPick/job010
+      hydrapick pick 'Movies/*.mrc' --diameter 150 --adapt --adapt-output adapted.pt -o picks.star
     """
     from rich.console import Console
 
@@ -85,16 +95,23 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
         shard_spec = parse_shard(shard) if shard else shard_from_environment()
         if shard_spec is not None and not shard:
             err.print(f"SLURM array task: shard {shard_spec[0]}/{shard_spec[1]}")
-        with _pick_progress(err, quiet) as progress:
+        if (adapt_output or adapt_micrographs != AdaptConfig.micrographs) and not adapt:
+            raise click.UsageError("--adapt-output and --adapt-micrographs need --adapt")
+        with _adapt_progress(err, quiet or not adapt) as adapt_progress, \
+                _pick_progress(err, quiet) as progress:
             report = run_pick(list(micrographs), output, format=fmt, model=model_path, head=head,
                               diameter_A=diameter_A, pixel_size_A=pixel_size_A, threshold=threshold,
                               min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
                               device=device, batch_size=batch_size, num_threads=threads,
                               mixed_precision=not full_precision, tta=tta, shard=shard_spec,
-                              skip_existing=skip_existing, preview_dir=preview_dir, progress=progress)
+                              skip_existing=skip_existing, preview_dir=preview_dir, progress=progress,
+                              adapt=AdaptConfig(micrographs=adapt_micrographs) if adapt else False,
+                              adapt_output=adapt_output, adapt_progress=adapt_progress)
     except (InputError, FormatError, CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
     if not quiet:
+        if report.adaptation is not None:
+            _adapt_summary(report.adaptation, Console())
         _pick_summary(report, Console())
     for _, reason in report.failures[:_PICK_SHOWN_FAILURES]:
         click.echo(f"failed: {reason}", err=True)
@@ -139,6 +156,55 @@ def _pick_progress(console, quiet: bool):
             yield update
 
     return manager()
+
+
+def _adapt_progress(console, quiet: bool):
+    """Context manager yielding a progress callback for the adaptation phase (a rich bar per stage)."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextlib.contextmanager
+    def manager():
+        if quiet:
+            yield None
+            return
+        bar = Progress(TextColumn("adapting: {task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)
+        tasks: dict = {}
+
+        def update(event) -> None:
+            if event.kind == "phase":
+                bar.console.print(f"adapting: {event.phase} ({event.message})")
+                return
+            if event.kind not in ("features", "step"):
+                return
+            key = "body features" if event.kind == "features" else f"training head ({event.phase})"
+            if key not in tasks:
+                tasks[key] = bar.add_task(key, total=event.steps, note="")
+            loss = (event.values or {}).get("loss")
+            bar.update(tasks[key], completed=event.step, note=f"loss {loss:.3f}" if loss is not None else "")
+
+        with bar:
+            yield update
+
+    return manager()
+
+
+def _adapt_summary(report: dict, console) -> None:
+    check = report.get("self_check") or {}
+    seeds = ", ".join(str(s["particles"]) for s in report.get("seeds", []))
+    console.print(f"adaptation: learnt from {len(report['micrographs'])} micrographs "
+                  f"({len(report.get('held_out', []))} held out for the self-check), {report['rounds']} "
+                  f"rounds, seed particles per round {seeds}; about "
+                  f"{report['estimated_particles_per_micrograph']:.0f} particles per micrograph.")
+    verdict = "[green]adapted head used[/green]" if report["kept"] else "[yellow]generic head kept[/yellow]"
+    console.print(f"adaptation: {verdict}: {report['reason']} (seed recovery "
+                  f"{check.get('seed_recovery', float('nan')):.2f}, count ratio "
+                  f"{check.get('count_ratio', float('nan')):.2f})")
+    if report.get("saved"):
+        console.print(f"adaptation: model saved to {report['saved']} (pick with --model "
+                      f"{report['saved']} --head adapted)")
 
 
 def _pick_summary(report, console) -> None:

@@ -109,6 +109,13 @@ class HydraPicker(nn.Module):
         self.head_names.append(name)
         return head
 
+    def remove_head(self, name: str) -> None:
+        """Remove dataset head ``name`` (the generic head stays)."""
+        if name == GENERIC_HEAD or name not in self.heads:
+            raise ValueError(f"cannot remove head {name!r}; dataset heads: {self.head_names}")
+        del self.heads[name]
+        self.head_names.remove(name)
+
     def freeze_body(self, frozen: bool = True) -> None:
         """Stop (or, with ``frozen=False``, restart) gradient updates of the shared body."""
         for p in self.body.parameters():

@@ -98,7 +98,7 @@ def bias_loss(model: nn.Module, heads: Sequence[str] | None = None) -> torch.Ten
 
 def detection_loss(outputs: torch.Tensor, labels: torch.Tensor, offsets: torch.Tensor,
                    positive: torch.Tensor, *, cls_weight: float = 1.0, alpha: float = 0.25,
-                   gamma: float = 2.0) -> dict[str, torch.Tensor]:
+                   gamma: float = 2.0, ignore: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Classification + localisation loss of one batch, normalised by ``max(1, num_pos)``.
 
     Parameters
@@ -111,20 +111,27 @@ def detection_loss(outputs: torch.Tensor, labels: torch.Tensor, offsets: torch.T
     -------
     dict with 0-d tensors ``loss`` (= loc + cls_weight * cls), ``cls``, ``loc`` and ``num_pos``
     (long; the number of positive anchors in the batch).
+
+    ``ignore`` (N, A) bool marks anchors whose label is unknown (label-free adaptation): they add no
+    classification loss unless they are positive.
     """
     if outputs.dim() != 3 or outputs.shape[-1] != 3 or outputs.shape[:2] != labels.shape:
         raise ValueError(f"outputs {tuple(outputs.shape)} do not fit labels {tuple(labels.shape)}")
     num_pos = positive.sum()
     norm = num_pos.clamp(min=1).to(outputs.dtype)
-    cls = focal_loss(outputs[..., 2], labels, alpha=alpha, gamma=gamma) / norm
+    if ignore is None:
+        cls = focal_loss(outputs[..., 2], labels, alpha=alpha, gamma=gamma) / norm
+    else:
+        scored = ~ignore | positive
+        cls = focal_loss(outputs[..., 2][scored], labels[scored], alpha=alpha, gamma=gamma) / norm
     loc = localisation_loss(outputs[..., :2], offsets, positive) / norm
     return {"loss": loc + cls_weight * cls, "cls": cls, "loc": loc, "num_pos": num_pos}
 
 
 def batch_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: torch.Tensor,
                model_config: ModelConfig, *, cls_weight: float = 1.0, alpha: float = 0.25,
-               gamma: float = 2.0) -> dict[str, torch.Tensor]:
+               gamma: float = 2.0, ignore: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """`detection_loss` of raw ``outputs`` (N, A, 3) against particle ``centres`` (targets built here)."""
     labels, offsets, positive = build_targets(anchors, list(centres), model_config)
     return detection_loss(outputs.float(), labels, offsets, positive, cls_weight=cls_weight, alpha=alpha,
-                          gamma=gamma)
+                          gamma=gamma, ignore=ignore)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import MAX_TILE_PX, PICK_BATCH_SIZE, PICK_HEAD, PREVIEW_COUNT, SCORE_FLOOR
+from ..config import MAX_TILE_PX, PICK_BATCH_SIZE, PICK_HEAD, PREVIEW_COUNT, SCORE_FLOOR, AdaptConfig
 from ..io.inputs import MicrographInput, gather_inputs
 from ..picks import Picks
 from .engine import (
@@ -77,6 +77,7 @@ class PickReport:
     seconds: float
     outputs: list[Path]
     shard: tuple[int, int] | None = None
+    adaptation: dict | None = None  # what `adapt` learnt and whether its head was used
 
     @property
     def n_failed(self) -> int:
@@ -101,7 +102,9 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
          skip_existing: bool = False, preview_dir: str | os.PathLike | None = None,
          preview_count: int = PREVIEW_COUNT, max_tile_px: int | None = MAX_TILE_PX,
          num_threads: int | None = None, mixed_precision: bool = True, tta: bool = False,
-         progress: Callable[[PickProgress], None] | None = None) -> PickReport:
+         adapt: bool | AdaptConfig = False, adapt_output: str | os.PathLike | None = None,
+         progress: Callable[[PickProgress], None] | None = None,
+         adapt_progress: Callable | None = None) -> PickReport:
     """Pick micrographs and write the results: what ``hydrapick pick`` does, from Python.
 
     Parameters
@@ -127,6 +130,15 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
         Write PNG overlays of the first ``preview_count`` picked micrographs there.
     progress : callable, optional
         Called with a `PickProgress` before the first micrograph and after each one.
+    adapt : bool or AdaptConfig
+        First learn a head for this dataset from its own micrographs, without labels
+        (`hydrapick.training.adapt`), and pick with it when its self-check passes (else with the
+        generic head; ``PickReport.adaptation`` says which and why). An `AdaptConfig` sets how.
+    adapt_output : path, optional
+        Save the model with its ``adapted`` head there, to pick the rest of a dataset with
+        ``model=adapt_output, head="adapted"`` without adapting again.
+    adapt_progress : callable, optional
+        Receives the adaptation's `hydrapick.training.TrainEvent`s.
 
     Other parameters are those of `hydrapick.picking.engine.pick_micrographs`.
 
@@ -148,8 +160,16 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
         items = select_shard(items, *shard)
     net, metadata = model_and_metadata(model)
     check_head(net, head)
+    threshold_given = threshold is not None
     threshold = resolve_threshold(metadata, head, threshold)
     diameter_A = resolve_diameter(metadata, head, diameter_A)
+
+    adaptation = None
+    if adapt:
+        net, metadata, head, threshold, adaptation = _adapt(
+            net, metadata, head, threshold, items, diameter_A, pixel_size_A,
+            adapt if isinstance(adapt, AdaptConfig) else AdaptConfig(), device, num_threads, adapt_output,
+            adapt_progress, user_threshold=threshold_given)
 
     outputs = None
     if output is not None:
@@ -218,4 +238,34 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
         written = outputs.finish(picks, candidates, results, names)
     return PickReport(picks=picks, candidates=Picks.concat(r.picks for r in results), threshold=threshold,
                       n_micrographs=len(items), n_skipped=len(skipped), failures=failures,
-                      seconds=time.perf_counter() - started, outputs=written, shard=shard)
+                      seconds=time.perf_counter() - started, outputs=written, shard=shard,
+                      adaptation=adaptation)
+
+
+def _adapt(net, metadata, head, threshold, items, diameter_A, pixel_size_A, config, device, num_threads,
+           adapt_output, progress, *, user_threshold: bool):
+    """Run `hydrapick.training.adapt.adapt` on ``items``; the model, metadata, head and threshold to pick
+    with, and the adaptation report."""
+    from ..checkpoint import save_checkpoint
+    from ..device import resolve_device, torch_threads
+    from ..io import read_micrograph
+    from ..training.adapt import adapt
+
+    if head != PICK_HEAD:
+        raise ValueError(f"adaptation starts from the generic head; got head '{head}'")
+    if not items:
+        return net, metadata, head, threshold, None
+    chosen = []
+    for item in items:
+        size = pixel_size_A or item.pixel_size_A or read_micrograph(item.path).pixel_size_A
+        if not size:
+            raise ValueError(f"'{item.path}' has no pixel size in its header: give --apix")
+        chosen.append((item.path, item.name, float(size)))
+    with torch_threads(num_threads):
+        result = adapt(net, metadata, chosen, diameter_A, config=config, device=resolve_device(device),
+                       progress=progress)
+    if result.kept and adapt_output is not None:
+        save_checkpoint(adapt_output, result.model, result.metadata)
+        result.report["saved"] = str(adapt_output)
+    pick_threshold = threshold if user_threshold else result.threshold
+    return result.model, result.metadata, result.head, pick_threshold, result.report

@@ -19,7 +19,6 @@ kept.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -31,34 +30,17 @@ import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import FALLBACK_THRESHOLD, FinetuneConfig, ModelConfig, to_dict
-from ..device import autocast_for, resolve_device
+from ..device import resolve_device
 from ..model import GENERIC_HEAD, HydraPicker
-from ..model.anchors import anchor_centres, detect_picks
-from ..model.losses import batch_loss
 from ..picks import Picks
-from .augment import dihedral
 from .calibration import calibration_report, finite_or_none
 from .datasets import MicrographSample, prepare_files
 from .errors import FinetuneError
 from .events import ProgressCallback, TrainEvent
+from .heads import FeatureMap, compute_features, score_maps, train_head
 from .manifest import DatasetSpec, ManifestError, check_micrograph_entry, resolve_dataset_files
-from .sampler import step_seed
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FeatureMap:
-    """Cached body features of one micrograph (or one of its mirrored/rotated copies).
-
-    ``features`` (C, h, w) at the body's stride; ``centres`` (P, 2) particle centres (x, y) in model
-    pixels; ``shape`` the model-scale image size (H, W) the features came from.
-    """
-
-    name: str
-    features: torch.Tensor
-    centres: torch.Tensor
-    shape: tuple[int, int]
 
 
 @dataclass
@@ -74,144 +56,6 @@ class FinetuneResult:
 
 
 # --- features ----------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def compute_features(model: HydraPicker, samples: Sequence[MicrographSample], *, device: torch.device,
-                     flips: bool = False, dtype: torch.dtype = torch.float16,
-                     progress: ProgressCallback | None = None) -> list[FeatureMap]:
-    """Body features of whole micrographs, once (and of their 7 other dihedral copies with ``flips``).
-
-    Features are kept on ``device`` when it is a GPU, else in CPU memory, in ``dtype``.
-    """
-    model.eval()
-    autocast, _ = autocast_for(device, True)
-    store = device if device.type == "cuda" else torch.device("cpu")
-    variants = [(k, f) for f in (False, True) for k in range(4)] if flips else [(0, False)]
-    out = []
-    total = len(samples) * len(variants)
-    for i, sample in enumerate(samples):
-        for j, (k, flip) in enumerate(variants):
-            image, centres = dihedral(sample.image.float(), sample.centres, k, flip)
-            with autocast():
-                # (H, W) -> (1, 1, H, W) -> features (1, C, h, w) -> (C, h, w)
-                feats = model.features(image.to(device)[None, None])[0]
-            out.append(FeatureMap(f"{sample.name}#{k}{'f' if flip else ''}", feats.to(store, dtype),
-                                  centres, (int(image.shape[0]), int(image.shape[1]))))
-            if progress is not None:
-                progress(TrainEvent(kind="features", step=i * len(variants) + j + 1, steps=total,
-                                    message=sample.name))
-    return out
-
-
-def crop_cells(maps: Sequence[FeatureMap], crop_px: int, config: ModelConfig) -> int:
-    """Side of the feature crops in feature cells: whole anchor cells, no larger than any map."""
-    cell = config.anchor_stride // config.stem_stride
-    want = max(1, crop_px // config.anchor_stride) * cell
-    smallest = min(min(m.features.shape[-2:]) for m in maps)
-    fit = (smallest // cell) * cell
-    if fit < cell:
-        raise FinetuneError(f"micrographs are too small for the model: a feature map of {smallest} cells "
-                            f"holds no whole anchor cell of {cell}")
-    return min(want, fit)
-
-
-def feature_batch(maps: Sequence[FeatureMap], indices: Sequence[int], cells: int, config: ModelConfig,
-                  rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Random aligned crops ``(N, C, cells, cells)`` and the particle centres in each crop's input pixels."""
-    s, cell = config.stem_stride, config.anchor_stride // config.stem_stride
-    size_px = cells * s
-    crops, centres = [], []
-    for i in indices:
-        m = maps[i]
-        h, w = m.features.shape[-2:]
-        fy = cell * int(rng.integers(0, (h - cells) // cell + 1))
-        fx = cell * int(rng.integers(0, (w - cells) // cell + 1))
-        crops.append(m.features[:, fy:fy + cells, fx:fx + cells])
-        # Feature cell j sits on input pixel s * j, so a crop at cell fx starts at input pixel s * fx.
-        c = m.centres - torch.tensor([fx * s, fy * s], dtype=torch.float32)
-        keep = (c[:, 0] >= -0.5) & (c[:, 0] < size_px - 0.5) & (c[:, 1] >= -0.5) & (c[:, 1] < size_px - 0.5)
-        centres.append(c[keep])
-    return torch.stack(crops), centres
-
-
-# --- training one head -------------------------------------------------------------------------------
-
-def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config: FinetuneConfig, *,
-               device: torch.device, progress: ProgressCallback | None = None, phase: str = "finetune",
-               ) -> list[float]:
-    """Add head ``name`` (a copy of the generic head) and train it alone on ``maps``.
-
-    Returns the loss of every step.
-    """
-    if name in model.heads:
-        raise FinetuneError(f"head '{name}' already exists in the model")
-    mc = model.config
-    model.add_head(name, init_from=GENERIC_HEAD)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    head = model.heads[name]
-    head.to(device)
-    for p in head.parameters():
-        p.requires_grad_(True)
-    params = list(head.parameters())
-    optimizer = _adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps,
-                                                           eta_min=config.lr * 0.01)
-    autocast, scaler = autocast_for(device, config.amp)
-    cells = crop_cells(maps, config.crop_px, mc)
-    anchors = anchor_centres(cells * mc.stem_stride, cells * mc.stem_stride, mc, device=device)
-    rng = np.random.default_rng([config.seed, 0xF17E])
-    head.train()
-    losses = []
-    report_every = max(1, config.steps // 50)
-    for step in range(config.steps):
-        indices = rng.integers(0, len(maps), size=config.batch_size)
-        feats, centres = feature_batch(maps, indices.tolist(), cells, mc, rng)
-        feats = feats.to(device).float()
-        centres = [c.to(device) for c in centres]
-        torch.manual_seed(step_seed((config.seed, step)))
-        with autocast():
-            outputs = head(feats)
-        parts = batch_loss(outputs, centres, anchors, mc, cls_weight=config.cls_weight,
-                           alpha=config.focal_alpha, gamma=config.focal_gamma)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(parts["loss"]).backward()
-        if config.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        losses.append(float(parts["loss"].detach()))
-        if not math.isfinite(losses[-1]):
-            raise FinetuneError(f"fine-tuning diverged at step {step + 1} (loss {losses[-1]}); lower the "
-                                "learning rate")
-        if progress is not None and ((step + 1) % report_every == 0 or step + 1 == config.steps):
-            progress(TrainEvent(kind="step", phase=phase, step=step + 1, steps=config.steps,
-                                values={"loss": float(np.mean(losses[-report_every:]))}))
-    for p in head.parameters():
-        p.requires_grad_(False)
-    head.eval()
-    return losses
-
-
-@torch.no_grad()
-def score_maps(model: HydraPicker, head: str, maps: Sequence[FeatureMap], *, device: torch.device,
-               ) -> tuple[Picks, Picks]:
-    """(truth, picks) in model pixels of ``head`` run on each whole feature map."""
-    mc = model.config
-    model.eval()
-    autocast, _ = autocast_for(device, True)
-    truths, picks = [], []
-    for m in maps:
-        with autocast():
-            outputs = model.head_forward(m.features[None].to(device).float(), head)[0]
-        anchors = anchor_centres(m.shape[0], m.shape[1], mc, device=device)
-        picks.append(detect_picks(outputs, anchors, mc, m.name))
-        c = m.centres.double().numpy()
-        truths.append(Picks(m.name, c[:, 0], c[:, 1]))
-    return Picks.concat(truths), Picks.concat(picks)
-
 
 def _ap(truth: Picks, picks: Picks, names: list[str], box_px: float) -> float | None:
     from ..evaluation import evaluate
@@ -289,7 +133,7 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
             t, p = score_maps(model, scratch, held_maps, device=dev)
             truths.append(t)
             pickss.append(p)
-            _drop_head(model, scratch)
+            model.remove_head(scratch)
         truth, picks = Picks.concat(truths), Picks.concat(pickss)
         names = [m.name for m in plain(train)]
         report.update(calibration_report(truth, picks, names, box, config.calibration,
@@ -309,19 +153,6 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         report["threshold"] = threshold
     report["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10):]))
     return float(threshold), report
-
-
-def _adam(params: list[torch.nn.Parameter], **kwargs: Any) -> torch.optim.Adam:
-    """Adam, fused into one kernel where this torch supports it (several times faster on a CPU)."""
-    try:
-        return torch.optim.Adam(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError):  # torch < 2.4 has no fused CPU Adam
-        return torch.optim.Adam(params, **kwargs)
-
-
-def _drop_head(model: HydraPicker, name: str) -> None:
-    del model.heads[name]
-    model.head_names.remove(name)
 
 
 # --- files in, checkpoint out ------------------------------------------------------------------------

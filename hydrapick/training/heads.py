@@ -1,0 +1,217 @@
+"""A new head trained alone on cached body features: fine-tuning (labelled) and adaptation (unlabelled).
+
+The body is frozen, so its features are computed once per micrograph (the whole micrograph at the
+model's scale, as picking sees it) and the head is trained on random crops of the cached feature maps.
+Crops start on whole anchor cells, so the head's stride-2 grid and the anchors line up exactly as they do
+when the head later runs on a full micrograph. A step then costs only the head.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import FinetuneConfig, ModelConfig
+from ..device import autocast_for
+from ..model import GENERIC_HEAD, HydraPicker
+from ..model.anchors import anchor_centres, detect_picks
+from ..model.losses import batch_loss
+from ..picks import Picks
+from .augment import dihedral
+from .datasets import MicrographSample
+from .errors import FinetuneError
+from .events import ProgressCallback, TrainEvent
+from .sampler import step_seed
+
+
+@dataclass
+class FeatureMap:
+    """Cached body features of one micrograph (or one of its mirrored/rotated copies).
+
+    ``features`` (C, h, w) at the body's stride; ``centres`` (P, 2) particle centres (x, y) in model
+    pixels; ``shape`` the model-scale image size (H, W) the features came from. ``uncertain`` (U, 2)
+    are places that may or may not hold a particle (label-free adaptation): anchors within half a
+    particle diameter of one are left out of the classification loss instead of counted as background.
+    """
+
+    name: str
+    features: torch.Tensor
+    centres: torch.Tensor
+    shape: tuple[int, int]
+    uncertain: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 2)))
+
+
+
+# --- features ---------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def compute_features(model: HydraPicker, samples: Sequence[MicrographSample], *, device: torch.device,
+                     flips: bool = False, dtype: torch.dtype = torch.float16,
+                     progress: ProgressCallback | None = None) -> list[FeatureMap]:
+    """Body features of whole micrographs, once (and of their 7 other dihedral copies with ``flips``).
+
+    Features are kept on ``device`` when it is a GPU, else in CPU memory, in ``dtype``.
+    """
+    model.eval()
+    autocast, _ = autocast_for(device, True)
+    store = device if device.type == "cuda" else torch.device("cpu")
+    variants = [(k, f) for f in (False, True) for k in range(4)] if flips else [(0, False)]
+    out = []
+    total = len(samples) * len(variants)
+    for i, sample in enumerate(samples):
+        for j, (k, flip) in enumerate(variants):
+            image, centres = dihedral(sample.image.float(), sample.centres, k, flip)
+            with autocast():
+                # (H, W) -> (1, 1, H, W) -> features (1, C, h, w) -> (C, h, w)
+                feats = model.features(image.to(device)[None, None])[0]
+            out.append(FeatureMap(f"{sample.name}#{k}{'f' if flip else ''}", feats.to(store, dtype),
+                                  centres, (int(image.shape[0]), int(image.shape[1]))))
+            if progress is not None:
+                progress(TrainEvent(kind="features", step=i * len(variants) + j + 1, steps=total,
+                                    message=sample.name))
+    return out
+
+
+def crop_cells(maps: Sequence[FeatureMap], crop_px: int, config: ModelConfig) -> int:
+    """Side of the feature crops in feature cells: whole anchor cells, no larger than any map."""
+    cell = config.anchor_stride // config.stem_stride
+    want = max(1, crop_px // config.anchor_stride) * cell
+    smallest = min(min(m.features.shape[-2:]) for m in maps)
+    fit = (smallest // cell) * cell
+    if fit < cell:
+        raise FinetuneError(f"micrographs are too small for the model: a feature map of {smallest} cells "
+                            f"holds no whole anchor cell of {cell}")
+    return min(want, fit)
+
+
+def _inside_crop(points: torch.Tensor, x0: int, y0: int, size_px: int) -> torch.Tensor:
+    """``points`` (P, 2) shifted to a crop starting at input pixel (x0, y0), those inside it kept."""
+    c = points - torch.tensor([x0, y0], dtype=torch.float32)
+    keep = (c[:, 0] >= -0.5) & (c[:, 0] < size_px - 0.5) & (c[:, 1] >= -0.5) & (c[:, 1] < size_px - 0.5)
+    return c[keep]
+
+
+def feature_batch(maps: Sequence[FeatureMap], indices: Sequence[int], cells: int, config: ModelConfig,
+                  rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Random aligned crops ``(N, C, cells, cells)``, and the particle centres and uncertain places in
+    each crop's input pixels."""
+    s, cell = config.stem_stride, config.anchor_stride // config.stem_stride
+    size_px = cells * s
+    crops, centres, uncertain = [], [], []
+    for i in indices:
+        m = maps[i]
+        h, w = m.features.shape[-2:]
+        fy = cell * int(rng.integers(0, (h - cells) // cell + 1))
+        fx = cell * int(rng.integers(0, (w - cells) // cell + 1))
+        crops.append(m.features[:, fy:fy + cells, fx:fx + cells])
+        # Feature cell j sits on input pixel s * j, so a crop at cell fx starts at input pixel s * fx.
+        centres.append(_inside_crop(m.centres, fx * s, fy * s, size_px))
+        uncertain.append(_inside_crop(m.uncertain, fx * s, fy * s, size_px))
+    return torch.stack(crops), centres, uncertain
+
+
+def ignore_mask(anchors: torch.Tensor, uncertain: Sequence[torch.Tensor], radius_px: float,
+                ) -> torch.Tensor | None:
+    """(N, A) bool: anchors within ``radius_px`` of an uncertain place of their image (None: none)."""
+    if not any(len(u) for u in uncertain):
+        return None
+    mask = torch.zeros((len(uncertain), anchors.shape[0]), dtype=torch.bool, device=anchors.device)
+    for i, u in enumerate(uncertain):
+        if len(u):
+            mask[i] = torch.cdist(anchors, u.to(anchors)).min(dim=1).values < radius_px
+    return mask
+
+
+# --- training one head -------------------------------------------------------------------------------
+
+def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config: FinetuneConfig, *,
+               device: torch.device, progress: ProgressCallback | None = None, phase: str = "finetune",
+               ) -> list[float]:
+    """Add head ``name`` (a copy of the generic head) and train it alone on ``maps``.
+
+    Returns the loss of every step.
+    """
+    if name in model.heads:
+        raise FinetuneError(f"head '{name}' already exists in the model")
+    mc = model.config
+    model.add_head(name, init_from=GENERIC_HEAD)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = model.heads[name]
+    head.to(device)
+    for p in head.parameters():
+        p.requires_grad_(True)
+    params = list(head.parameters())
+    optimizer = adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps,
+                                                           eta_min=config.lr * 0.01)
+    autocast, scaler = autocast_for(device, config.amp)
+    cells = crop_cells(maps, config.crop_px, mc)
+    anchors = anchor_centres(cells * mc.stem_stride, cells * mc.stem_stride, mc, device=device)
+    rng = np.random.default_rng([config.seed, 0xF17E])
+    head.train()
+    losses = []
+    report_every = max(1, config.steps // 50)
+    for step in range(config.steps):
+        indices = rng.integers(0, len(maps), size=config.batch_size)
+        feats, centres, uncertain = feature_batch(maps, indices.tolist(), cells, mc, rng)
+        feats = feats.to(device).float()
+        centres = [c.to(device) for c in centres]
+        ignore = ignore_mask(anchors, uncertain, 0.5 * mc.particle_diameter_px)
+        torch.manual_seed(step_seed((config.seed, step)))
+        with autocast():
+            outputs = head(feats)
+        parts = batch_loss(outputs, centres, anchors, mc, cls_weight=config.cls_weight,
+                           alpha=config.focal_alpha, gamma=config.focal_gamma, ignore=ignore)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(parts["loss"]).backward()
+        if config.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        losses.append(float(parts["loss"].detach()))
+        if not math.isfinite(losses[-1]):
+            raise FinetuneError(f"fine-tuning diverged at step {step + 1} (loss {losses[-1]}); lower the "
+                                "learning rate")
+        if progress is not None and ((step + 1) % report_every == 0 or step + 1 == config.steps):
+            progress(TrainEvent(kind="step", phase=phase, step=step + 1, steps=config.steps,
+                                values={"loss": float(np.mean(losses[-report_every:]))}))
+    for p in head.parameters():
+        p.requires_grad_(False)
+    head.eval()
+    return losses
+
+
+@torch.no_grad()
+def score_maps(model: HydraPicker, head: str, maps: Sequence[FeatureMap], *, device: torch.device,
+               ) -> tuple[Picks, Picks]:
+    """(truth, picks) in model pixels of ``head`` run on each whole feature map."""
+    mc = model.config
+    model.eval()
+    autocast, _ = autocast_for(device, True)
+    truths, picks = [], []
+    for m in maps:
+        with autocast():
+            outputs = model.head_forward(m.features[None].to(device).float(), head)[0]
+        anchors = anchor_centres(m.shape[0], m.shape[1], mc, device=device)
+        picks.append(detect_picks(outputs, anchors, mc, m.name))
+        c = m.centres.double().numpy()
+        truths.append(Picks(m.name, c[:, 0], c[:, 1]))
+    return Picks.concat(truths), Picks.concat(picks)
+
+
+def adam(params: list[torch.nn.Parameter], **kwargs: Any) -> torch.optim.Adam:
+    """Adam, fused into one kernel where this torch supports it (several times faster on a CPU)."""
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # torch < 2.4 has no fused CPU Adam
+        return torch.optim.Adam(params, **kwargs)
+
+

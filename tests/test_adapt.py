@@ -1,0 +1,141 @@
+"""Label-free adaptation (`hydrapick pick --adapt`): seeds, the ignore mask, the self-check, the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from test_picking import DIAMETER_A, TINY, match_fraction, trained_checkpoint, write_blob_micrographs
+
+from hydrapick.checkpoint import load_checkpoint
+from hydrapick.cli import cli
+from hydrapick.config import AdaptConfig
+from hydrapick.model.anchors import anchor_centres, build_targets
+from hydrapick.model.losses import detection_loss
+from hydrapick.picking import pick
+from hydrapick.picks import Picks
+from hydrapick.training.adapt import count_threshold, recovered, seed, self_check, spread
+from hydrapick.training.heads import ignore_mask
+
+FAST = AdaptConfig(micrographs=4, rounds=1, steps=30, batch_size=4, crop_px=96)
+
+
+def test_seed_takes_the_best_fraction_and_leaves_the_rest_uncertain():
+    picks = Picks("m", np.arange(6.0), np.zeros(6), np.array([0.9, 0.1, 0.8, 0.3, 0.7, 0.2]))
+    particles, uncertain = seed(picks, n_particles=4, fraction=0.75)  # 3 particles
+    assert sorted(particles[:, 0].tolist()) == [0.0, 2.0, 4.0]
+    assert sorted(uncertain[:, 0].tolist()) == [1.0, 3.0, 5.0]
+
+
+def test_spread_keeps_first_and_last():
+    assert spread(list(range(10)), 3) == [0, 4, 9] or spread(list(range(10)), 3) == [0, 5, 9]
+    assert spread([1, 2], 5) == [1, 2]
+
+
+def test_count_threshold_and_recovery():
+    picks = [Picks("a", np.zeros(3), np.zeros(3), np.array([0.9, 0.5, 0.1])),
+             Picks("b", np.zeros(2), np.zeros(2), np.array([0.7, 0.3]))]
+    assert count_threshold(picks, 3) == pytest.approx(0.5)
+    assert count_threshold(picks, 99) == pytest.approx(0.1)
+    ref = Picks("a", np.array([0.0, 10.0, 50.0]), np.zeros(3))
+    found = Picks("a", np.array([1.0, 49.0]), np.zeros(2))
+    assert recovered(ref, found, radius_px=2.0) == pytest.approx(2 / 3)
+
+
+def test_ignored_anchors_add_no_classification_loss():
+    anchors = anchor_centres(64, 64, TINY)
+    centres = [torch.tensor([[20.0, 20.0]])]
+    labels, offsets, positive = build_targets(anchors, centres, TINY)
+    outputs = torch.zeros((1, anchors.shape[0], 3))
+    outputs[0, :, 2] = 3.0  # every anchor says "particle": background anchors are expensive
+    full = detection_loss(outputs, labels, offsets, positive)["cls"]
+    far = torch.tensor([[50.0, 50.0]])
+    mask = ignore_mask(anchors, [far], radius_px=12.0)
+    assert mask is not None and mask.sum() > 0 and not (mask & positive).any()
+    masked = detection_loss(outputs, labels, offsets, positive, ignore=mask)["cls"]
+    assert masked < full
+    # Ignoring everything but the positives leaves only their loss.
+    only_pos = detection_loss(outputs, labels, offsets, positive, ignore=~positive)["cls"]
+    assert only_pos < masked
+    assert ignore_mask(anchors, [torch.zeros((0, 2))], 5.0) is None
+
+
+def _picks(xs, scores):
+    xs = np.asarray(xs, dtype=float)
+    return Picks("m", xs, np.full(len(xs), 30.0), np.asarray(scores, dtype=float))
+
+
+def test_self_check_keeps_an_agreeing_head_and_rejects_a_drifting_one():
+    generic = [_picks([10, 60, 110, 160], [0.9, 0.8, 0.7, 0.2])]
+    agreeing = [_picks([11, 61, 109, 200], [0.9, 0.9, 0.8, 0.1])]
+    kept, reason, report = self_check(generic, agreeing, [3], [0], 0.5, AdaptConfig(), TINY)
+    assert kept, reason
+    assert report["seed_recovery"] == 1.0 and report["count_ratio"] == 1.0
+    # A head that moved to other places (say, the carbon edge) finds none of the generic head's picks.
+    drifting = [_picks([300, 350, 400], [0.9, 0.9, 0.9])]
+    kept, reason, report = self_check(generic, drifting, [3], [0], 0.5, AdaptConfig(), TINY)
+    assert not kept and "surest picks" in reason and report["seed_recovery"] == 0.0
+    # A head that picks far too many.
+    greedy = [_picks(list(range(0, 600, 10)), np.full(60, 0.9))]
+    kept, reason, _ = self_check(generic, greedy, [3], [0], 0.5, AdaptConfig(), TINY)
+    assert not kept and "expected number" in reason
+
+
+def test_pick_adapt_learns_a_head_saves_it_and_picks_with_it(tmp_path):
+    truth = write_blob_micrographs(tmp_path / "mics", 4, pixel_size_A=2.0, particles=6, seed=5)
+    saved = tmp_path / "adapted.pt"
+    report = pick(sorted(truth), tmp_path / "picks.star", model=trained_checkpoint(), diameter_A=DIAMETER_A,
+                  adapt=FAST, adapt_output=saved)
+    info = report.adaptation
+    assert info is not None and len(info["micrographs"]) == 4 and len(info["held_out"]) == 1
+    assert info["seeds"][0]["particles"] > 0 and info["estimated_particles_per_micrograph"] > 0
+    assert info["kept"], info["reason"]
+    assert report.threshold == pytest.approx(info["threshold"])
+    for name, pts in truth.items():
+        found = [p for n, p in report.picks.by_micrograph() if n.endswith(Path(name).name)][0]
+        recall, precision = match_fraction(found, pts, 0.15 * DIAMETER_A / 2.0)
+        assert recall >= 0.8 and precision >= 0.8, (name, recall, precision)
+    model, meta = load_checkpoint(saved)
+    assert "adapted" in model.heads and meta["thresholds"]["adapted"] == pytest.approx(info["threshold"])
+    assert meta["adaptation"]["micrographs"] == info["micrographs"]
+    assert meta["diameters_A"]["adapted"] == pytest.approx(DIAMETER_A)
+    # A later run picks with the saved head, without adapting again, and finds the same picks.
+    again = pick(sorted(truth), None, model=str(saved), head="adapted")
+    assert again.adaptation is None
+    assert len(again.picks) == len(report.picks)
+    assert np.allclose(np.sort(again.picks.x), np.sort(report.picks.x))
+
+
+def test_pick_adapt_falls_back_to_the_generic_head_when_the_check_fails(tmp_path):
+    # Micrographs of empty ice: the generic head finds nothing, so there is nothing to learn from.
+    from hydrapick.io import write_micrograph
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"ice_{i}.mrc")
+        write_micrograph(paths[-1], rng.normal(size=(240, 320)).astype(np.float32), 2.0)
+    plain = pick([str(p) for p in paths], None, model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    report = pick([str(p) for p in paths], None, model=trained_checkpoint(), diameter_A=DIAMETER_A,
+                  adapt=FAST, adapt_output=tmp_path / "never.pt")
+    assert report.adaptation is not None and not report.adaptation["kept"]
+    assert "no particles to learn from" in report.adaptation["reason"]
+    assert report.threshold == pytest.approx(plain.threshold)
+    assert len(report.picks) == len(plain.picks)
+    assert not (tmp_path / "never.pt").exists()
+
+
+def test_cli_adapt_summary_and_option_checks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("Movies"), 3, pixel_size_A=2.0, particles=6, seed=7)
+    base = ["pick", "Movies/*.mrc", "--model", trained_checkpoint(), "--diameter", str(DIAMETER_A)]
+    result = CliRunner().invoke(cli, base + ["-o", "p.star", "--adapt-output", "a.pt"])
+    assert result.exit_code == 2 and "need --adapt" in result.output
+    result = CliRunner().invoke(cli, base + ["-o", "p.star", "--adapt", "--adapt-micrographs", "3"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "adaptation: learnt from 3 micrographs (1 held out" in result.output
+    assert "head used" in result.output or "generic head kept" in result.output
