@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 import starfile
 from click.testing import CliRunner
+from test_picking import DIAMETER_A, trained_checkpoint, write_blob_micrographs
 
 from hydrapick.cli import cli
 from hydrapick.io import read_coordinates
 from hydrapick.io.relion_pipeline import ABORT_NOW
 from hydrapick.picking import pick
 from hydrapick.picking.watch import watch
-
-from test_picking import DIAMETER_A, trained_checkpoint, write_blob_micrographs
 
 POLL_S = 0.3
 SLOW = "mic_003.mrc"
