@@ -210,3 +210,18 @@ def test_finetune_job_trains_a_head_from_manual_picks_and_the_pick_job_uses_it(p
                              [("model", "External/job010/model.pt"), ("head", "mine")])
     assert pick_job.main(shlex.split(command)[1:]) == 0, Path("External/job011/run.err").read_text()
     assert len(starfile.read("External/job011/autopick.star")) == N_MICS
+
+
+def test_console_scripts_are_declared_and_point_at_the_job_mains():
+    import configparser
+    import importlib
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in config["options.entry_points"]["console_scripts"].split("\n")
+                   if line.strip())
+    assert scripts["hydrapick-relion-pick"] == "hydrapick.relion.pick_job:main"
+    assert scripts["hydrapick-relion-finetune"] == "hydrapick.relion.finetune_job:main"
+    for target in (scripts["hydrapick-relion-pick"], scripts["hydrapick-relion-finetune"]):
+        module, name = target.split(":")
+        assert callable(getattr(importlib.import_module(module), name))

@@ -9,12 +9,11 @@ output node is that checkpoint; the end-of-job protocol is `hydrapick.relion.job
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from ..io.inputs import gather_inputs
 from ..picks import micrograph_key
-from .job import JobArgs, JobError, check_abort, flag, run_job
+from .job import JobArgs, JobError, check_abort, console_main, flag
 
 MODEL_FILE = "model.pt"
 # RELION has no node type for a picker's model; this follows its scheme (cf. Topaz's
@@ -78,10 +77,7 @@ def finetune_work(args: JobArgs) -> list[tuple[str, str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``hydrapick-relion-finetune``; returns (and exits with) the job's status."""
-    status = run_job(argv, finetune_work, "hydrapick-relion-finetune")
-    if argv is None:
-        sys.exit(status)
-    return status
+    return console_main(argv, finetune_work, "hydrapick-relion-finetune")
 
 
 if __name__ == "__main__":

@@ -174,6 +174,15 @@ def run_job(argv: Sequence[str] | None, work: Callable[[JobArgs], list[tuple[str
     return EXIT_CODES[status]
 
 
+def console_main(argv: Sequence[str] | None, work: Callable[[JobArgs], list[tuple[str, str]]],
+                 what: str) -> int:
+    """A console script's body: `run_job`, then exit with its status (return it when given ``argv``)."""
+    status = run_job(argv, work, what)
+    if argv is None:
+        sys.exit(status)
+    return status
+
+
 def _report_error(job: Path, line: str, details: str | None) -> None:
     """The reason on stderr, and in ``run.err`` unless stderr already goes there (RELION redirects it)."""
     text = line + "\n" + (details or "")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from ..io.inputs import MicrographInput, gather_inputs
 from ..io.relion_pipeline import coordinates_node_label
-from .job import JobArgs, JobError, check_abort, flag, run_job
+from .job import JobArgs, JobError, check_abort, console_main, flag
 
 PARAMETERS = {
     "diameter": "particle diameter in Angstrom (required unless the head records one)",
@@ -104,10 +104,7 @@ def _job_inputs(mics: str, args: JobArgs) -> list[MicrographInput]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``hydrapick-relion-pick``; returns (and exits with) the job's status."""
-    status = run_job(argv, pick_work, "hydrapick-relion-pick")
-    if argv is None:
-        sys.exit(status)
-    return status
+    return console_main(argv, pick_work, "hydrapick-relion-pick")
 
 
 if __name__ == "__main__":
