@@ -63,13 +63,21 @@ _PICK_SHOWN_FAILURES = 20
               help="Folder outputs: do not pick micrographs whose output files exist (continue a run).")
 @click.option("--preview", "preview_dir", type=click.Path(file_okay=False),
               help="Write PNG overlays of the first few micrographs with their picks to this folder.")
+@click.option("--watch", is_flag=True,
+              help="Keep watching MICROGRAPHS (one folder or quoted glob) and pick each new micrograph once "
+                   "its size stops changing, into a job folder (-o); see docs/relion.md.")
+@click.option("--watch-timeout", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+              help="With --watch: stop after this many seconds without a new micrograph.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
+              help="With --watch: seconds between looks at the folder.")
 @quiet_option(help="No progress bar or summary; errors only.")
 def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path: str | None, head: str,
          diameter_A: float | None, pixel_size_A: float | None, threshold: float | None,
          min_distance_A: float | None, border_A: float | None, score_floor: float, device: str,
          batch_size: int, threads: int | None, full_precision: bool, tta: bool, adapt: bool,
          adapt_micrographs: int, adapt_output: str | None, shard: str | None, skip_existing: bool,
-         preview_dir: str | None, quiet: bool) -> None:
+         preview_dir: str | None, watch: bool, watch_timeout: float, poll_interval: float,
+         quiet: bool) -> None:
     """Pick particles in micrographs with the bundled generic model or a fine-tuned one.
 
     MICROGRAPHS are MRC files, globs ('Movies/*.mrc'), folders, a RELION micrographs STAR file or a text
@@ -91,6 +99,18 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
     from ..picking.shards import parse_shard, shard_from_environment
 
     err = Console(stderr=True, quiet=quiet)
+    if watch:
+        from .pick_watch import run_watch
+
+        options = dict(head=head, diameter_A=diameter_A, pixel_size_A=pixel_size_A, threshold=threshold,
+                       min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
+                       device=device, batch_size=batch_size, num_threads=threads,
+                       mixed_precision=not full_precision, tta=tta, preview_dir=preview_dir,
+                       adapt=AdaptConfig(micrographs=adapt_micrographs) if adapt else None,
+                       adapt_output=adapt_output)
+        if run_watch(micrographs, output, fmt, model_path, watch_timeout, poll_interval, shard, err, options):
+            sys.exit(PICK_EXIT_FAILED)
+        return
     try:
         shard_spec = parse_shard(shard) if shard else shard_from_environment()
         if shard_spec is not None and not shard:

@@ -1,0 +1,48 @@
+"""``hydrapick pick --watch``: the live display of on-the-fly picking (`hydrapick.picking.watch` works)."""
+
+from __future__ import annotations
+
+import click
+
+
+def run_watch(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path: str | None,
+              timeout_s: float, poll_s: float, shard: str | None, console, options: dict) -> int:
+    """Watch one folder or glob, printing one summary line per micrograph; returns the number failed."""
+    from ..checkpoint import CheckpointError
+    from ..io import FormatError
+    from ..io.inputs import InputError
+    from ..picking.watch import watch
+
+    if len(micrographs) != 1:
+        raise click.UsageError("--watch takes one folder or quoted glob ('Movies/*.mrc')")
+    if shard:
+        raise click.UsageError("--watch does not shard; run one watcher per folder")
+
+    def line(event) -> None:
+        if event.name is None and event.error is None:
+            return
+        what = (f"[red]failed[/red] {event.error}" if event.error is not None
+                else f"{event.name}: {event.n_picks} picks")
+        console.print(f"{what} | {event.done} done, {event.picks_per_micrograph:.1f} picks/micrograph, "
+                      f"{event.micrographs_per_minute:.1f} micrographs/min"
+                      + (f", {event.failed} failed" if event.failed else ""), highlight=False)
+
+    console.print(f"watching {micrographs[0]} every {poll_s:g} s (stop after {timeout_s:g} s without a new "
+                  f"micrograph, or when {output}/RELION_JOB_ABORT_NOW appears)", highlight=False)
+    try:
+        report = watch(micrographs[0], output, format=fmt, model=model_path, poll_s=poll_s,
+                       timeout_s=timeout_s, progress=line, **options)
+    except (InputError, FormatError, CheckpointError, ValueError, OSError) as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
+    if report.adaptation is not None:
+        from .pick import _adapt_summary
+
+        _adapt_summary(report.adaptation, console)
+    reason = {"timeout": f"nothing new for {timeout_s:g} s", "abort": "abort file found"}.get(report.stopped,
+                                                                                            report.stopped)
+    console.print(f"stopped ({reason}): {report.done} micrographs in {output} ({report.picked} picked now, "
+                  f"{report.skipped} from an earlier run), {report.picks} picks, "
+                  f"{len(report.failures)} failed", highlight=False)
+    for _, reason in report.failures:
+        click.echo(f"failed: {reason}", err=True)
+    return len(report.failures)
