@@ -125,7 +125,11 @@ class PreprocessConfig:
 PICK_HEAD = "generic"  # the model's generic head (hydrapick.model.GENERIC_HEAD), for unseen specimens
 SCORE_FLOOR = 0.05  # every candidate above this is kept in the candidates output
 PICK_BATCH_SIZE = 4  # micrographs per forward pass
-MAX_TILE_PX = 2048  # model-scale side above which inference is tiled
+# Model-scale side above which inference is tiled: "auto" tiles when the network's widest activation on
+# the whole micrograph would exceed TILE_ACTIVATION_BYTES (the thesis network: 2048 px; the bundled light
+# network with its stride-4 stem: 5792 px), since tiling costs one extra partial pass per GroupNorm layer.
+MAX_TILE_PX = "auto"
+TILE_ACTIVATION_BYTES = 2**30
 PREVIEW_COUNT = 3  # micrographs drawn with their picks when previews are asked for
 
 

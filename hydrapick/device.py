@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -84,6 +85,49 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def reuse_freed_memory() -> Iterator[None]:
+    """Run the block with glibc keeping freed memory for reuse instead of returning it to the kernel.
+
+    By default glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh
+    ``mmap`` and gives it back on ``free``: each activation of a network pass over a micrograph (tens to
+    hundreds of MB) then arrives as untouched pages, and the kernel zero-fills them one page fault at a
+    time. On a 4k micrograph that was about 1 million page faults and 40% of the CPU time of a pass, all
+    of it system time. Inside the block large allocations come from the heap and freed memory stays
+    there, so the next pass reuses it; the heap stays at the run's largest working set rather than
+    growing. Afterwards the defaults are restored and the spare heap is returned. No-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):
+        yield
+        return
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    global _reusing
+    with _reusing_lock:
+        if _reusing == 0:
+            mallopt(M_MMAP_MAX, 0)
+            mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # a C int
+        _reusing += 1
+    try:
+        yield
+    finally:
+        with _reusing_lock:
+            _reusing -= 1
+            if _reusing == 0:
+                mallopt(M_MMAP_MAX, 65536)  # glibc's defaults
+                mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+                malloc_trim(0)
+
+
+_reusing = 0  # blocks inside reuse_freed_memory, across threads
+_reusing_lock = threading.Lock()
 
 
 # --- precision ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from hydrapick.model import HydraPicker
 from hydrapick.model.anchors import anchor_centres, decode, grid_shape
 from hydrapick.picking.inference import (
     SYMMETRIES,
+    auto_tile_px,
     infer,
     infer_symmetrised,
     receptive_field_px,
@@ -16,6 +17,7 @@ from hydrapick.picking.inference import (
     tile_spans,
     transform_image,
     untransform_grid,
+    widest_activation_per_px,
 )
 
 
@@ -101,3 +103,26 @@ def test_symmetrised_inference_pads_any_size_and_keeps_the_grid():
     image = torch.randn(2, 1, 70, 45)
     out = infer_symmetrised(model, image)
     assert out.shape == infer(model, image).shape
+
+
+def test_widest_activation_and_auto_tile_size():
+    # Thesis network: the 64-channel body at full resolution is the widest activation, 64 values per
+    # input pixel, so a 1 GiB budget gives sqrt(2**30 / (4 * 64)) = 2048 px, the former fixed limit.
+    thesis = HydraPicker(ModelConfig()).eval()
+    assert widest_activation_per_px(thesis) == 64.0
+    assert auto_tile_px(thesis, "generic", 2**30) == 2048
+    # Light network with a stride-4 stem (the bundled model's shape): 128 channels at 1/4 resolution.
+    light = HydraPicker(ModelConfig.light(stem_stride=4)).eval()
+    assert widest_activation_per_px(light) == 128 / 16
+    assert auto_tile_px(light, "generic", 2**30) == 5792  # sqrt(2**30 / 32) = 5792.6, in strides of 16
+
+
+def test_reuse_freed_memory_nests_and_gives_results_unchanged():
+    from hydrapick.device import reuse_freed_memory
+
+    model = _random_model(3)
+    image = torch.randn(1, 1, 96, 128)
+    whole = infer(model, image)
+    with reuse_freed_memory(), reuse_freed_memory():
+        again = infer(model, image)
+    assert torch.equal(whole, again)

@@ -29,13 +29,21 @@ from ..config import (
     PICK_BATCH_SIZE,
     PICK_HEAD,
     SCORE_FLOOR,
+    TILE_ACTIVATION_BYTES,
     ModelConfig,
     PreprocessConfig,
 )
-from ..device import cpu_has_native_bf16, cpu_threads, resolve_device, torch_threads, usable_cpu_count
+from ..device import (
+    cpu_has_native_bf16,
+    cpu_threads,
+    resolve_device,
+    reuse_freed_memory,
+    torch_threads,
+    usable_cpu_count,
+)
 from ..io.inputs import MicrographInput
 from ..model.anchors import anchor_centres, detect_picks
-from .inference import infer, infer_symmetrised
+from .inference import auto_tile_px, infer, infer_symmetrised
 from .reading import Loaded, MicrographReader, as_input, batches, ordered_prefetch
 from .results import PickError, PickResult, failure_reason
 
@@ -184,7 +192,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
                      score_floor: float = SCORE_FLOOR, device: str | torch.device = "auto",
                      batch_size: int = PICK_BATCH_SIZE,
                      progress: Callable[[PickResult], None] | None = None,
-                     max_tile_px: int | None = MAX_TILE_PX, num_workers: int | None = None,
+                     max_tile_px: int | str | None = MAX_TILE_PX, num_workers: int | None = None,
                      num_threads: int | None = None, mixed_precision: bool = True,
                      tta: bool = False) -> Iterator[PickResult]:
     """Pick particles on micrographs, one `PickResult` per micrograph, in input order.
@@ -217,9 +225,10 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
         Micrographs per forward pass (only micrographs of equal model-scale shape are batched).
     progress : callable, optional
         Called with each `PickResult` as it is produced.
-    max_tile_px : int or None
+    max_tile_px : int, "auto" or None
         Model-scale side above which a micrograph is processed in tiles (None: never, unless out of
-        memory).
+        memory). "auto": where the network's widest activation on the whole micrograph would exceed
+        ``TILE_ACTIVATION_BYTES`` (1 GiB; `hydrapick.picking.inference.auto_tile_px`).
     num_workers : int, optional
         Reader threads (default: 1 on CPU, min(8, cores) on CUDA).
     num_threads : int, optional
@@ -260,9 +269,15 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
     decoder = Decoder(cfg, diameter_A, threshold, min_distance_A, border_A, score_floor)
     if cuda:
         torch.backends.cudnn.benchmark = True
+    if max_tile_px == "auto":
+        max_tile_px = auto_tile_px(net, head, TILE_ACTIVATION_BYTES)
+    elif max_tile_px is not None and not isinstance(max_tile_px, int):
+        raise ValueError(f"max_tile_px must be a number of pixels, 'auto' or None, not {max_tile_px!r}")
     picker = BatchPicker(net, head, dev, decoder, mixed_precision=mixed_precision, tta=tta,
                          max_tile_px=max_tile_px)
-    with torch_threads(None if cuda else cpu_threads(num_threads)):
+    # On the CPU, freed activations are kept for the next pass rather than page-faulted in afresh.
+    with torch_threads(None if cuda else cpu_threads(num_threads)), \
+            (nullcontext() if cuda else reuse_freed_memory()):
         loaded = ordered_prefetch(items, reader, workers, depth=max(2 * batch_size, 2 * workers))
         for batch in batches(loaded, batch_size):
             for result in picker(batch):

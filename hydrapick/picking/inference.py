@@ -66,6 +66,38 @@ def tile_spans(length: int, core: int, margin: int) -> list[tuple[int, int, int,
     return spans
 
 
+def widest_activation_per_px(model: nn.Module, head: str = "generic") -> float:
+    """Values in the network's largest single activation per input pixel (one small forward pass).
+
+    The thesis network's full-resolution 64-channel body gives 64; the bundled light network, whose stem
+    has stride 4, 8 (its 128-channel head block at stride 4).
+    """
+    param = next(model.parameters())
+    side = 4 * int(model.config.anchor_stride)  # type: ignore[attr-defined]
+    widest = 0
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal widest
+        widest = max(widest, output.numel())
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, model.config.in_channels, side, side, device=param.device,  # type: ignore
+                              dtype=param.dtype), head=head)
+    finally:
+        for h in hooks:
+            h.remove()
+    return widest / side**2
+
+
+def auto_tile_px(model: nn.Module, head: str, budget_bytes: int, bytes_per_value: int = 4) -> int:
+    """Largest model-scale side whose widest activation fits ``budget_bytes``, in whole anchor strides."""
+    stride = int(model.config.anchor_stride)  # type: ignore[attr-defined]
+    side = (budget_bytes / (bytes_per_value * widest_activation_per_px(model, head))) ** 0.5
+    return max(stride, int(side) // stride * stride)
+
+
 class _StopForward(Exception):
     """Raised inside a forward pass once the statistics being collected are complete."""
 

@@ -100,7 +100,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
          score_floor: float = SCORE_FLOOR, device: str | torch.device = "auto",
          batch_size: int = PICK_BATCH_SIZE, shard: tuple[int, int] | str | None = None,
          skip_existing: bool = False, preview_dir: str | os.PathLike | None = None,
-         preview_count: int = PREVIEW_COUNT, max_tile_px: int | None = MAX_TILE_PX,
+         preview_count: int = PREVIEW_COUNT, max_tile_px: int | str | None = MAX_TILE_PX,
          num_threads: int | None = None, mixed_precision: bool = True, tta: bool = False,
          adapt: bool | AdaptConfig = False, adapt_output: str | os.PathLike | None = None,
          progress: Callable[[PickProgress], None] | None = None,

@@ -1,0 +1,216 @@
+"""Picking speed by detector and particle size: hydrapick beside RELION's LoG picker (and Topaz).
+
+Run from the repository root::
+
+    python benchmarks/speed_matrix.py --quick          # 3 cells (one per detector), 10 micrographs each
+    python benchmarks/speed_matrix.py                  # all 9 cells: K2, K3, Falcon 4 x 100, 150, 300 A
+    python benchmarks/speed_matrix.py --count 20 --cells K3:100 F4:150
+
+For each cell (a detector at its usual pixel size, a particle diameter) ``--count`` float32 MRC
+micrographs of noise with dark blobs of the particle size are written to ``--work`` (reused when present),
+and each picker runs on all of them as a command, exactly as a user would run it:
+
+- ``hydrapick pick <mics> --diameter D --apix P --device cpu -o picks.star --quiet`` (the whole command:
+  start-up, imports, model loading, reading, picking, writing);
+- hydrapick in-process: ``hydrapick.pick`` in one Python process after one warm-up micrograph, so start-up
+  and model loading are left out (seconds per micrograph of the steady state);
+- ``relion_autopick --i micrographs.star --LoG --LoG_diam_min 0.8D --LoG_diam_max 1.2D`` (RELION 3.1's
+  Laplacian-of-Gaussian blob picker, one core), when ``relion_autopick`` is on PATH;
+- Topaz (``topaz preprocess`` to about 8 px per 64 A particle radius, then ``topaz extract -m
+  resnet16_u64``) when the environment of benchmarks/topaz_setup.sh exists at .venv-topaz.
+
+Each command runs under ``/usr/bin/time -v`` for its peak memory (largest resident set of the process).
+Rows for CUDA are added by themselves when ``torch.cuda.is_available()``. Seconds per micrograph are the
+command's wall time over the micrographs; CPU seconds (user + system) per micrograph are printed beside
+them because on a shared machine they are the steadier figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPAZ = ROOT / ".venv-topaz" / "bin" / "topaz"
+
+# Detector: (rows, columns, usual pixel size in A) of a motion-corrected, counted micrograph.
+DETECTORS = {"K2": (3710, 3838, 1.06), "K3": (4092, 5760, 0.83), "F4": (4096, 4096, 0.93)}
+PARTICLES_A = (100.0, 150.0, 300.0)
+QUICK_CELLS = ("K3:100", "F4:150", "K2:300")
+
+
+def write_micrographs(folder: Path, shape: tuple[int, int], count: int, pixel_size_A: float,
+                      diameter_A: float, seed: int = 0) -> list[Path]:
+    """``count`` float32 MRC micrographs of Gaussian noise with dark blobs of the particle's diameter."""
+    from hydrapick.io import write_micrograph
+
+    folder.mkdir(parents=True, exist_ok=True)
+    d = diameter_A / pixel_size_A
+    r = int(d)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    blob = (-1.5 * np.exp(-(xx ** 2 + yy ** 2) / (2 * (d / 4) ** 2))).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        path = folder / f"mic_{i:03d}.mrc"
+        paths.append(path)
+        if path.exists():
+            continue
+        image = rng.normal(0, 1, size=shape).astype(np.float32)
+        n = int(0.25 * shape[0] * shape[1] / d ** 2)  # a quarter-covered monolayer
+        for y, x in zip(rng.integers(r, shape[0] - r - 1, n), rng.integers(r, shape[1] - r - 1, n),
+                        strict=True):
+            image[y - r:y + r + 1, x - r:x + r + 1] += blob
+        write_micrograph(path, image, pixel_size_A)
+    return paths
+
+
+def timed(command: list[str], cwd: Path | None = None) -> dict:
+    """Run ``command`` under /usr/bin/time -v: wall, user + system seconds and peak RSS (MB)."""
+    started = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *command], cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    err = proc.stderr
+
+    def field(name: str) -> float:
+        m = re.search(rf"{re.escape(name)}: ([\d.:]+)", err)
+        return float(m.group(1)) if m else float("nan")
+
+    if proc.returncode != 0:
+        print(f"  failed ({proc.returncode}): {' '.join(command[:3])} ...\n{err[-2000:]}", file=sys.stderr)
+    return {"wall_s": wall, "cpu_s": field("User time (seconds)") + field("System time (seconds)"),
+            "peak_MB": field("Maximum resident set size (kbytes)") / 1024, "ok": proc.returncode == 0}
+
+
+def micrographs_star(paths: list[Path], pixel_size_A: float, out: Path) -> Path:
+    """A RELION 3.1 micrographs STAR file (optics group + micrograph names) for relion_autopick."""
+    lines = ["data_optics", "loop_", "_rlnOpticsGroupName #1", "_rlnOpticsGroup #2",
+             "_rlnMicrographPixelSize #3", "_rlnVoltage #4", "_rlnSphericalAberration #5",
+             "_rlnAmplitudeContrast #6", f"opticsGroup1 1 {pixel_size_A:.4f} 300 2.7 0.1", "",
+             "data_micrographs", "loop_", "_rlnMicrographName #1", "_rlnOpticsGroup #2"]
+    lines += [f"{p.resolve()} 1" for p in paths]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+INPROCESS = r"""
+import json, resource, sys, time
+import hydrapick
+paths, d, apix, device = json.loads(sys.argv[1])
+hydrapick.pick(paths[:1], None, diameter_A=d, pixel_size_A=apix, device=device)  # warm-up
+t = time.perf_counter()
+hydrapick.pick(paths[1:], sys.argv[2], diameter_A=d, pixel_size_A=apix, device=device)
+print(json.dumps({"s_per_mic": (time.perf_counter() - t) / (len(paths) - 1),
+                  "peak_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run_cell(detector: str, diameter_A: float, count: int, inprocess_count: int, work: Path,
+             devices: list[str], log: list[dict]) -> list[dict]:
+    rows_px, cols_px, apix = DETECTORS[detector]
+    folder = work / f"{detector}_{rows_px}x{cols_px}_{apix}A_{int(diameter_A)}A"
+    paths = write_micrographs(folder / "micrographs", (rows_px, cols_px), count, apix, diameter_A)
+    scale = 64.0 / (diameter_A / apix)  # the bundled model's 64 px particle
+    model_px = f"{round(rows_px * scale)}x{round(cols_px * scale)}"
+    cell = dict(detector=detector, shape=f"{rows_px}x{cols_px}", apix=apix, diameter_A=diameter_A,
+                model_px=model_px, count=count)
+    rows = []
+    for device in devices:
+        r = timed([sys.executable, "-m", "hydrapick", "pick", *map(str, paths), "--diameter", str(diameter_A),
+                   "--apix", str(apix), "--device", device, "-o", str(folder / f"hydrapick_{device}.star"),
+                   "--quiet"], cwd=ROOT)
+        rows.append(dict(cell, picker=f"hydrapick pick ({device})", n=count, **r))
+        k = min(inprocess_count, count) + 1
+        inner = [str(p) for p in paths[:k]]
+        proc = subprocess.run([sys.executable, "-c", INPROCESS, json.dumps([inner, diameter_A, apix, device]),
+                               str(folder / f"inprocess_{device}.star")], cwd=ROOT, capture_output=True,
+                              text=True)
+        if proc.returncode == 0:
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(dict(cell, picker=f"hydrapick in-process ({device})", n=k - 1,
+                             wall_s=res["s_per_mic"] * (k - 1), cpu_s=float("nan"), peak_MB=res["peak_MB"],
+                             ok=True))
+        else:
+            print(proc.stderr[-2000:], file=sys.stderr)
+    if shutil.which("relion_autopick"):
+        odir = folder / "relion_log"
+        shutil.rmtree(odir, ignore_errors=True)
+        odir.mkdir()
+        star = micrographs_star(paths, apix, folder / "micrographs.star")
+        r = timed(["relion_autopick", "--i", str(star), "--odir", str(odir) + "/", "--pickname", "autopick",
+                   "--LoG", "--LoG_diam_min", f"{0.8 * diameter_A:g}", "--LoG_diam_max",
+                   f"{1.2 * diameter_A:g}", "--angpix", str(apix)], cwd=folder)
+        rows.append(dict(cell, picker="relion_autopick --LoG", n=count, **r))
+    if TOPAZ.exists():
+        shrink = max(1, round(diameter_A / apix / 16))
+        pre = folder / "topaz_pre"
+        shutil.rmtree(pre, ignore_errors=True)
+        pre.mkdir()
+        a = timed([str(TOPAZ), "preprocess", "-s", str(shrink), "-o", str(pre) + "/", *map(str, paths)])
+        b = timed([str(TOPAZ), "extract", "-m", "resnet16_u64", "-r", str(max(1, round(diameter_A / apix / 2
+                                                                                      / shrink))),
+                   "-x", str(shrink), "-o", str(folder / "topaz.txt"), *map(str, sorted(pre.glob("*.mrc")))])
+        rows.append(dict(cell, picker="topaz preprocess + extract", n=count, wall_s=a["wall_s"] + b["wall_s"],
+                         cpu_s=a["cpu_s"] + b["cpu_s"], peak_MB=max(a["peak_MB"], b["peak_MB"]),
+                         ok=a["ok"] and b["ok"]))
+    for row in rows:
+        log.append(row)
+        print_row(row)
+    return rows
+
+
+HEADER = (f"{'detector':8s} {'size':>9s} {'A/px':>5s} {'diam A':>6s} {'model px':>9s}  {'picker':30s} "
+          f"{'n':>3s} {'s/mic':>7s} {'cpu s/mic':>9s} {'peak MB':>8s}")
+
+
+def print_row(r: dict) -> None:
+    n = max(1, r["n"])
+    flag = "" if r["ok"] else "  FAILED"
+    print(f"{r['detector']:8s} {r['shape']:>9s} {r['apix']:5.2f} {r['diameter_A']:6.0f} "
+          f"{r['model_px']:>9s}  {r['picker']:30s} {r['n']:3d} {r['wall_s'] / n:7.2f} "
+          f"{r['cpu_s'] / n:9.2f} {r['peak_MB']:8.0f}{flag}",
+          flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=f"only the cells {', '.join(QUICK_CELLS)}")
+    p.add_argument("--cells", nargs="*", help="cells as DETECTOR:DIAMETER, e.g. K3:100 (default: all 9)")
+    p.add_argument("--count", type=int, default=10, help="micrographs per cell for the commands")
+    p.add_argument("--inprocess-count", type=int, default=5, help="micrographs timed in-process")
+    p.add_argument("--work", type=Path, default=ROOT / "cache" / "speed_matrix",
+                   help="folder for micrographs and outputs (reused)")
+    p.add_argument("--json", type=Path, help="write every row here")
+    args = p.parse_args()
+
+    import torch
+
+    cells = args.cells or (list(QUICK_CELLS) if args.quick else
+                           [f"{d}:{int(a)}" for d in DETECTORS for a in PARTICLES_A])
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"hydrapick speed matrix: torch {torch.__version__}, {os.cpu_count()} CPU(s), "
+          f"load average {load:.1f}, devices {', '.join(devices)}; "
+          f"RELION LoG: {'yes' if shutil.which('relion_autopick') else 'no'}, "
+          f"Topaz: {'yes' if TOPAZ.exists() else 'no'}")
+    print(HEADER)
+    print("-" * len(HEADER))
+    log: list[dict] = []
+    for spec in cells:
+        detector, diameter = spec.split(":")
+        run_cell(detector, float(diameter), args.count, args.inprocess_count, args.work, devices, log)
+    if args.json:
+        args.json.write_text(json.dumps(log, indent=1))
+
+
+if __name__ == "__main__":
+    main()
