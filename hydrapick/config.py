@@ -152,6 +152,12 @@ class TrainConfig:
     flips: bool = True  # random 90-degree rotations and mirror images
     any_angle: bool = False  # also random rotations by any angle (interpolates the noise)
     cache_dtype: str = "float32"  # "float16" halves the memory of the micrograph cache
+    # Domain randomisation (docs/method.md): particles drawn scale_min-scale_max x the size the picker is
+    # told (log-uniform), and this share of crops passed through random preprocessing (blur, local
+    # contrast, equalisation, gamma, 8-bit export). The defaults change nothing.
+    scale_min: float = 1.0
+    scale_max: float = 1.0
+    preprocess_probability: float = 0.0
     # Phase 1: single-head pretraining.
     pretrain_epochs: int = 200
     pretrain_lr: float = 1e-3
@@ -204,6 +210,10 @@ class TrainConfig:
             raise ValueError(f"cache_dtype must be float32 or float16, got {self.cache_dtype!r}")
         if self.valid_tile_px is not None and self.valid_tile_px < 1:
             raise ValueError(f"valid_tile_px must be >= 1, got {self.valid_tile_px}")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
+        if not 0 <= self.preprocess_probability <= 1:
+            raise ValueError(f"preprocess_probability must be in [0, 1], got {self.preprocess_probability}")
 
 
 @dataclass(frozen=True)

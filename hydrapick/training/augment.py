@@ -15,8 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import TrainConfig
 from ..preprocess import pad_with_noise
 from .datasets import MicrographSample
+from .randomise import Randomisation, draw_scale, random_preprocess, zoom
 
 
 def dihedral(image: torch.Tensor, centres: torch.Tensor, k: int, flip: bool,
@@ -73,6 +75,14 @@ class Augmentation:
     crop_px: int = 368
     flips: bool = True  # random 90-degree rotations and mirror images (exact, no interpolation)
     any_angle: bool = False  # also rotate by a random angle (bilinear interpolation)
+    randomisation: Randomisation = Randomisation()  # random particle scale and preprocessing
+
+
+def augmentation_for(config: TrainConfig) -> Augmentation:
+    """The crops a training run's config asks for."""
+    return Augmentation(crop_px=config.crop_px, flips=config.flips, any_angle=config.any_angle,
+                        randomisation=Randomisation(config.scale_min, config.scale_max,
+                                                    config.preprocess_probability))
 
 
 def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Generator,
@@ -82,8 +92,12 @@ def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Gene
     The crop position is uniform over the micrograph; a micrograph smaller than the crop is padded with
     noise of its own background (`hydrapick.preprocess.pad_with_noise`).
     """
+    randomised = aug.randomisation.active
+    # A particle drawn `scale` x its size: crop out_px / scale pixels and zoom them to out_px.
+    scale = draw_scale(aug.randomisation, rng) if randomised else 1.0
     out_px = aug.crop_px
-    size = math.ceil(out_px * math.sqrt(2)) + 2 if aug.any_angle else out_px
+    zoomed_px = max(8, round(out_px / scale))
+    size = math.ceil(zoomed_px * math.sqrt(2)) + 2 if aug.any_angle else zoomed_px
     h, w = sample.shape
     y0 = int(rng.integers(0, max(0, h - size) + 1))
     x0 = int(rng.integers(0, max(0, w - size) + 1))
@@ -100,8 +114,13 @@ def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Gene
     if aug.flips:
         image, centres = dihedral(image, centres, int(rng.integers(4)), bool(rng.integers(2)))
     if aug.any_angle:
-        image, centres = rotate(image, centres, float(rng.uniform(0, 2 * math.pi)), out_px)
+        image, centres = rotate(image, centres, float(rng.uniform(0, 2 * math.pi)), zoomed_px)
+        centres = centres[inside(centres, zoomed_px, zoomed_px)]
+    if randomised:
+        image, centres = zoom(image, centres, out_px)
         centres = centres[inside(centres, out_px, out_px)]
+        if rng.random() < aug.randomisation.preprocess_probability:
+            image = random_preprocess(image, rng, generator)
     return image.contiguous(), centres
 
 

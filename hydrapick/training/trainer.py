@@ -43,7 +43,7 @@ from ..device import autocast_for
 from ..model import GENERIC_HEAD, HydraPicker
 from ..model.anchors import anchor_centres
 from ..model.losses import batch_loss, bias_loss
-from .augment import Augmentation, make_batch
+from .augment import augmentation_for, make_batch
 from .calibration import calibrate_heads, finite_or_none
 from .datasets import TrainingDataset, load_datasets
 from .distributed import DistContext, distributed_context, setup_device
@@ -91,7 +91,7 @@ class Trainer(RunCheckpoints):
         self.command = command
         self.extra_summary = dict(extra_summary or {})
         self.autocast, self.scaler = autocast_for(device, config.amp)
-        self.aug = Augmentation(crop_px=config.crop_px, flips=config.flips, any_angle=config.any_angle)
+        self.aug = augmentation_for(config)
         self.sampler = DatasetBatchSampler(
             [len(d.train) for d in self.datasets], config.batch_size, config.steps_per_epoch,
             weights=[d.weight for d in self.datasets], seed=config.seed, rank=dist.rank,

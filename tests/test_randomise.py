@@ -1,0 +1,97 @@
+"""Domain randomisation of training crops: random particle scale and random preprocessing chains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hydrapick.config import TrainConfig
+from hydrapick.training.augment import Augmentation, augmentation_for, random_crop
+from hydrapick.training.datasets import MicrographSample
+from hydrapick.training.randomise import (
+    Randomisation,
+    draw_scale,
+    equalise,
+    gaussian_blur,
+    quantise,
+    random_preprocess,
+    zoom,
+)
+
+
+def disc_sample(seed: int = 1) -> MicrographSample:
+    """A 400 x 400 noise micrograph with 20 dark discs of diameter 32 at known centres."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:400, :400]
+    pts = rng.uniform(30, 370, (20, 2))
+    image = rng.normal(0, 1, (400, 400)).astype(np.float32)
+    for x, y in pts:
+        image[(xx - x) ** 2 + (yy - y) ** 2 < 16 ** 2] -= 3
+    return MicrographSample("a", "a", torch.tensor(image), torch.tensor(pts, dtype=torch.float32), 1.0, 32.0)
+
+
+def test_default_randomisation_changes_nothing():
+    sample = disc_sample()
+    plain = Augmentation(crop_px=128)
+    off = Augmentation(crop_px=128, randomisation=Randomisation())
+    a = random_crop(sample, plain, np.random.default_rng(3), torch.Generator().manual_seed(0))
+    b = random_crop(sample, off, np.random.default_rng(3), torch.Generator().manual_seed(0))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert augmentation_for(TrainConfig(crop_px=128)) == Augmentation(crop_px=128)
+
+
+def test_randomised_crops_keep_centres_on_the_particles():
+    sample = disc_sample()
+    aug = Augmentation(crop_px=128, randomisation=Randomisation(0.75, 1.35, 0.5))
+    contrast = []
+    gen = torch.Generator().manual_seed(0)
+    for k in range(60):
+        image, centres = random_crop(sample, aug, np.random.default_rng(k), gen)
+        assert image.shape == (128, 128) and torch.isfinite(image).all()
+        for x, y in centres.round().int().tolist():
+            if 2 <= x < 126 and 2 <= y < 126:
+                contrast.append(float(image[y - 1:y + 2, x - 1:x + 2].mean() - image.mean()))
+    assert len(contrast) > 50
+    # Every labelled centre still sits on a dark disc, whatever the scale and preprocessing.
+    assert np.mean(np.array(contrast) < 0) > 0.97
+
+
+def test_zoom_maps_pixel_centres_exactly():
+    image = torch.zeros(100, 100)
+    image[39:42, 59:62] = 1.0  # a 3 px square centred on (60, 40)
+    out, c = zoom(image, torch.tensor([[60.0, 40.0]]), 150)
+    assert torch.allclose(c, torch.tensor([[(60.5 * 1.5) - 0.5, (40.5 * 1.5) - 0.5]]))
+    yy, xx = torch.meshgrid(torch.arange(150.0), torch.arange(150.0), indexing="ij")
+    cx, cy = float((out * xx).sum() / out.sum()), float((out * yy).sum() / out.sum())
+    assert cx == pytest.approx(float(c[0, 0]), abs=0.05) and cy == pytest.approx(float(c[0, 1]), abs=0.05)
+
+
+def test_scale_draws_stay_in_range_and_are_log_uniform():
+    rng = np.random.default_rng(0)
+    cfg = Randomisation(0.75, 1.35)
+    draws = np.array([draw_scale(cfg, rng) for _ in range(4000)])
+    assert draws.min() >= 0.75 and draws.max() <= 1.35
+    # log-uniform: as many draws below the geometric mean as above it
+    assert abs(np.mean(draws < np.sqrt(0.75 * 1.35)) - 0.5) < 0.03
+    assert draw_scale(Randomisation(), rng) == 1.0
+
+
+def test_preprocessing_families():
+    rng = np.random.default_rng(0)
+    image = torch.tensor(rng.normal(size=(64, 64)), dtype=torch.float32)
+    assert gaussian_blur(image, 2.0).std() < 0.5 * image.std()  # noise is smoothed
+    assert gaussian_blur(torch.ones(64, 64), 8.0).allclose(torch.ones(64, 64), atol=1e-5)
+    eq = equalise(image)
+    assert eq.min() == 0 and eq.max() == 1 and abs(float(eq.mean()) - 0.5) < 1e-3
+    q = quantise(image, 16, 1.0)
+    assert len(torch.unique(q)) <= 16
+    out = random_preprocess(image, rng, torch.Generator().manual_seed(0))
+    assert out.shape == image.shape and torch.isfinite(out).all()
+
+
+def test_train_config_checks_randomisation():
+    with pytest.raises(ValueError, match="scale_min"):
+        TrainConfig(scale_min=1.2, scale_max=1.0)
+    with pytest.raises(ValueError, match="preprocess_probability"):
+        TrainConfig(preprocess_probability=1.5)
