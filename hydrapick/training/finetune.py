@@ -32,7 +32,8 @@ import torch
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import FALLBACK_THRESHOLD, FinetuneConfig, ModelConfig, to_dict
 from ..device import autocast_for, resolve_device
-from ..model import GENERIC_HEAD, HydraPicker
+from ..io.atomic import check_writable
+from ..model import GENERIC_HEAD, HydraPicker, check_head_name
 from ..model.anchors import anchor_centres, detect_picks
 from ..model.losses import batch_loss
 from ..picks import Picks
@@ -406,13 +407,13 @@ def finetune(base: str | os.PathLike | tuple[HydraPicker, dict[str, Any]] | None
     hydrapick.training.ManifestError, FinetuneError, hydrapick.checkpoint.CheckpointError
     """
     config = config or FinetuneConfig()
+    if output is not None:  # checked before the training, which an unwritable output would throw away
+        check_writable(output, "output")
     if threads:
         torch.set_num_threads(threads)
     model, meta = base if isinstance(base, tuple) else load_base(base)
     if name == GENERIC_HEAD or name in model.heads:
         raise FinetuneError(f"the base model already has a head named '{name}'; choose another name")
-    from ..model import check_head_name
-
     try:
         check_head_name(name)
     except ValueError as exc:
