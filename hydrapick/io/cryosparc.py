@@ -52,7 +52,7 @@ def read_cs(path: str | os.PathLike, *, flip_y: bool = False, image_height: int 
     try:
         # allow_pickle=False: a .cs file is plain data and must never run code.
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged .npy header makes numpy raise SyntaxError & co.
         raise FormatError(f"{describe(path)} is not a cryoSPARC .cs file (a numpy structured array): "
                           f"{' '.join(str(exc).split())[:120]}", path) from exc
     names = array.dtype.names or ()

@@ -81,7 +81,8 @@ def read_micrograph(path: str | os.PathLike, pixel_size_A: float | None = None,
             with opener(path, mode="r", permissive=False) as mrc:
                 data = mrc.data
                 voxel_x = float(mrc.voxel_size.x)
-    except (ValueError, OSError, EOFError, TypeError) as exc:
+    except (ValueError, OSError, EOFError, TypeError, OverflowError, MemoryError) as exc:
+        # OverflowError: a negative size in the header reaches mmap; MemoryError: an absurd one.
         raise FormatError(_damage(path, exc), path) from exc
     for w in caught:
         log.warning("%s: %s", path, w.message)
