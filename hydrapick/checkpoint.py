@@ -109,9 +109,15 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for foreign or damaged files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        if "weights_only" in text.lower().replace(" ", "_"):
+            # torch's own message advises weights_only=False, which would run the file's code: never say so.
+            raise CheckpointError(f"{path}: not a hydrapick checkpoint: it holds Python objects other than "
+                                  "tensors and plain data, which hydrapick never loads (they could run "
+                                  "code); use a checkpoint written by hydrapick") from None
+        reason = text.splitlines()[0] if text else type(exc).__name__
         raise CheckpointError(f"{path}: not a hydrapick checkpoint (torch.load failed: {reason[:200]})"
-                              ) from exc
+                              ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a hydrapick checkpoint (no '{FORMAT}' marker)")
     version = payload.get("format_version")

@@ -131,6 +131,10 @@ PICK_BATCH_SIZE = 4  # micrographs per forward pass
 MAX_TILE_PX = "auto"
 TILE_ACTIVATION_BYTES = 2**30
 PREVIEW_COUNT = 3  # micrographs drawn with their picks when previews are asked for
+# Particle sizes in pixels of the micrograph that hydrapick accepts, as fractions of the model's own particle
+# size (particle_diameter_px; 64 px for the bundled model: 8 to 1024 px). Outside them a unit has almost
+# surely slipped (nm typed as Å, a pixel size in nm), and resampling would take minutes and gigabytes.
+PARTICLE_SIZE_RANGE = (1 / 8, 16.0)
 
 
 @dataclass(frozen=True)

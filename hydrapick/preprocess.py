@@ -13,17 +13,54 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from .config import PARTICLE_SIZE_RANGE, ModelConfig
 from .picks import Picks
 
 
 def scale_factor(pixel_size_A: float, diameter_A: float, model_config: ModelConfig) -> float:
-    """Resampling factor that gives a particle of ``diameter_A`` the model's diameter in pixels."""
-    if not pixel_size_A or pixel_size_A <= 0:
-        raise ValueError(f"pixel size must be positive, got {pixel_size_A}")
-    if not diameter_A or diameter_A <= 0:
-        raise ValueError(f"particle diameter must be positive, got {diameter_A}")
+    """Resampling factor that gives a particle of ``diameter_A`` the model's diameter in pixels.
+
+    Raises
+    ------
+    ValueError
+        A size that is not a positive finite number, or a particle outside `check_particle_size`'s range.
+    """
+    check_particle_size(diameter_A, pixel_size_A, model_config)
     return model_config.particle_diameter_px / (diameter_A / pixel_size_A)
+
+
+def check_particle_size(diameter_A: float, pixel_size_A: float, model_config: ModelConfig) -> float:
+    """The particle diameter in pixels, when the model can work at that size; else one line saying so.
+
+    Particles of ``PARTICLE_SIZE_RANGE`` times the model's ``particle_diameter_px`` are accepted (8 to
+    1024 px for the bundled model's 64 px). Outside that, a unit has almost surely slipped, and the
+    message names the likely slip: a diameter in nm typed as Å or in pixels typed as Å (too small), or a
+    pixel size in nm typed as Å (too large).
+
+    Raises
+    ------
+    ValueError
+    """
+    for name, value, unit in (("particle diameter", diameter_A, "Å"), ("pixel size", pixel_size_A, "Å/px")):
+        if not (isinstance(value, (int, float, np.floating)) and np.isfinite(value) and value > 0):
+            raise ValueError(f"the {name} must be a positive finite number in {unit}, got {value}")
+    diameter_px = diameter_A / pixel_size_A
+    model_px = model_config.particle_diameter_px
+    low, high = (model_px * f for f in PARTICLE_SIZE_RANGE)
+    if low <= diameter_px <= high:
+        return diameter_px
+    size = (f"a particle diameter of {diameter_A:g} Å at {pixel_size_A:g} Å/px is {diameter_px:.3g} px "
+            f"across; hydrapick picks particles of {low:g} to {high:g} px (the model sees them at "
+            f"{model_px:g} px)")
+    if diameter_px < low:
+        hint = f"was the diameter given in nm? {diameter_A * 10:g} Å would be {diameter_px * 10:.3g} px"
+        if pixel_size_A > 1:
+            hint += (f"; or in pixels? {diameter_A:g} px would be {diameter_A * pixel_size_A:g} Å "
+                     f"(--diameter takes Å)")
+    else:
+        hint = (f"was the pixel size given in nm? {pixel_size_A * 10:g} Å/px would make it "
+                f"{diameter_px / 10:.3g} px; check --apix or the micrographs' headers")
+    raise ValueError(f"{size}: {hint}")
 
 
 def resample(image: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

@@ -172,4 +172,4 @@ def test_finetune_input_errors(base, tmp_path):
         finetune(base, "x", *args, valid_micrographs=["a.mrc"])
     result = CliRunner().invoke(cli, ["finetune", "--coordinates", "c", "--name", "n", "--diameter", "10",
                                       "-o", str(tmp_path / "o.pt"), "--model", str(base)])
-    assert result.exit_code != 0 and "give the training micrographs" in result.output
+    assert result.exit_code == 2 and "give the training micrographs" in result.output  # a usage error

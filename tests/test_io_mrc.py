@@ -109,7 +109,7 @@ def test_garbage_and_missing_files(tmp_path):
         read_micrograph(garbage)
     with pytest.raises(FormatError, match="does not exist"):
         read_micrograph(tmp_path / "absent.mrc")
-    with pytest.raises(FormatError, match="not a file"):
+    with pytest.raises(FormatError, match="is a folder; an MRC micrograph was expected"):
         read_micrograph(tmp_path)
 
 

@@ -165,8 +165,10 @@ def test_gather_inputs_errors_name_the_problem(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no MRC micrographs match 'x/\\*.mrc'"):
         gather_inputs(["x/*.mrc"])
-    with pytest.raises(InputError, match="'missing.mrc' does not exist"):
-        gather_inputs(["missing.mrc"])
+    # A missing micrograph is listed: reading it reports "does not exist" and the run picks the rest.
+    assert [m.path for m in gather_inputs(["missing.mrc"])] == ["missing.mrc"]
+    with pytest.raises(InputError, match="'missing' does not exist"):
+        gather_inputs(["missing"])
     with pytest.raises(InputError, match="folder 'empty' holds no MRC"):
         gather_inputs(["empty"])
     with pytest.raises(InputError, match="no micrographs given"):
@@ -503,11 +505,24 @@ def test_no_stray_temporary_files(tmp_path, monkeypatch):
 
 
 
-def test_mixed_precision_picks_match_float32(tmp_path):
+def test_mixed_precision_picks_match_float32(tmp_path, monkeypatch):
+    from hydrapick.checkpoint import load_model
+    from hydrapick.picking import engine
+
+    # Autocast runs on CPUs with hardware bf16 only; pretend this one has it, so the comparison below is
+    # bf16 against float32 on every machine rather than float32 against itself.
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
     truth = write_blob_micrographs(tmp_path, 1, particles=6, seed=31)
-    kwargs = dict(model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    net, meta = load_model(trained_checkpoint())
+    dtypes: list[torch.dtype] = []
+    first_conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    kwargs = dict(model=(net, meta), diameter_A=DIAMETER_A, device="cpu")
     fast, = pick_micrographs(truth, **kwargs)
+    assert dtypes and set(dtypes) == {torch.bfloat16}, dtypes  # autocast ran
+    dtypes.clear()
     exact, = pick_micrographs(truth, mixed_precision=False, **kwargs)
+    assert dtypes and set(dtypes) == {torch.float32}, dtypes
     a, b = fast.selected, exact.selected
     assert len(a) == len(b) > 0
     np.testing.assert_allclose(np.sort(a.score), np.sort(b.score), atol=0.03)

@@ -34,7 +34,7 @@ def test_simulate_procedural_writes_a_dataset(tmp_path):
     # Same seed, same data; an existing dataset is not overwritten without --force.
     again = _run("-n", "2", "-o", str(out), "--seed", "4", "--pixel-size", "2.5", "--dose", "30-40",
                  "--config", str(_config(tmp_path)), *SMALL)
-    assert again.exit_code != 0 and "--force" in again.output
+    assert again.exit_code == 1 and "--force" in again.output
     copy = tmp_path / "copy"
     assert _run("-n", "1", "-o", str(copy), "--seed", "4", "--pixel-size", "2.5", "--dose", "30-40",
                 "--config", str(_config(tmp_path)), *SMALL).exit_code == 0
@@ -50,20 +50,20 @@ def _config(tmp_path):
 
 def test_simulate_reports_bad_input(tmp_path):
     result = _run("-n", "1", "-o", str(tmp_path / "a"), "--structure", str(tmp_path / "missing.pdb"))
-    assert result.exit_code != 0
+    assert result.exit_code == 1
     assert "missing.pdb" in result.output and "does not exist" in result.output
     result = _run("-n", "1", "-o", str(tmp_path / "b"), "--dose", "40-10")
-    assert result.exit_code != 0 and "low end above its high end" in result.output
+    assert result.exit_code == 2 and "low end above its high end" in result.output
     result = _run("-n", "1", "-o", str(tmp_path / "c"), "--pixel-size", "big")
-    assert result.exit_code != 0 and "not a number or a range" in result.output
+    assert result.exit_code == 2 and "not a number or a range" in result.output
     result = _run("-n", "1", "-o", str(tmp_path / "d"), "--shape", "blob", "--size", "64", "-q")
-    assert result.exit_code != 0 and "unknown procedural kind" in result.output
+    assert result.exit_code == 1 and "unknown procedural kind" in result.output
     result = _run("-n", "1", "-o", str(tmp_path / "e"), "--size", "10")
-    assert result.exit_code != 0 and "at least 32" in result.output
+    assert result.exit_code == 2 and "at least 32" in result.output
     bad = tmp_path / "bad.toml"
     bad.write_text("dose = 3\n")
     result = _run("-n", "1", "-o", str(tmp_path / "f"), "--config", str(bad))
-    assert result.exit_code != 0 and "unknown key" in result.output
+    assert result.exit_code == 1 and "unknown key" in result.output
 
 
 @pytest.mark.skipif(not (SHARED / "4hhb.pdb").exists(), reason="../shared not available")

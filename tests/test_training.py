@@ -215,7 +215,8 @@ def test_train_command(tmp_path):
     runner = CliRunner()
     check = runner.invoke(cli, ["train", str(tmp_path / "manifest.toml"), "--check"])
     assert check.exit_code == 0, check.output
-    assert "a" in check.output and "files" in check.output
+    row = next(line for line in check.output.splitlines() if "files" in line)
+    assert row.split()[1:4] == ["a", "│", "files"], row  # the dataset's name and kind, in one row
     out = tmp_path / "run"
     result = runner.invoke(cli, ["train", str(tmp_path / "manifest.toml"), "-o", str(out), "--config",
                                  str(tmp_path / "train.toml"), "--seed", "3", "--device", "cpu", "-q"])

@@ -74,7 +74,7 @@ def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, .
             flip_y_truth=flip_y_truth, flip_y_picks=flip_y_picks, image_height=image_height,
             micrographs=micrographs_path, border_A=border_A, include_unlabelled=include_unlabelled,
             json_path=json_path, plots_dir=plots_dir, n_overlays=n_overlays)
-    except (FormatError, ValueError, FileNotFoundError) as exc:
+    except (FormatError, ValueError, OSError) as exc:
         hint = " in --micrographs (or give --apix)" if str(exc).startswith("no box size") else ""
         raise click.ClickException(f"{exc}{hint}") from exc
 

@@ -81,7 +81,7 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
                                   valid_coordinates=list(valid_coordinates), config=config, device=device,
                                   threads=threads, output=output, progress=display,
                                   command=invocation())
-    except (ManifestError, FinetuneError, CheckpointError, ValueError) as exc:
+    except (ManifestError, FinetuneError, CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     r = result.report
     lines = [f"head '{name}' written to {result.path}",

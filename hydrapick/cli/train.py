@@ -70,7 +70,7 @@ def train(manifest: str, out_dir: str | None, config_path: str | None, architect
             result = run_training(manifest, out_dir, config_file=config_path, architecture=architecture,
                                   overrides=overrides, init=init_path, resume=resume, device=device,
                                   threads=threads, progress=display, command=invocation())
-    except (ManifestError, TrainingError, CheckpointError, ValueError) as exc:
+    except (ManifestError, TrainingError, CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if is_main_process():
         _train_print_result(result.metadata, result.path)

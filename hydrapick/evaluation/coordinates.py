@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.coordinates import check_one_file_per_micrograph
+from ..io.errors import describe
 from ..io.inputs import gather_inputs
 from ..picks import Picks, micrograph_key
 from .metrics import micrograph_keys
@@ -73,6 +75,7 @@ def load_coordinates(path: str | os.PathLike, *, format: str | None = None, flip
                                                               image_height=file_height)
     else:
         picks = io.read_coordinates(path, format, flip_y=read_flip, image_height=file_height)
+        check_one_file_per_micrograph([(describe(path), picks.micrograph)])
     if flip_y and isinstance(image_height, Mapping):
         picks = flip_y_per_micrograph(picks, image_height, missing=missing_height)
     keys = list(dict.fromkeys(micrograph_keys(picks.micrograph).tolist() + covered))
@@ -128,6 +131,31 @@ def drop_near_edge(picks: Picks, shapes: Mapping[str, tuple[int, int]],
     else:
         b = float(border_px)
     return picks.inside(h, w, b)
+
+
+def check_inside(picks: Picks, source: str | os.PathLike,
+                 shapes: Mapping[str, tuple[int, ...]] | None = None) -> None:
+    """Refuse coordinates that cannot lie on their micrograph: negative ones always, and with ``shapes``
+    (rows, columns, keyed by `micrograph_key`) those beyond the micrograph's size.
+
+    Raises
+    ------
+    ValueError
+        Naming ``source``, how many coordinates and the first of them (wrong file, or y flipped?).
+    """
+    keys = micrograph_keys(picks.micrograph)
+    h = np.full(len(picks), np.inf)
+    w = np.full(len(picks), np.inf)
+    for i, key in enumerate(keys.tolist()):
+        if shapes and key in shapes:
+            h[i], w[i] = shapes[key][0], shapes[key][1]
+    outside = (picks.x < -0.5) | (picks.y < -0.5) | (picks.x > w - 0.5) | (picks.y > h - 0.5)
+    if outside.any():
+        i = int(np.argmax(outside))
+        size = f" of its {int(w[i])}x{int(h[i])} micrograph" if np.isfinite(w[i]) else " (negative)"
+        raise ValueError(f"{describe(source)}: {int(outside.sum())} coordinate(s) lie outside their "
+                         f"micrograph, the first ({picks.x[i]:g}, {picks.y[i]:g}) on '{keys[i]}'{size}; "
+                         "wrong file, wrong micrographs, or y flipped (see --flip-y-truth)?")
 
 
 def find_micrographs(spec: str | os.PathLike) -> dict[str, Path]:

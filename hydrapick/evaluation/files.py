@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.atomic import check_writable
 from ..picks import Picks, micrograph_key
 from ..version import __version__
-from .coordinates import CoordinateSet, drop_near_edge, find_micrographs, load_coordinates
+from .coordinates import CoordinateSet, check_inside, drop_near_edge, find_micrographs, load_coordinates
 from .metrics import DEFAULT_IOU_THRESHOLD, evaluate, threshold_at_precision
 from .report import EvaluationReport, write_report_json
 
@@ -117,6 +118,9 @@ def evaluate_picks_files(truth: PathLike, picks: PathLike | Sequence[PathLike], 
         Inconsistent arguments, no true particles, or coordinates that cannot be placed (the message
         says which); `hydrapick.io.FormatError` for unreadable files.
     """
+    for target, what in ((json_path, "--json file"), (plots_dir, "--plots folder")):
+        if target is not None:  # before the work, not after it
+            check_writable(target, what, folder=target is plots_dir)
     picks_paths = [Path(p) for p in ([picks] if isinstance(picks, (str, os.PathLike)) else picks)]
     threshold_list = [] if thresholds is None else (
         [float(thresholds)] if isinstance(thresholds, (int, float)) else list(thresholds))
@@ -131,6 +135,8 @@ def evaluate_picks_files(truth: PathLike, picks: PathLike | Sequence[PathLike], 
     box = _resolve_box(box_px, diameter_A, pixel_size_A, headers)
     heights = _resolve_heights(image_height, headers) if (flip_y_truth or flip_y_picks) else None
     truth_set = load_coordinates(truth, flip_y=flip_y_truth, image_height=heights)
+    check_inside(truth_set.picks, truth, {key: shape for key, _, shape, _ in headers.items()}
+                 if headers else None)
     edge = _resolve_border(border_A, pixel_size_A, headers)
     if edge is not None:
         truth_set = dataclasses.replace(truth_set, picks=drop_near_edge(truth_set.picks, *edge))

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import OutputError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -69,3 +71,31 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     with atomic_path(path, fsync=True) as tmp:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
+
+
+def check_writable(path: str | os.PathLike, what: str = "output", *, folder: bool = False) -> None:
+    """Raise `OutputError` unless a file or folder can be written at ``path``, before any work starts.
+
+    The nearest existing folder on the path must be a folder that accepts a new file (tested by creating
+    and removing one, which also catches read-only mounts and ACLs); an existing ``path`` must be
+    writable too. Missing folders below it are created later by `atomic_path`. ``folder=True``: ``path``
+    is to be a folder (an existing file there is refused).
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"{what} '{path}' cannot be written: it is a file, and a folder is needed")
+    if path.exists() and not path.is_dir() and not os.access(path, os.W_OK):
+        raise OutputError(f"{what} '{path}' cannot be written: the file exists and is read-only")
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():
+            break
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{what} '{path}' cannot be written: '{folder}' is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".hydrapick-write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{what} '{path}' cannot be written: folder '{folder}' does not accept new files "
+                          f"({exc.strerror or exc})") from None

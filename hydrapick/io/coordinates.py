@@ -10,12 +10,14 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import numpy as np
 
 from ..picks import Picks, micrograph_key
 from . import box, cbox, cryosparc, star, topaz
-from .errors import FormatError, describe
+from .errors import FormatError, check_file, describe
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +85,52 @@ def read_coordinates(path: str | os.PathLike, format: str | None = None, *, flip
     path = Path(path)
     name = resolve_format(path, format)
     if name == "cs":
-        return cryosparc.read_cs(path, flip_y=flip_y, image_height=image_height)
+        return _finite(cryosparc.read_cs(path, flip_y=flip_y, image_height=image_height), path)
     _check_flip(flip_y, image_height)
     if name == "relion":
         picks = star.read_star(_autopick_star(path))
     else:
-        if not path.exists():
-            raise FormatError(f"{describe(path)} does not exist", path)
-        if path.is_dir():
-            raise FormatError(f"{describe(path)} is a folder; a {name} coordinate file was expected", path)
+        check_file(path, f"a {name} coordinate file")
         picks = _READERS[name](path, micrograph)
-    return picks.flip_y(image_height) if flip_y else picks
+    return _finite(picks.flip_y(image_height) if flip_y else picks, path)
+
+
+def _finite(picks: Picks, path: Path) -> Picks:
+    """``picks``, unless a coordinate is NaN or infinite: then a FormatError naming the file."""
+    bad = ~(np.isfinite(picks.x) & np.isfinite(picks.y))
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise FormatError(f"{describe(path)} has {int(bad.sum())} coordinate(s) that are not finite numbers "
+                          f"(NaN or infinity), the first on micrograph '{picks.micrograph[first]}': "
+                          f"({picks.x[first]}, {picks.y[first]})", path)
+    return picks
+
+
+def check_one_file_per_micrograph(sources: Iterable[tuple[str, Iterable[str]]]) -> None:
+    """Refuse coordinates of one micrograph coming from two files, or under two names in one file.
+
+    ``sources`` gives, for each file, a label for messages (``File 'x.star'``) and the micrograph names it
+    holds. Coordinates are matched to micrographs by `micrograph_key`, so ``x.star`` beside
+    ``x_autopick.star``, or ``a/x.mrc`` and ``b/x.mrc`` in one combined file, would merge two sets of
+    coordinates into one micrograph: double the truth and half the precision, silently.
+
+    Raises
+    ------
+    FormatError
+        Naming both files (or names) and the micrograph.
+    """
+    owner: dict[str, tuple[str, str]] = {}
+    for label, names in sources:
+        for name in dict.fromkeys(str(n) for n in names):
+            key = micrograph_key(name)
+            if key in owner and owner[key] != (label, name):
+                first_label, first_name = owner[key]
+                where = (f"{first_label} and {label}" if first_label != label
+                         else f"{label} (as '{first_name}' and as '{name}')")
+                raise FormatError(f"{where} both hold coordinates of micrograph '{key}'; coordinates are "
+                                  "matched to micrographs by file name, so they would be merged: keep one, "
+                                  "or give the micrographs distinct names")
+            owner[key] = (label, name)
 
 
 def _autopick_star(path: Path) -> Path:
@@ -148,6 +185,8 @@ def read_coordinate_folder_with_empty(path_or_glob: str | os.PathLike, format: s
     log.debug("reading %d coordinate files from %s", len(files), text)
     parts = [read_coordinates(p, format, flip_y=flip_y, image_height=image_height) for p in files]
     empty = [micrograph_key(p.name) for p, part in zip(files, parts, strict=True) if not len(part)]
+    check_one_file_per_micrograph((describe(p), part.micrograph if len(part) else [micrograph_key(p.name)])
+                                  for p, part in zip(files, parts, strict=True))
     return Picks.concat(parts), empty
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..picks import Picks, micrograph_key
 from .atomic import atomic_path
-from .errors import FormatError, describe
+from .errors import FormatError, check_file, describe
 
 _REQUIRED = ("location/micrograph_path", "location/micrograph_shape", "location/center_x_frac",
              "location/center_y_frac")
@@ -40,13 +40,19 @@ def read_cs(path: str | os.PathLike, *, flip_y: bool = False, image_height: int 
     ``flip_y`` mirrors y with each particle's stored micrograph height (``image_height`` overrides it).
     The score is ``pick_stats/ncc_score`` when present.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FormatError(f"{describe(path)} does not exist", path)
+    path = check_file(path, "a cryoSPARC .cs file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        # np.load would call any other file "pickled data"; say what the file is instead.
+        kind = ("an empty file" if not magic else "a text file" if _is_text(path)
+                else "another binary format")
+        raise FormatError(f"{describe(path)} is not a cryoSPARC .cs file (a numpy structured array): it is "
+                          f"{kind}", path)
     try:
         # allow_pickle=False: a .cs file is plain data and must never run code.
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged .npy header makes numpy raise SyntaxError & co.
         raise FormatError(f"{describe(path)} is not a cryoSPARC .cs file (a numpy structured array): "
                           f"{' '.join(str(exc).split())[:120]}", path) from exc
     names = array.dtype.names or ()
@@ -68,6 +74,16 @@ def read_cs(path: str | os.PathLike, *, flip_y: bool = False, image_height: int 
              else np.full(len(array), np.nan))
     mics = np.array([_decode(p) for p in array["location/micrograph_path"]], dtype=object)
     return Picks(micrograph=mics, x=x, y=y, score=score)
+
+
+def _is_text(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in head
 
 
 def _decode(value) -> str:

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import missing
+
 log = logging.getLogger(__name__)
 
 MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".mrc.gz", ".mrc.bz2")
@@ -69,7 +71,9 @@ def gather_inputs(specs: Iterable[str | os.PathLike | MicrographInput], *, pixel
     Raises
     ------
     InputError
-        A glob or folder that matches no micrograph, a path that does not exist, or no specs at all.
+        A glob or folder that matches no micrograph, a path that does not exist and is not named as a
+        micrograph (``*.mrc``...), or no specs at all. A missing ``*.mrc`` is listed: reading it fails
+        with the reason, so a run reports it and goes on with the others.
     """
     out: list[MicrographInput] = []
     seen: set[str] = set()
@@ -97,10 +101,12 @@ def gather_inputs(specs: Iterable[str | os.PathLike | MicrographInput], *, pixel
         elif is_micrograph_list(text):
             for path, size in _read_list(text):
                 add(path, _display_name(path), size)
-        elif os.path.exists(text):
+        elif os.path.exists(text) or is_micrograph(text):
+            # A missing micrograph named on its own is one bad micrograph among many: the reader reports
+            # it ("does not exist", "is a symlink loop") and the run picks the others.
             add(text, _display_name(text), None)
         else:
-            raise InputError(f"micrograph '{text}' does not exist")
+            raise InputError(f"micrograph '{text}' {missing(text)}")
     if count == 0:
         raise InputError("no micrographs given")
     return out

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _star
 from .atomic import atomic_path
-from .errors import FormatError, describe
+from .errors import FormatError, check_file, describe
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,7 @@ def read_micrograph(path: str | os.PathLike, pixel_size_A: float | None = None,
         Missing, truncated or corrupt file, an unsupported mode, or a stack/volume with more than
         one section.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{describe(path)} does not exist" if not path.exists()
-                          else f"{describe(path)} is not a file", path)
+    path = check_file(path, "an MRC micrograph")
     use_mmap = mmap and not path.name.lower().endswith(_COMPRESSED)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -84,7 +81,8 @@ def read_micrograph(path: str | os.PathLike, pixel_size_A: float | None = None,
             with opener(path, mode="r", permissive=False) as mrc:
                 data = mrc.data
                 voxel_x = float(mrc.voxel_size.x)
-    except (ValueError, OSError, EOFError, TypeError) as exc:
+    except (ValueError, OSError, EOFError, TypeError, OverflowError, MemoryError) as exc:
+        # OverflowError: a negative size in the header reaches mmap; MemoryError: an absurd one.
         raise FormatError(_damage(path, exc), path) from exc
     for w in caught:
         log.warning("%s: %s", path, w.message)
@@ -123,12 +121,23 @@ def _as_2d(data: np.ndarray, path: Path) -> np.ndarray:
 
 def _damage(path: Path, exc: BaseException) -> str:
     """One line saying why an MRC file could not be read, naming truncation when that is the cause."""
+    if path.name.lower().endswith(_COMPRESSED):
+        # The file's size is the compressed size: it says nothing about the pixels the header describes.
+        kind = "gzip" if path.name.lower().endswith(".gz") else "bzip2"
+        return (f"{describe(path)} is not a readable {kind}-compressed MRC file (truncated or damaged): "
+                f"{_short(exc)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mrc = mrcfile.open(path, mode="r", permissive=True, header_only=True)
         with mrc:
             header = mrc.header
+            dims = {axis: int(header[axis]) for axis in ("nx", "ny", "nz")}
+            bad = {axis: n for axis, n in dims.items() if n <= 0}
+            if bad and header.map.tobytes() == b"MAP ":
+                shown = ", ".join(f"{axis} = {n}" for axis, n in bad.items())
+                return (f"{describe(path)} has a damaged MRC header: {shown} (the image dimensions must be "
+                        "positive)")
             dtype = mrcfile.utils.data_dtype_from_header(header)
             n_pixels = int(header.nx) * int(header.ny) * int(header.nz)
             expected = int(header.nbytes) + int(header.nsymbt) + n_pixels * dtype.itemsize
@@ -196,10 +205,9 @@ def read_micrograph_list(path: str | os.PathLike) -> list[tuple[str, float | Non
     if path.suffix.lower() == ".star":
         entries = _star_micrograph_list(path)
     else:
+        check_file(path, "a list of micrographs")
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError as exc:
-            raise FormatError(f"{describe(path)} does not exist", path) from exc
         except (UnicodeDecodeError, OSError) as exc:
             raise FormatError(f"{describe(path)} is not a text list of micrographs: {_short(exc)}",
                               path) from exc

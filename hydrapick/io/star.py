@@ -15,7 +15,7 @@ import numpy as np
 
 from ..picks import Picks, micrograph_key
 from . import _star
-from .errors import FormatError, describe
+from .errors import FormatError, check_file, describe
 
 # RELION's "no value" for figures of merit and angles (manual picks carry FOM -999).
 RELION_UNSET = -999.0
@@ -43,9 +43,7 @@ def read_star(path: str | os.PathLike, micrograph: str | None = None, *, _follow
         picker suffix, e.g. ``mic_001`` for ``mic_001_autopick.star``). Ignored where the file names
         its micrographs.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FormatError(f"{describe(path)} does not exist", path)
+    path = check_file(path, "a STAR file")
     if is_empty_file(path):
         return Picks(x=[], y=[])
     blocks = _star.read(path)

@@ -96,8 +96,8 @@ def resolve_diameter(metadata: dict[str, Any], head: str, diameter_A: float | No
             raise ValueError(f"no particle diameter: give it in Å (--diameter); the model's head {head!r} "
                              "does not record one")
     diameter_A = float(diameter_A)
-    if not diameter_A > 0:
-        raise ValueError(f"particle diameter must be positive, got {diameter_A} Å")
+    if not (np.isfinite(diameter_A) and diameter_A > 0):
+        raise ValueError(f"the particle diameter must be a positive finite number in Å, got {diameter_A}")
     return diameter_A
 
 

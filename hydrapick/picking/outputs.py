@@ -8,6 +8,7 @@ so they can be re-thresholded later.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,7 @@ class PickOutputs:
             raise ValueError(f"output '{output}' is a file; --format {fmt} writes a folder")
         if not self.folder and path.is_dir():
             raise ValueError(f"output '{output}' is a folder; --format {fmt} writes one file")
+        self._shard = shard
         self.sharded = shard is not None and shard[1] > 1
         if self.sharded and not self.folder:
             # Shards of a combined file cannot share it; each writes its own (see docs/picking.md).
@@ -78,11 +80,36 @@ class PickOutputs:
             for item in items:
                 sub = (f"{relion_output_subpath(item.name)}_autopick.star" if fmt == "relion"
                        else f"{micrograph_key(item.name)}.box")
-                if sub in owner:
-                    raise ValueError(f"micrographs '{owner[sub]}' and '{item.name}' would share the output "
-                                     f"file {sub}; give micrographs distinct names")
-                owner[sub] = item.name
+                # A micrograph's picks file must not be another's candidates file either
+                # (mic_x.mrc's candidates/mic_x_autopick.star is candidates/mic_x.mrc's picks file).
+                for file in (sub, f"{self.candidates_dir.name}/{sub}"):
+                    if file in owner:
+                        raise ValueError(f"micrographs '{owner[file]}' and '{item.name}' would share the "
+                                         f"output file {file}; give micrographs distinct names")
+                    owner[file] = item.name
                 self._sub[item.name] = sub
+
+    @property
+    def lock_file(self) -> Path:
+        """The lock held while a run writes here (`hydrapick.io.lock.output_lock`); shards of a folder
+        write disjoint files, so each shard has its own."""
+        if self.folder:
+            shard = f".shard{self._shard[0]}of{self._shard[1]}" if self.sharded else ""  # type: ignore
+            return self.path / f".hydrapick-pick{shard}.lock"
+        return self.path.with_name(f".{self.path.name}.lock")
+
+    def claim(self) -> contextlib.AbstractContextManager:
+        """Check that every output can be written, then lock the output for this run.
+
+        Raises `hydrapick.io.errors.OutputError` (one line) before any micrograph is picked: an output
+        that cannot be written, or one that another run is writing.
+        """
+        from ..io.atomic import check_writable
+        from ..io.lock import output_lock
+
+        for target in ([self.path] if self.folder else [self.path, self.candidates_path]):
+            check_writable(target, "output")
+        return output_lock(self.lock_file, f"output '{self.path}'")
 
     def main_file(self, item: MicrographInput) -> Path:
         return self.path / self._sub[item.name]

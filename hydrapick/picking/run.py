@@ -9,6 +9,7 @@ and writes every output atomically in the chosen format with the candidates besi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ import torch
 from ..config import MAX_TILE_PX, PICK_BATCH_SIZE, PICK_HEAD, PREVIEW_COUNT, SCORE_FLOOR, AdaptConfig
 from ..io.inputs import MicrographInput, gather_inputs
 from ..picks import Picks
+from ..preprocess import check_particle_size
 from .engine import (
     PickResult,
     check_head,
@@ -163,13 +165,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
     threshold_given = threshold is not None
     threshold = resolve_threshold(metadata, head, threshold)
     diameter_A = resolve_diameter(metadata, head, diameter_A)
-
-    adaptation = None
-    if adapt:
-        net, metadata, head, threshold, adaptation = _adapt(
-            net, metadata, head, threshold, items, diameter_A, pixel_size_A,
-            adapt if isinstance(adapt, AdaptConfig) else AdaptConfig(), device, num_threads, adapt_output,
-            adapt_progress, user_threshold=threshold_given)
+    _check_particle_size(items, diameter_A, pixel_size_A, net.config)
 
     outputs = None
     if output is not None:
@@ -180,66 +176,92 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
     elif skip_existing:
         raise ValueError("skip_existing needs an output folder")
 
-    skipped: list[MicrographInput] = []
-    todo = items
-    if skip_existing and outputs is not None:
-        skipped = [it for it in items if outputs.exists(it)]
-        done_names = {it.name for it in skipped}
-        todo = [it for it in items if it.name not in done_names]
-        if skipped:
-            log.info("skipping %d micrograph(s) with existing outputs", len(skipped))
+    # Every output writable and this run the only one writing it, checked before the first micrograph.
+    with outputs.claim() if outputs is not None else contextlib.nullcontext():
+        adaptation = None
+        if adapt:
+            net, metadata, head, threshold, adaptation = _adapt(
+                net, metadata, head, threshold, items, diameter_A, pixel_size_A,
+                adapt if isinstance(adapt, AdaptConfig) else AdaptConfig(), device, num_threads,
+                adapt_output, adapt_progress, user_threshold=threshold_given)
+        skipped: list[MicrographInput] = []
+        todo = items
+        if skip_existing and outputs is not None:
+            skipped = [it for it in items if outputs.exists(it)]
+            done_names = {it.name for it in skipped}
+            todo = [it for it in items if it.name not in done_names]
+            if skipped:
+                log.info("skipping %d micrograph(s) with existing outputs", len(skipped))
 
-    total = len(todo)
-    results: list[PickResult] = []
-    failures: list[tuple[str, str]] = []
-    n_picks = 0
-    previews = 0
-    if progress is not None:
-        progress(PickProgress(0, total, 0, 0, None))
-    for result in pick_micrographs(todo, model=(net, metadata), head=head, diameter_A=diameter_A,
-                                   pixel_size_A=pixel_size_A, threshold=threshold,
-                                   min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
-                                   device=device, batch_size=batch_size, max_tile_px=max_tile_px,
-                                   num_threads=num_threads, mixed_precision=mixed_precision, tta=tta):
-        if result.ok:
-            if outputs is not None:
-                outputs.write_micrograph(result)
-            n_picks += len(result.selected)
-            results.append(result)
-            if preview_dir is not None and previews < preview_count:
-                previews += 1
-                try:
-                    write_preview(result, preview_dir)
-                except Exception as exc:  # noqa: BLE001 - a preview is never worth losing picks over
-                    log.warning("no preview for %s: %s", result.name, exc)
-        else:
-            # Reported through the result and the report (the command lists them); logged for libraries.
-            log.info("not picked: %s", result.error)
-            failures.append((result.path, result.error or "unknown error"))
+        total = len(todo)
+        results: list[PickResult] = []
+        failures: list[tuple[str, str]] = []
+        n_picks = 0
+        previews = 0
         if progress is not None:
-            progress(PickProgress(len(results) + len(failures), total, n_picks, len(failures), result))
+            progress(PickProgress(0, total, 0, 0, None))
+        for result in pick_micrographs(todo, model=(net, metadata), head=head, diameter_A=diameter_A,
+                                       pixel_size_A=pixel_size_A, threshold=threshold,
+                                       min_distance_A=min_distance_A, border_A=border_A,
+                                       score_floor=score_floor, device=device, batch_size=batch_size,
+                                       max_tile_px=max_tile_px, num_threads=num_threads,
+                                       mixed_precision=mixed_precision, tta=tta):
+            if result.ok:
+                if outputs is not None:
+                    outputs.write_micrograph(result)
+                n_picks += len(result.selected)
+                results.append(result)
+                if preview_dir is not None and previews < preview_count:
+                    previews += 1
+                    try:
+                        write_preview(result, preview_dir)
+                    except Exception as exc:  # noqa: BLE001 - a preview is never worth losing picks over
+                        log.warning("no preview for %s: %s", result.name, exc)
+            else:
+                # Reported through the result and the report (the command lists them); logged for libraries.
+                log.info("not picked: %s", result.error)
+                failures.append((result.path, result.error or "unknown error"))
+            if progress is not None:
+                progress(PickProgress(len(results) + len(failures), total, n_picks, len(failures), result))
 
-    parts = [r.selected for r in results]
-    if skipped and outputs is not None:
-        parts += [outputs.read_back(it) for it in skipped]
-    picks = Picks.concat(parts)
-    candidates = Picks.concat(r.picks for r in results)
-    written: list[Path] = []
-    if outputs is not None:
-        picked = {r.name for r in results} | {it.name for it in skipped}
-        names = [it.name for it in items if it.name in picked]
-        if skipped and outputs.format == "relion" and not outputs.sharded:
-            from ..io import read_coordinates
+        parts = [r.selected for r in results]
+        if skipped and outputs is not None:
+            parts += [outputs.read_back(it) for it in skipped]
+        picks = Picks.concat(parts)
+        candidates = Picks.concat(r.picks for r in results)
+        written: list[Path] = []
+        if outputs is not None:
+            picked = {r.name for r in results} | {it.name for it in skipped}
+            names = [it.name for it in items if it.name in picked]
+            if skipped and outputs.format == "relion" and not outputs.sharded:
+                from ..io import read_coordinates
 
-            earlier = [read_coordinates(outputs.candidates_file(it), "star", micrograph=it.name)
-                       for it in skipped]
-            candidates = Picks.concat([candidates] + [p.with_micrograph(it.name)
-                                                      for p, it in zip(earlier, skipped, strict=True)])
-        written = outputs.finish(picks, candidates, results, names)
-    return PickReport(picks=picks, candidates=Picks.concat(r.picks for r in results), threshold=threshold,
-                      n_micrographs=len(items), n_skipped=len(skipped), failures=failures,
-                      seconds=time.perf_counter() - started, outputs=written, shard=shard,
-                      adaptation=adaptation)
+                earlier = [read_coordinates(outputs.candidates_file(it), "star", micrograph=it.name)
+                           for it in skipped]
+                candidates = Picks.concat([candidates] + [p.with_micrograph(it.name)
+                                                          for p, it in zip(earlier, skipped, strict=True)])
+            written = outputs.finish(picks, candidates, results, names)
+        return PickReport(picks=picks, candidates=Picks.concat(r.picks for r in results), threshold=threshold,
+                          n_micrographs=len(items), n_skipped=len(skipped), failures=failures,
+                          seconds=time.perf_counter() - started, outputs=written, shard=shard,
+                          adaptation=adaptation)
+
+
+def _check_particle_size(items: list[MicrographInput], diameter_A: float, pixel_size_A: float | None,
+                         config) -> None:
+    """A diameter or pixel size off by a unit fails here, in one line, rather than once per micrograph
+    after minutes of resampling: checked with the pixel size given, else the first micrograph's."""
+    size = pixel_size_A if pixel_size_A is not None else next(
+        (it.pixel_size_A for it in items if it.pixel_size_A is not None), None)
+    if size is None and items:
+        from ..io import FormatError, read_micrograph
+
+        try:
+            size = read_micrograph(items[0].path).pixel_size_A
+        except (FormatError, ValueError, OSError):
+            return  # reported with the micrograph when it is picked
+    if size is not None:
+        check_particle_size(diameter_A, size, config)
 
 
 def _adapt(net, metadata, head, threshold, items, diameter_A, pixel_size_A, config, device, num_threads,
@@ -249,10 +271,13 @@ def _adapt(net, metadata, head, threshold, items, diameter_A, pixel_size_A, conf
     from ..checkpoint import save_checkpoint
     from ..device import resolve_device, torch_threads
     from ..io import read_micrograph
+    from ..io.atomic import check_writable
     from ..training.adapt import adapt
 
     if head != PICK_HEAD:
         raise ValueError(f"adaptation starts from the generic head; got head '{head}'")
+    if adapt_output is not None:
+        check_writable(adapt_output)
     if not items:
         return net, metadata, head, threshold, None
     chosen = []

@@ -31,7 +31,8 @@ import torch
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import FALLBACK_THRESHOLD, FinetuneConfig, ModelConfig, to_dict
 from ..device import resolve_device
-from ..model import GENERIC_HEAD, HydraPicker
+from ..io.atomic import check_writable
+from ..model import GENERIC_HEAD, HydraPicker, check_head_name
 from ..picks import Picks
 from .calibration import calibration_report, finite_or_none
 from .datasets import MicrographSample, prepare_files
@@ -237,13 +238,13 @@ def finetune(base: str | os.PathLike | tuple[HydraPicker, dict[str, Any]] | None
     hydrapick.training.ManifestError, FinetuneError, hydrapick.checkpoint.CheckpointError
     """
     config = config or FinetuneConfig()
+    if output is not None:  # checked before the training, which an unwritable output would throw away
+        check_writable(output, "output")
     if threads:
         torch.set_num_threads(threads)
     model, meta = base if isinstance(base, tuple) else load_base(base)
     if name == GENERIC_HEAD or name in model.heads:
         raise FinetuneError(f"the base model already has a head named '{name}'; choose another name")
-    from ..model import check_head_name
-
     try:
         check_head_name(name)
     except ValueError as exc:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.coordinates import check_one_file_per_micrograph
 from ..io.inputs import MICROGRAPH_SUFFIXES, is_micrograph_list
 from ..picks import Picks, micrograph_key
 from .simulated import SimulatedSource, is_finite_number, parse_simulated, resolve_path
@@ -335,6 +336,7 @@ def resolve_dataset_files(spec: DatasetSpec, problems: list[str], *, valid_fract
             paths[key] = path
     parts = []
     labelled_empty: set[str] = set()  # micrographs whose own coordinate file holds no particles
+    sources = []
     for entry in spec.coordinates:
         try:
             picks, empty_files = _read_coordinate_entry(entry, spec.coordinate_format)
@@ -343,6 +345,11 @@ def resolve_dataset_files(spec: DatasetSpec, problems: list[str], *, valid_fract
             continue
         parts.append(picks)
         labelled_empty.update(empty_files)
+        sources.append((f"'{entry}'", list(picks.micrograph) + empty_files))
+    try:  # one micrograph's coordinates from two entries, or under two names, would be merged
+        check_one_file_per_micrograph(sources)
+    except FormatError as exc:
+        problems.append(f"{where}.coordinates: {exc}")
     picks = Picks.concat(parts)
     keys = np.array([micrograph_key(m) for m in picks.micrograph], dtype=object)
     known = set(paths)

@@ -9,6 +9,7 @@ settings of `RESUMABLE_CHANGES`, and then gives the result the uninterrupted run
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from .calibration import finite_or_none
 from .distributed import DistContext
 from .errors import TrainingError
 from .events import read_log, rewrite_log
+
+log = logging.getLogger(__name__)
 
 PHASES = ("pretrain", "multihead")
 CHECKPOINT = "checkpoint.pt"
@@ -85,7 +88,15 @@ class RunCheckpoints:
         self.best_loss = math.inf if resume["best_loss"] is None else float(resume["best_loss"])
         self.best_epoch = int(resume["best_epoch"])
         self.phase_results = dict(meta.get("training", {}).get("phases", {}))
-        state = torch.load(self.out_dir / resume["state_file"], map_location=self.device, weights_only=True)
+        state_file = self.out_dir / resume["state_file"]
+        try:
+            state = torch.load(state_file, map_location=self.device, weights_only=True)
+        except FileNotFoundError:
+            raise TrainingError(f"cannot resume: the optimiser state {state_file} named by the checkpoint "
+                                "does not exist; start afresh in a new output folder") from None
+        except Exception as exc:  # noqa: BLE001 - torch raises several types (EOFError for an empty file)
+            raise TrainingError(f"cannot resume: the optimiser state {state_file} is damaged or empty "
+                                f"({type(exc).__name__}); start afresh in a new output folder") from None
         self._resume_state = state
         if self.best_epoch >= 0 and self._best_path(resume["phase"]).exists():
             best, _ = load_checkpoint(self._best_path(resume["phase"]))
@@ -142,3 +153,36 @@ def truncate_log(path: Path, trainer: Any, dist: DistContext) -> None:
         return
     rewrite_log(path, [r for r in read_log(path)
                        if (PHASES.index(r["phase"]), r["epoch"]) <= (trainer.phase_index, trainer.epoch)])
+
+
+def prepare_run_folder(out: Path, resume: bool, dist: DistContext, *, final: str, log_name: str) -> Path:
+    """Check the output folder before any work and create it; returns its checkpoint's path.
+
+    A fresh run needs a folder without a run in it (``checkpoint.pt`` or the ``final`` model) that can be
+    written; a resumed one needs the checkpoint. A log left by a fresh run killed before its first
+    checkpoint describes nothing that can be resumed, so a fresh run starts a new log rather than
+    appending to it.
+
+    Raises
+    ------
+    TrainingError
+    """
+    from ..io.atomic import check_writable
+    from ..io.errors import OutputError
+
+    checkpoint = out / CHECKPOINT
+    if resume and not checkpoint.is_file():
+        raise TrainingError(f"cannot resume: {checkpoint} does not exist")
+    if not resume and (checkpoint.exists() or (out / final).exists()):
+        raise TrainingError(f"{out} already holds a training run; resume it with --resume or choose "
+                            "another output folder")
+    try:
+        check_writable(out, "output folder", folder=True)
+    except OutputError as exc:
+        raise TrainingError(str(exc)) from None
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume and (out / log_name).exists():
+            log.info("removing %s left by a run stopped before its first checkpoint", out / log_name)
+            (out / log_name).unlink()
+    return checkpoint

@@ -50,7 +50,7 @@ from .distributed import DistContext, distributed_context, setup_device
 from .errors import TrainingError
 from .events import ProgressCallback, TrainEvent, append_record, read_log
 from .manifest import Manifest
-from .resume import CHECKPOINT, PHASES, RunCheckpoints, model_config_for, truncate_log
+from .resume import PHASES, RunCheckpoints, model_config_for, prepare_run_folder, truncate_log
 from .sampler import DatasetBatchSampler, step_seed
 from .validation import HeadValidation, validate_heads, validation_objective, validation_sets
 
@@ -354,14 +354,7 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
     out = Path(out_dir)
     dist = distributed_context()
     dev = setup_device(device, dist)
-    checkpoint = out / CHECKPOINT
-    if resume and not checkpoint.exists():
-        raise TrainingError(f"cannot resume: {checkpoint} does not exist")
-    if not resume and (checkpoint.exists() or (out / FINAL).exists()):
-        raise TrainingError(f"{out} already holds a training run; resume it with --resume or choose "
-                            "another output folder")
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    checkpoint = prepare_run_folder(out, resume, dist, final=FINAL, log_name=LOG)
     torch.manual_seed(config.seed)  # the fresh network's initial weights (identical on every rank)
     if dev.type == "cuda":  # crops have one fixed size, so cuDNN's per-shape algorithm search pays off
         torch.backends.cudnn.benchmark = True
