@@ -54,7 +54,9 @@ TOPAZ_VENV = ROOT / ".venv-topaz"
 # The hydrapick of this interpreter (the one whose evaluation scores the table), not whatever console script
 # named `hydrapick` comes first on PATH.
 HYDRAPICK = [sys.executable, "-m", "hydrapick"]
-PICKERS = ("hydrapick", "relion-log", "topaz")
+PICKERS = ("hydrapick", "hydrapick-adapt", "relion-log", "topaz")
+# Run unless --pickers names them: hydrapick-adapt costs minutes per dataset on a CPU.
+DEFAULT_PICKERS = ("hydrapick", "relion-log", "topaz")
 
 
 @dataclass
@@ -175,12 +177,15 @@ def simulated_datasets(workdir: Path, structures: list[Path], n_per_structure: i
 # --- pickers -----------------------------------------------------------------------------------------------
 
 def run_hydrapick(ds: Dataset, out_dir: Path, *, model: str | None, head: str | None, threshold: float,
-                  device: str) -> Result:
-    result = Result("hydrapick")
-    output = out_dir / "hydrapick.txt"
+                  device: str, adapt: bool = False) -> Result:
+    """``hydrapick pick`` (with ``--adapt``: label-free adaptation on the dataset's own micrographs)."""
+    result = Result("hydrapick-adapt" if adapt else "hydrapick")
+    output = out_dir / f"{result.picker}.txt"
     command = [*HYDRAPICK, "pick", *map(str, ds.micrographs), "--diameter", f"{ds.diameter_A:g}",
                "--apix", f"{ds.pixel_size_A:g}", "--format", "topaz", "-o", str(output),
                "--threshold", f"{threshold:g}", "--device", device, "--quiet"]
+    if adapt:
+        command += ["--adapt", "--adapt-output", str(out_dir / "adapted.pt")]
     if model:
         command += ["--model", model]
     if head:
@@ -411,9 +416,10 @@ def summary(ds: Dataset, results: list[Result]) -> dict:
 
 def add_picker_options(parser: argparse.ArgumentParser) -> None:
     """Options shared with preprocess_variants.py: which pickers, their settings and the edge rule."""
-    parser.add_argument("--pickers", default=",".join(PICKERS),
-                        help=f"comma-separated, of {', '.join(PICKERS)} (default: all; a picker that is not "
-                             "installed gets a row that says so)")
+    parser.add_argument("--pickers", default=",".join(DEFAULT_PICKERS),
+                        help=f"comma-separated, of {', '.join(PICKERS)} (default: "
+                             f"{', '.join(DEFAULT_PICKERS)}; a picker that is not installed gets a row that "
+                             "says so)")
     parser.add_argument("--border-A", type=float,
                         help="leave out true particles and picks whose centre is closer than this (A) to the "
                              "edge (default: half the diameter, hydrapick pick's own rule)")
@@ -466,6 +472,9 @@ def run_pickers(ds: Dataset, folder: Path, args: argparse.Namespace) -> list[Res
     if "hydrapick" in pickers:
         results.append(run_hydrapick(ds, folder, model=args.model, head=args.head,
                                      threshold=args.hydrapick_threshold, device=args.device))
+    if "hydrapick-adapt" in pickers:
+        results.append(run_hydrapick(ds, folder, model=args.model, head=args.head,
+                                     threshold=args.hydrapick_threshold, device=args.device, adapt=True))
     if "relion-log" in pickers:
         low, high = (float(v) for v in args.relion_diameters.split(","))
         results.append(run_relion_log(ds, folder, diameter_range=(low, high), lowpass_A=args.relion_lowpass,

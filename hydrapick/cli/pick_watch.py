@@ -35,9 +35,9 @@ def run_watch(micrographs: tuple[str, ...], output: str, fmt: str | None, model_
     except (InputError, FormatError, CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
     if report.adaptation is not None:
-        from .pick import _adapt_summary
+        from .pick_display import adapt_summary
 
-        _adapt_summary(report.adaptation, console)
+        adapt_summary(report.adaptation, console)
     reason = {"timeout": f"nothing new for {timeout_s:g} s", "abort": "abort file found"}.get(report.stopped,
                                                                                             report.stopped)
     console.print(f"stopped ({reason}): {report.done} micrographs in {output} ({report.picked} picked now, "
