@@ -62,7 +62,7 @@ def evaluate(truth: Path, picks: Path, diameter_A: float, micrographs: list[Path
 
 
 def pick(model: str | None, head: str, micrographs: list[Path], diameter_A: float, out: Path,
-         apix: float | None, threads: int, tta: bool = False) -> float:
+         apix: float | None, threads: int, tta: bool = False, adapt: bool = False) -> float:
     cmd = ["hydrapick", "pick", *map(str, micrographs), "--diameter", str(diameter_A), "--head", head,
            "--threshold", "0.05", "--format", "star", "-o", str(out), "--quiet", "--device", "cpu",
            "--threads", str(threads)]
@@ -72,6 +72,8 @@ def pick(model: str | None, head: str, micrographs: list[Path], diameter_A: floa
         cmd += ["--apix", str(apix)]
     if tta:
         cmd += ["--tta"]
+    if adapt:
+        cmd += ["--adapt"]  # label-free adaptation on the micrographs being picked
     return run(cmd)
 
 
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-finetune", action="store_true", help="zero-shot only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tta", action="store_true", help="pick with --tta (test-time augmentation)")
+    parser.add_argument("--adapt", action="store_true",
+                        help="also pick with --adapt (label-free adaptation on the test micrographs)")
     parser.add_argument("--finetune-args", default="", help="extra `hydrapick finetune` options, quoted")
     parser.add_argument("--no-zero-shot", action="store_true", help="few-shot only")
     args = parser.parse_args(argv)
@@ -147,6 +151,12 @@ def main(argv: list[str] | None = None) -> None:
             row["zero_shot"] = evaluate(t["truth"], d / "zero.star", t["diameter_A"], t["test"],
                                         d / "zero.json")
             row["zero_shot"]["seconds"] = round(seconds, 1)
+        if args.adapt:  # the same micrographs, adapted on without their labels
+            seconds = pick(args.model, "generic", t["test"], t["diameter_A"], d / "adapt.star", t["apix"],
+                           args.threads, args.tta, adapt=True)
+            row["adapted"] = evaluate(t["truth"], d / "adapt.star", t["diameter_A"], t["test"],
+                                      d / "adapt.json")
+            row["adapted"]["seconds"] = round(seconds, 1)
         if not args.no_finetune:
             seconds = finetune(args.model, "target", t["train"], t["truth"], t["diameter_A"], d / "ft.pt",
                                t["apix"], args.threads, t["valid"], shlex.split(args.finetune_args))
@@ -162,16 +172,18 @@ def main(argv: list[str] | None = None) -> None:
                                                  indent=1))
     nan = float("nan")
     print(f"\nmodel: {args.model or 'bundled generic'} ({args.label})")
-    print(f"{'target':<14}{'zero AP':>9}{'zero F1':>9}{'few AP':>9}{'few F1':>9}{'ft s':>8}")
+    print(f"{'target':<14}{'zero AP':>9}{'zero F1':>9}{'adapt AP':>9}{'adapt F1':>9}{'adapt s':>8}"
+          f"{'few AP':>9}{'few F1':>9}{'ft s':>8}")
     for r in rows:
-        z, f = r.get("zero_shot", {}), r.get("few_shot", {})
+        z, a, f = r.get("zero_shot", {}), r.get("adapted", {}), r.get("few_shot", {})
         print(f"{r['target']:<14}{z.get('ap', nan):>9.3f}{z.get('best_f1', nan):>9.3f}"
+              f"{a.get('ap', nan):>9.3f}{a.get('best_f1', nan):>9.3f}{a.get('seconds', nan):>8.1f}"
               f"{f.get('ap', nan):>9.3f}{f.get('best_f1', nan):>9.3f}{f.get('finetune_seconds', nan):>8.1f}")
     sims = [r for r in rows if r["target"] != "empiar10028"]
     if sims:
         mean = lambda key: sum(r[key]["ap"] for r in sims) / len(sims) if key in sims[0] else nan  # noqa: E731
-        print(f"{'mean (sim)':<14}{mean('zero_shot'):>9.3f}{'':>9}{mean('few_shot'):>9.3f}")
-
+        print(f"{'mean (sim)':<14}{mean('zero_shot'):>9.3f}{'':>9}{mean('adapted'):>9.3f}{'':>17}"
+              f"{mean('few_shot'):>9.3f}")
 
 if __name__ == "__main__":
     main()
