@@ -117,3 +117,21 @@ def test_watch_command_prints_a_live_summary(tmp_path, monkeypatch):
     assert "stopped (nothing new for 0.5 s): 2 micrographs" in result.output
     bad = CliRunner().invoke(cli, ["pick", "a", "b", "-o", "job", "--watch", "--diameter", "72"])
     assert bad.exit_code != 0 and "one folder" in bad.output
+
+
+def test_watch_adapts_once_and_a_restart_reuses_the_adapted_head(tmp_path):
+    from hydrapick.config import AdaptConfig
+
+    write_blob_micrographs(tmp_path / "Movies", 4, pixel_size_A=2.0, particles=6, seed=11)
+    job = tmp_path / "job"
+    fast = AdaptConfig(micrographs=4, rounds=1, steps=20, batch_size=4, crop_px=96)
+    kwargs = dict(model=trained_checkpoint(), diameter_A=DIAMETER_A, poll_s=0.05, max_polls=3, adapt=fast)
+    first = watch(tmp_path / "Movies", job, **kwargs)
+    assert first.done == 4 and first.adaptation is not None
+    assert len(first.adaptation["micrographs"]) == 4
+    assert first.adaptation["kept"], first.adaptation["reason"]
+    assert (job / "adapted.pt").exists()
+    # A restart finds the adapted model and picks with it instead of adapting again.
+    (tmp_path / "Movies" / "mic_000.mrc").rename(tmp_path / "Movies" / "mic_new.mrc")
+    second = watch(tmp_path / "Movies", job, **kwargs)
+    assert second.adaptation is None and second.done == 4
