@@ -17,7 +17,14 @@ from hydrapick.model.anchors import anchor_centres, build_targets
 from hydrapick.model.losses import detection_loss
 from hydrapick.picking import pick
 from hydrapick.picks import Picks
-from hydrapick.training.adapt import count_threshold, recovered, seed, self_check, spread
+from hydrapick.training.adapt import (
+    count_threshold,
+    interpolate_heads,
+    recovered,
+    seed,
+    self_check,
+    spread,
+)
 from hydrapick.training.heads import ignore_mask
 
 FAST = AdaptConfig(micrographs=4, rounds=1, steps=30, batch_size=4, crop_px=96)
@@ -43,6 +50,22 @@ def test_count_threshold_and_recovery():
     ref = Picks("a", np.array([0.0, 10.0, 50.0]), np.zeros(3))
     found = Picks("a", np.array([1.0, 49.0]), np.zeros(2))
     assert recovered(ref, found, radius_px=2.0) == pytest.approx(2 / 3)
+
+
+def test_interpolated_head_is_the_weighted_mean_of_the_two():
+    from hydrapick.model import HydraPicker
+
+    model = HydraPicker(TINY)
+    model.add_head("adapted")
+    with torch.no_grad():
+        for p in model.heads["adapted"].parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.heads["adapted"].parameters()]
+    interpolate_heads(model, "adapted", "generic", 0.25)
+    for p, b, g in zip(model.heads["adapted"].parameters(), before, model.heads["generic"].parameters(),
+                       strict=True):
+        assert torch.allclose(p, 0.25 * b + 0.75 * g)
+        assert torch.allclose(p, g + 0.25)  # the copy moved by 1 keeps a quarter of the move
 
 
 def test_ignored_anchors_add_no_classification_loss():

@@ -123,6 +123,17 @@ def count_threshold(picks: Sequence[Picks], count: int) -> float:
     return float(scores[min(len(scores), max(1, count)) - 1])
 
 
+@torch.no_grad()
+def interpolate_heads(model: HydraPicker, name: str, base: str, weight: float) -> None:
+    """Head ``name`` <- ``weight`` x itself + (1 - ``weight``) x head ``base``, parameter by parameter.
+
+    Weight-space ensembling of a fine-tuned model with the one it started from (WiSE-FT: Wortsman et al.,
+    CVPR 2022) keeps most of the gain on the new data and the robustness of the start.
+    """
+    for p, q in zip(model.heads[name].parameters(), model.heads[base].parameters(), strict=True):
+        p.mul_(weight).add_(q, alpha=1 - weight)
+
+
 def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tuple[str, str, float]],
           diameter_A: float, *, config: AdaptConfig | None = None, device: torch.device | None = None,
           progress: ProgressCallback | None = None) -> AdaptResult:
@@ -171,6 +182,8 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
                                      crop_px=config.crop_px, lr=config.lr)
         train_head(model, ADAPTED_HEAD, fit, head_config, device=device, progress=progress,
                    phase=f"adapt {r + 1}/{config.rounds}")
+        if config.interpolation < 1:
+            interpolate_heads(model, ADAPTED_HEAD, GENERIC_HEAD, config.interpolation)
         current = candidates(model, ADAPTED_HEAD, maps, config.uncertain_score, device)
 
     fit_idx = [by_name[m.name] for m in fit]
