@@ -146,7 +146,8 @@ def run_cell(detector: str, diameter_A: float, count: int, inprocess_count: int,
         shutil.rmtree(odir, ignore_errors=True)
         odir.mkdir()
         star = micrographs_star(paths, apix, folder / "micrographs.star")
-        r = timed(["relion_autopick", "--i", str(star), "--odir", str(odir) + "/", "--pickname", "autopick",
+        # RELION runs in the cell's folder, so both paths are given relative to it.
+        r = timed(["relion_autopick", "--i", star.name, "--odir", odir.name + "/", "--pickname", "autopick",
                    "--LoG", "--LoG_diam_min", f"{0.8 * diameter_A:g}", "--LoG_diam_max",
                    f"{1.2 * diameter_A:g}", "--angpix", str(apix)], cwd=folder)
         rows.append(dict(cell, picker="relion_autopick --LoG", n=count, **r))
