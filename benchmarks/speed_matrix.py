@@ -14,8 +14,9 @@ and each picker runs on all of them as a command, exactly as a user would run it
   start-up, imports, model loading, reading, picking, writing);
 - hydrapick in-process: ``hydrapick.pick`` in one Python process after one warm-up micrograph, so start-up
   and model loading are left out (seconds per micrograph of the steady state);
-- ``relion_autopick --i micrographs.star --LoG --LoG_diam_min 0.8D --LoG_diam_max 1.2D`` (RELION 3.1's
-  Laplacian-of-Gaussian blob picker, one core), when ``relion_autopick`` is on PATH;
+- ``relion_autopick --i micrographs.star --LoG --LoG_diam_min 0.8D --LoG_diam_max 1.2D --lowpass 20``
+  (RELION 3.1's Laplacian-of-Gaussian blob picker, one core, with the 20 A low-pass of the accuracy
+  comparison, which also lets it work on a downscaled micrograph), when ``relion_autopick`` is on PATH;
 - Topaz (``topaz preprocess`` to about 8 px per 64 A particle radius, then ``topaz extract -m
   resnet16_u64``) when the environment of benchmarks/topaz_setup.sh exists at .venv-topaz.
 
@@ -149,7 +150,7 @@ def run_cell(detector: str, diameter_A: float, count: int, inprocess_count: int,
         # RELION runs in the cell's folder, so both paths are given relative to it.
         r = timed(["relion_autopick", "--i", star.name, "--odir", odir.name + "/", "--pickname", "autopick",
                    "--LoG", "--LoG_diam_min", f"{0.8 * diameter_A:g}", "--LoG_diam_max",
-                   f"{1.2 * diameter_A:g}", "--angpix", str(apix)], cwd=folder)
+                   f"{1.2 * diameter_A:g}", "--lowpass", "20", "--angpix", str(apix)], cwd=folder)
         rows.append(dict(cell, picker="relion_autopick --LoG", n=count, **r))
     if TOPAZ.exists():
         shrink = max(1, round(diameter_A / apix / 16))
