@@ -180,7 +180,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
     with outputs.claim() if outputs is not None else contextlib.nullcontext():
         adaptation = None
         if adapt:
-            net, metadata, head, threshold, adaptation = _adapt(
+            net, metadata, head, threshold, adaptation = adapt_for_run(
                 net, metadata, head, threshold, items, diameter_A, pixel_size_A,
                 adapt if isinstance(adapt, AdaptConfig) else AdaptConfig(), device, num_threads,
                 adapt_output, adapt_progress, user_threshold=threshold_given)
@@ -264,10 +264,10 @@ def _check_particle_size(items: list[MicrographInput], diameter_A: float, pixel_
         check_particle_size(diameter_A, size, config)
 
 
-def _adapt(net, metadata, head, threshold, items, diameter_A, pixel_size_A, config, device, num_threads,
-           adapt_output, progress, *, user_threshold: bool):
-    """Run `hydrapick.training.adapt.adapt` on ``items``; the model, metadata, head and threshold to pick
-    with, and the adaptation report."""
+def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_A, config, device,
+                  num_threads, adapt_output, progress, *, user_threshold: bool):
+    """Run `hydrapick.training.adapt.adapt` on ``items`` (pick's and watch's adaptation step); the model,
+    metadata, head and threshold to pick with, and the adaptation report."""
     from ..checkpoint import save_checkpoint
     from ..device import resolve_device, torch_threads
     from ..io import read_micrograph

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import AdaptConfig
+from ..config import PICK_HEAD, AdaptConfig
 from ..io.inputs import InputError, MicrographInput, gather_inputs, micrograph_files
 from ..io.relion_pipeline import abort_requested
 from ..training.adapt import ADAPTED_HEAD
-from .engine import model_and_metadata
+from .engine import model_and_metadata, resolve_diameter
 from .outputs import PickOutputs, output_format
-from .run import PickProgress, pick
+from .run import PickProgress, adapt_for_run, pick
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,17 @@ def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | N
         if ready and adapt is not None and len(ready) < adapt.micrographs and not paused:
             ready = []  # wait for enough micrographs to adapt on, unless the arrivals have paused
         if ready and adapt is not None:
-            first = pick(gather_inputs(ready)[:adapt.micrographs], None, model=net_meta, adapt=adapt,
-                         adapt_output=adapted_path, **pick_options)
-            if first.adaptation is not None and first.adaptation["kept"]:
-                net_meta = model_and_metadata(str(adapted_path))
-                pick_options = {**pick_options, "head": ADAPTED_HEAD}
-            report.adaptation = first.adaptation
+            # Adapt once on the first arrivals (nothing is picked twice: they are picked below with
+            # the rest), then pick everything with the adapted head when its self-check passed.
+            net, meta = net_meta
+            head = pick_options.get("head", PICK_HEAD)
+            opts = pick_options
+            net, meta, head, _, report.adaptation = adapt_for_run(
+                net, meta, head, None, gather_inputs(ready)[:adapt.micrographs],
+                resolve_diameter(meta, head, opts.get("diameter_A")), opts.get("pixel_size_A"), adapt,
+                opts.get("device", "auto"), opts.get("num_threads"), adapted_path, None, user_threshold=True)
+            net_meta = (net, meta)
+            pick_options = {**pick_options, "head": head}
             adapt = None
         if ready:
             new = gather_inputs(ready)
