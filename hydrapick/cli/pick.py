@@ -100,6 +100,8 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
     from ..picking.shards import parse_shard, shard_from_environment
 
     err = Console(stderr=True, quiet=quiet)
+    if (adapt_output or adapt_micrographs != AdaptConfig.micrographs) and not adapt:
+        raise click.UsageError("--adapt-output and --adapt-micrographs need --adapt")
     if watch:
         from .pick_watch import run_watch
 
@@ -116,8 +118,6 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
         shard_spec = parse_shard(shard) if shard else shard_from_environment()
         if shard_spec is not None and not shard:
             err.print(f"SLURM array task: shard {shard_spec[0]}/{shard_spec[1]}")
-        if (adapt_output or adapt_micrographs != AdaptConfig.micrographs) and not adapt:
-            raise click.UsageError("--adapt-output and --adapt-micrographs need --adapt")
         with adapt_progress(err, quiet or not adapt) as on_adapt, \
                 pick_progress(err, quiet) as progress:
             report = run_pick(list(micrographs), output, format=fmt, model=model_path, head=head,

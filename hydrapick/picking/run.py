@@ -272,7 +272,7 @@ def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_
     from ..device import resolve_device, torch_threads
     from ..io import read_micrograph
     from ..io.atomic import check_writable
-    from ..training.adapt import adapt
+    from ..training.adapt import adapt, spread
 
     if head != PICK_HEAD:
         raise ValueError(f"adaptation starts from the generic head; got head '{head}'")
@@ -281,7 +281,8 @@ def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_
     if not items:
         return net, metadata, head, threshold, None
     chosen = []
-    for item in items:
+    # Only the micrographs adaptation learns from need their pixel size (a header read each).
+    for item in spread(items, config.micrographs):
         size = pixel_size_A or item.pixel_size_A or read_micrograph(item.path).pixel_size_A
         if not size:
             raise ValueError(f"'{item.path}' has no pixel size in its header: give --apix")
