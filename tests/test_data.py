@@ -12,6 +12,7 @@ from hydrapick.picks import Picks
 from hydrapick.training.augment import Augmentation, dihedral, make_batch, random_crop, rotate, tiles
 from hydrapick.training.datasets import MicrographSample, inspect_manifest, load_datasets
 from hydrapick.training.manifest import ManifestError, read_manifest, split_names
+from hydrapick.training.randomise import Randomisation
 from hydrapick.training.sampler import DatasetBatchSampler
 
 MODEL = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(16, 16),
@@ -258,6 +259,24 @@ def test_make_batch_is_a_function_of_its_seed():
     assert not torch.equal(a, c)
 
 
+def test_a_slice_of_a_batch_draws_the_crops_of_the_whole_batch():
+    # Every random choice of a crop comes from (step seed, position): the crops rank r draws for its
+    # positions are those one process draws for the whole global batch. Small micrographs (padding noise),
+    # any angle, random scale and preprocessing exercise every draw.
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(100, 90), (30, 50), (64, 64), (80, 20)]
+    samples = [MicrographSample(f"m{i}", "memory", torch.randn(h, w, generator=gen), torch.rand(20, 2) * 40,
+                                1.0, 32.0) for i, (h, w) in enumerate(shapes)]
+    aug = Augmentation(crop_px=32, any_angle=True, randomisation=Randomisation(0.8, 1.25, 0.7))
+    whole, whole_centres = make_batch(samples, aug, (3, 1, 2, 5))
+    for lo, hi in [(0, 2), (2, 4), (1, 3), (3, 4)]:
+        part, centres = make_batch(samples[lo:hi], aug, (3, 1, 2, 5), range(lo, hi))
+        assert torch.equal(part, whole[lo:hi])
+        assert all(torch.equal(a, b) for a, b in zip(centres, whole_centres[lo:hi], strict=True))
+    with pytest.raises(ValueError, match="positions"):
+        make_batch(samples, aug, (3, 1, 2, 5), [0, 1])
+
+
 def test_tiles_cover_every_particle():
     rng = np.random.default_rng(3)
     points = list(dict.fromkeys((int(x), int(y)) for x, y in rng.integers(0, [70, 50], size=(60, 2))))
@@ -310,16 +329,20 @@ def test_sampler_shards_one_global_batch_over_ranks():
         parts = [shards[r][i] for r in range(world)]
         assert all(p.dataset == step.dataset for p in parts)  # every rank trains the same head
         assert sum((p.micrographs for p in parts), ()) == step.micrographs
-        assert len({p.seed for p in parts}) == world  # and draws its own crops
+        # Each rank holds its slice of the global batch's positions, so its random streams too.
+        assert all(p.seed == step.seed for p in parts)
+        assert sum((p.positions for p in parts), ()) == step.positions == tuple(range(batch * world))
+        assert sum((p.dropout_seeds() for p in parts), []) == step.dropout_seeds()
     with pytest.raises(ValueError, match="rank"):
         DatasetBatchSampler(sizes, 2, 5, rank=3, world_size=3)
     with pytest.raises(ValueError, match="at least one training micrograph"):
         DatasetBatchSampler([3, 0], 2, 5)
 
 
-def test_crop_seed_changes_with_every_step_and_rank():
-    seeds = {s.seed for r in range(2) for s in DatasetBatchSampler([4], 2, 10, rank=r, world_size=2).epoch(0)}
-    assert len(seeds) == 20
+def test_crop_streams_differ_for_every_step_and_sample():
+    steps = [s for r in range(2) for s in DatasetBatchSampler([4], 2, 10, rank=r, world_size=2).epoch(0)]
+    assert len({(*s.seed, p) for s in steps for p in s.positions}) == 40  # 10 steps x 4 crops
+    assert len({d for s in steps for d in s.dropout_seeds()}) == 40
     assert math.isclose(sum(DatasetBatchSampler([4, 4], 1, 10).weights), 1.0)
 
 

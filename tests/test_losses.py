@@ -7,6 +7,7 @@ from torch import nn
 from hydrapick.config import ModelConfig
 from hydrapick.model import GENERIC_HEAD, HydraPicker
 from hydrapick.model.losses import bias_loss, detection_loss, focal_loss, localisation_loss
+from hydrapick.training.distributed import DistContext, loss_divisor
 
 TINY = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(8, 8, 8, 8))
 
@@ -61,6 +62,27 @@ def test_detection_loss_normalised_by_positives():
     empty = detection_loss(outputs, torch.zeros((2, 4)), offsets, torch.zeros((2, 4), dtype=torch.bool))
     assert empty["num_pos"].item() == 0 and math.isfinite(empty["loss"].item())
     assert empty["loc"].item() == 0
+
+
+def test_halves_divided_by_the_whole_batchs_positives_average_to_the_whole_batchs_gradient():
+    # What two DDP ranks compute (`loss_divisor`: each divides by half the positives of both), averaged
+    # as DDP averages gradients, is the gradient of one process's loss over the whole batch.
+    gen = torch.Generator().manual_seed(0)
+    outputs = torch.randn((4, 6, 3), generator=gen, requires_grad=True)
+    labels = (torch.rand((4, 6), generator=gen) < 0.3).float()
+    labels[0] = 0  # a crop without particles: its own max(1, 0) would be the wrong divisor
+    offsets = torch.randn((4, 6, 2), generator=gen)
+    whole = detection_loss(outputs, labels, offsets, labels.bool(), cls_weight=2.0)
+    assert torch.equal(whole["loss"], detection_loss(outputs, labels, offsets, labels.bool(), cls_weight=2.0,
+                                                     divisor=loss_divisor(labels.bool().sum(),
+                                                                          DistContext()))["loss"])
+    (expected,) = torch.autograd.grad(whole["loss"], outputs)
+    total = labels.sum()
+    halves = [detection_loss(outputs[i:i + 2], labels[i:i + 2], offsets[i:i + 2], labels[i:i + 2].bool(),
+                             cls_weight=2.0, divisor=total / 2)["loss"] for i in (0, 2)]
+    (averaged,) = torch.autograd.grad((halves[0] + halves[1]) / 2, outputs)
+    assert torch.allclose(averaged, expected, rtol=1e-6, atol=1e-7)
+    assert (halves[0] + halves[1]).item() / 2 == pytest.approx(whole["loss"].item(), rel=1e-6)
 
 
 def test_bias_loss_hand_computed():

@@ -7,6 +7,7 @@ from torch import nn
 from hydrapick.config import ModelConfig
 from hydrapick.model import GENERIC_HEAD, Head, HydraPicker, head_strides, prior_bias
 from hydrapick.model.anchors import anchor_centres, build_targets, detect, grid_shape
+from hydrapick.model.dropout import SampleDropout, per_sample_dropout
 from hydrapick.model.losses import detection_loss
 
 TINY = ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(8, 8, 8, 8))
@@ -106,6 +107,37 @@ def test_heads_add_copy_freeze_and_select():
     assert all(p.requires_grad for p in copied.parameters())
     model.freeze_body(False)
     assert all(p.requires_grad for p in model.body.parameters())
+
+
+def test_dropout_masks_follow_the_sample_not_the_batch():
+    # Inside per_sample_dropout, sample k's masks come from seeds[k] alone: a batch split over two
+    # processes gets the masks one process gives the whole batch. Outside it, dropout is nn.Dropout's.
+    model = HydraPicker(ModelConfig(body_channels=8, body_blocks=1, group_norm_groups=4, head_channels=(8, 8),
+                                    anchor_stride=4, head_dropout=0.5)).train()
+    x = torch.randn(4, 1, 32, 32)
+    seeds = [11, 12, 13, 14]
+    with per_sample_dropout(model, seeds):
+        whole = model(x)
+        assert not torch.allclose(model(x), whole)  # a second pass continues the samples' streams
+    with per_sample_dropout(model, seeds):
+        assert torch.equal(model(x), whole)  # the same seeds, the same masks
+    parts = []
+    for lo, hi in [(0, 1), (1, 4)]:
+        with per_sample_dropout(model, seeds[lo:hi]):
+            parts.append(model(x[lo:hi]))
+    assert torch.allclose(torch.cat(parts), whole, atol=1e-6)
+    with per_sample_dropout(model, [21, 12, 13, 14]):
+        other = model(x)
+    assert not torch.allclose(other[0], whole[0]) and torch.allclose(other[1:], whole[1:], atol=1e-6)
+    with pytest.raises(ValueError, match="dropout streams"), per_sample_dropout(model, seeds[:2]):
+        model(x)
+    layer = model.heads[GENERIC_HEAD].blocks[3]
+    assert isinstance(layer, SampleDropout) and layer.streams is None
+    torch.manual_seed(0)
+    plain = layer(torch.ones(1000))
+    torch.manual_seed(0)
+    assert torch.equal(plain, nn.functional.dropout(torch.ones(1000), 0.5))  # nn.Dropout's draws
+    assert torch.equal(model.eval()(x), model(x))
 
 
 def test_input_shape_checked():

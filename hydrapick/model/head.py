@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .body import conv3x3
+from .dropout import SampleDropout
 
 NUM_OUTPUTS = 3  # dx, dy (offset from the anchor, in units of anchor_stride) and the particle logit
 
@@ -40,7 +41,7 @@ class Head(nn.Module):
         c_in = config.body_channels
         for c_out, stride in zip(config.head_channels, head_strides(config), strict=True):
             layers += [conv3x3(c_in, c_out, stride=stride, bias=True), nn.ReLU(inplace=True),
-                       nn.GroupNorm(config.group_norm_groups, c_out), nn.Dropout(config.head_dropout)]
+                       nn.GroupNorm(config.group_norm_groups, c_out), SampleDropout(config.head_dropout)]
             c_in = c_out
         self.blocks = nn.Sequential(*layers)
         self.output = conv3x3(c_in, NUM_OUTPUTS, bias=True)

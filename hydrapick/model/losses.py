@@ -8,12 +8,12 @@ added by the training loop. Deviations from the thesis, and why, are in docs/met
 - the localisation loss is eq. 3.2 measured in units of ``anchor_stride`` rather than pixels (a constant
   factor 1/stride) so it is on the same scale as the classification loss;
 - both are divided by ``max(1, number of positive anchors)`` so a crop with few particles does not
-  blow up the loss.
+  blow up the loss (on several processes, of the whole global batch: ``divisor``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +98,8 @@ def bias_loss(model: nn.Module, heads: Sequence[str] | None = None) -> torch.Ten
 
 def detection_loss(outputs: torch.Tensor, labels: torch.Tensor, offsets: torch.Tensor,
                    positive: torch.Tensor, *, cls_weight: float = 1.0, alpha: float = 0.25,
-                   gamma: float = 2.0, ignore: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   gamma: float = 2.0, ignore: torch.Tensor | None = None,
+                   divisor: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Classification + localisation loss of one batch, normalised by ``max(1, num_pos)``.
 
     Parameters
@@ -113,12 +114,13 @@ def detection_loss(outputs: torch.Tensor, labels: torch.Tensor, offsets: torch.T
     (long; the number of positive anchors in the batch).
 
     ``ignore`` (N, A) bool marks anchors whose label is unknown (label-free adaptation): they add no
-    classification loss unless they are positive.
+    classification loss unless they are positive. ``divisor`` replaces ``max(1, num_pos)``
+    (`hydrapick.training.distributed.loss_divisor`: one batch shared by several processes).
     """
     if outputs.dim() != 3 or outputs.shape[-1] != 3 or outputs.shape[:2] != labels.shape:
         raise ValueError(f"outputs {tuple(outputs.shape)} do not fit labels {tuple(labels.shape)}")
     num_pos = positive.sum()
-    norm = num_pos.clamp(min=1).to(outputs.dtype)
+    norm = (num_pos.clamp(min=1) if divisor is None else divisor).to(outputs.dtype)
     if ignore is None:
         cls = focal_loss(outputs[..., 2], labels, alpha=alpha, gamma=gamma) / norm
     else:
@@ -130,8 +132,13 @@ def detection_loss(outputs: torch.Tensor, labels: torch.Tensor, offsets: torch.T
 
 def batch_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: torch.Tensor,
                model_config: ModelConfig, *, cls_weight: float = 1.0, alpha: float = 0.25,
-               gamma: float = 2.0, ignore: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """`detection_loss` of raw ``outputs`` (N, A, 3) against particle ``centres`` (targets built here)."""
+               gamma: float = 2.0, ignore: torch.Tensor | None = None,
+               divisor: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """`detection_loss` of raw ``outputs`` (N, A, 3) against particle ``centres`` (targets built here).
+
+    ``divisor``, if given, turns the batch's number of positive anchors into the loss's divisor.
+    """
     labels, offsets, positive = build_targets(anchors, list(centres), model_config)
     return detection_loss(outputs.float(), labels, offsets, positive, cls_weight=cls_weight, alpha=alpha,
-                          gamma=gamma, ignore=ignore)
+                          gamma=gamma, ignore=ignore,
+                          divisor=None if divisor is None else divisor(positive.sum()))

@@ -2,7 +2,8 @@
 
 Steps draw random crops with random 90-degree rotations and flips (optionally any angle), padded with
 background-like noise when a micrograph is smaller than the crop. Every random choice comes from the
-step's seed (`hydrapick.training.sampler.Step`), so a step re-run after a resume draws the same crops.
+step's seed and the crop's position in the step's global batch (`hydrapick.training.sampler.Step`), so a
+step re-run after a resume draws the same crops, whichever rank of a ``torchrun`` launch draws them.
 """
 
 from __future__ import annotations
@@ -125,15 +126,20 @@ def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Gene
 
 
 def make_batch(samples: Sequence[MicrographSample], aug: Augmentation, seed: Sequence[int],
-               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+               positions: Sequence[int] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Augmented crops of ``samples`` as ``(images (N, 1, crop, crop), [centres (P_i, 2)])``.
 
-    ``seed`` fully determines the crops (a `Step.seed`).
+    ``seed`` (a `Step.seed`) and each sample's position in the global batch (``positions``; default
+    0, 1, ...) fully determine the crops: sample ``k`` draws everything from its own stream
+    ``(*seed, positions[k])``, so a slice of a batch is drawn as it would be in the whole batch.
     """
-    rng = np.random.default_rng(list(seed))
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    positions = range(len(samples)) if positions is None else positions
+    if len(positions) != len(samples):
+        raise ValueError(f"{len(samples)} samples but {len(positions)} positions")
     images, centres = [], []
-    for sample in samples:
+    for sample, position in zip(samples, positions, strict=True):
+        rng = np.random.default_rng([*seed, position])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         image, c = random_crop(sample, aug, rng, generator)
         images.append(image)
         centres.append(c)

@@ -1,6 +1,11 @@
 """The processes of a ``torchrun`` launch: this process's rank, and the device and process group it uses.
 
 Only training runs on several processes; picking and fine-tuning use `hydrapick.device.resolve_device`.
+With ``W`` processes and batches of ``B``, a step is the step of one process with a batch of ``W x B``:
+the sampler gives every rank its slice of the global batch and every crop its own random stream
+(`hydrapick.training.sampler`), dropout masks follow the sample (`hydrapick.model.dropout`), and the loss
+is divided by the positives of the whole global batch (`loss_divisor`), so DDP's average of the ranks'
+gradients is the gradient of the global batch's loss. `replica_difference` checks that the ranks agree.
 """
 
 from __future__ import annotations
@@ -72,3 +77,33 @@ def is_main_process(environ: dict[str, str] | None = None) -> bool:
     """Whether this process is rank 0 of a ``torchrun`` launch (or not in one): the one that reports."""
     env = os.environ if environ is None else environ
     return env.get("RANK", "0") == "0"
+
+
+def loss_divisor(num_pos: torch.Tensor, dist: DistContext) -> torch.Tensor:
+    """What a rank divides its batch's detection loss by, given its number of positive anchors.
+
+    One process: ``max(1, num_pos)``. ``W`` ranks: ``max(1, positives of all ranks) / W`` — DDP averages
+    the ranks' gradients, so the result is the gradient of the whole global batch's loss divided by its
+    positives, as one process with the global batch computes it.
+    """
+    if not dist.active:
+        return num_pos.clamp(min=1)
+    total = num_pos.detach().clone()
+    torch.distributed.all_reduce(total)
+    return total.clamp(min=1).float() / dist.world_size
+
+
+def replica_difference(model: torch.nn.Module, dist: DistContext) -> float:
+    """The largest difference between any rank's weights (and buffers) and rank 0's; 0.0 on one process.
+
+    DDP keeps replicas identical (the same averaged gradients, the same optimiser steps): anything else
+    means the ranks trained different models. Every rank must call it.
+    """
+    if not dist.active:
+        return 0.0
+    mine = torch.cat([t.detach().reshape(-1).float() for t in model.state_dict().values()])
+    first = mine.clone()
+    torch.distributed.broadcast(first, 0)
+    diff = (mine - first).abs().max()
+    torch.distributed.all_reduce(diff, op=torch.distributed.ReduceOp.MAX)
+    return float(diff)

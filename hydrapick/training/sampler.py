@@ -1,9 +1,10 @@
 """Which micrographs each training step uses: every mini-batch from one dataset, sharded over ranks.
 
 Every mini-batch comes from one dataset (thesis 4.3), which keeps small datasets represented.
-Randomness is a pure function of ``(seed, phase, epoch, step, rank)`` (see `DatasetBatchSampler`), so an
-interrupted run resumed from an epoch checkpoint draws exactly the batches it would have drawn, and the
-ranks of a multi-GPU run draw disjoint shares of the same global batch.
+Randomness is a pure function of ``(seed, phase, epoch, step)`` and, for a crop and its dropout masks, of
+the crop's position in the step's global batch (see `DatasetBatchSampler`). So an interrupted run resumed
+from an epoch checkpoint draws exactly the batches it would have drawn, and ``W`` ranks with batches of
+``B`` draw, between them, exactly the crops one process with batches of ``W x B`` draws.
 """
 
 from __future__ import annotations
@@ -19,14 +20,29 @@ def step_seed(seed: Sequence[int]) -> int:
     return int(np.random.SeedSequence(list(seed)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+# Tells a sample's dropout stream apart from its crop stream (both start from the step's seed).
+DROPOUT_STREAM = 0xD0
+
+
 @dataclass(frozen=True)
 class Step:
-    """One optimisation step of one rank: which dataset, which micrographs, and the crops' seed."""
+    """One optimisation step of one rank: which dataset, which micrographs, and their random streams.
+
+    ``seed`` is the step's, ``(seed, phase, epoch, step)``, alike on every rank; ``positions`` are this
+    rank's places in the global batch. Sample ``k`` draws its crop from ``(*seed, positions[k])``
+    (`hydrapick.training.augment.make_batch`) and its dropout masks from `dropout_seeds`, so what a
+    sample gets depends on its place in the global batch, not on which rank holds it.
+    """
 
     index: int
     dataset: int
     micrographs: tuple[int, ...]
     seed: tuple[int, ...]
+    positions: tuple[int, ...]
+
+    def dropout_seeds(self) -> list[int]:
+        """One torch seed per sample for its dropout masks (`hydrapick.model.dropout`)."""
+        return [step_seed((*self.seed, p, DROPOUT_STREAM)) for p in self.positions]
 
 
 class DatasetBatchSampler:
@@ -38,8 +54,10 @@ class DatasetBatchSampler:
     dataset is large enough).
 
     For ``world_size`` ranks, a step's global batch of ``world_size * batch_size`` micrographs comes from
-    one dataset, drawn from a generator that every rank seeds alike; rank ``r`` takes the ``r``-th slice.
-    So all ranks train the same head at each step (no idle parameters under DDP) and see disjoint crops.
+    one dataset, drawn from a generator that every rank seeds alike; rank ``r`` takes the ``r``-th slice
+    (positions ``r * batch_size`` onwards). So all ranks train the same head at each step (no idle
+    parameters under DDP), and the steps of rank ``r`` are slices of the steps of one process with
+    ``batch_size * world_size``: same dataset, micrographs, seed and positions.
 
     Parameters
     ----------
@@ -82,5 +100,5 @@ class DatasetBatchSampler:
             n = self.sizes[d]
             chosen = rng.choice(n, size=total, replace=total > n)
             steps.append(Step(index=i, dataset=int(d), micrographs=tuple(int(m) for m in chosen[lo:hi]),
-                              seed=(self.seed, phase, epoch, i, self.rank)))
+                              seed=(self.seed, phase, epoch, i), positions=tuple(range(lo, hi))))
         return steps

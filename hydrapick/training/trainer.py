@@ -20,16 +20,18 @@ Files written in the output folder (only by rank 0 of a multi-GPU run):
     One JSON object per epoch: training losses, validation loss and AP per head, learning rate, time.
 
 Randomness (crops, flips, dropout) is a pure function of the seed, the phase, the epoch, the step and the
-rank, so the checkpoint's position is all the random state a resumed run needs (`hydrapick.training.resume`).
+sample's position in the step's global batch, so the checkpoint's position is all the random state a
+resumed run needs (`hydrapick.training.resume`), and ``torchrun`` with ``W`` processes trains the model one
+process with ``W`` times the batch trains (`hydrapick.training.distributed`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import time
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,15 +40,17 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import ModelConfig, TrainConfig, from_dict, to_dict
+from ..config import ModelConfig, TrainConfig, to_dict
 from ..device import autocast_for
 from ..model import GENERIC_HEAD, HydraPicker
 from ..model.anchors import anchor_centres
+from ..model.dropout import per_sample_dropout
 from ..model.losses import batch_loss, bias_loss
 from .augment import augmentation_for, make_batch
 from .calibration import calibrate_heads, finite_or_none
+from .config_file import read_config_file
 from .datasets import TrainingDataset, load_datasets
-from .distributed import DistContext, distributed_context, setup_device
+from .distributed import DistContext, distributed_context, loss_divisor, replica_difference, setup_device
 from .errors import TrainingError
 from .events import ProgressCallback, TrainEvent, append_record, read_log
 from .manifest import Manifest
@@ -175,17 +179,19 @@ class Trainer(RunCheckpoints):
         sums = {"loss": torch.zeros((), device=self.device), "cls": torch.zeros((), device=self.device),
                 "loc": torch.zeros((), device=self.device), "bias": torch.zeros((), device=self.device)}
         report_every = max(1, len(steps) // 50)
+        divisor = functools.partial(loss_divisor, dist=self.dist)  # by the global batch's positives
         for step in steps:
             ds = self.datasets[step.dataset]
             head, _ = self._heads_for(phase, step.dataset)
-            images, centres = make_batch([ds.train[i] for i in step.micrographs], self.aug, step.seed)
+            images, centres = make_batch([ds.train[i] for i in step.micrographs], self.aug, step.seed,
+                                         step.positions)
             images = images.to(self.device, non_blocking=True)
             centres = [c.to(self.device) for c in centres]
-            torch.manual_seed(step_seed(step.seed))  # dropout: same masks when an epoch is re-run
-            with self.autocast():
+            torch.manual_seed(step_seed(step.seed))  # any other randomness: alike on every rank and re-run
+            with self.autocast(), per_sample_dropout(model, step.dropout_seeds()):
                 outputs = self.ddp_model(images, head=head)
             parts = batch_loss(outputs, centres, anchors, model.config, cls_weight=cfg.cls_weight,
-                               alpha=cfg.focal_alpha, gamma=cfg.focal_gamma)
+                               alpha=cfg.focal_alpha, gamma=cfg.focal_gamma, divisor=divisor)
             loss = parts["loss"]
             if with_bias:
                 bias = bias_loss(model).float()
@@ -252,6 +258,8 @@ class Trainer(RunCheckpoints):
                 self._one_epoch(phase, epochs)
             self.phase_results[phase] = {"epochs": epochs, "best_epoch": self.best_epoch,
                                          "best_valid_loss": finite_or_none(self.best_loss)}
+            if self.dist.active:  # before the best weights are broadcast, which would hide a difference
+                self._check_replicas(phase)
             self._restore_best()
 
     def _one_epoch(self, phase: str, epochs: int) -> None:
@@ -280,6 +288,13 @@ class Trainer(RunCheckpoints):
         if self.epoch % cfg.checkpoint_every == 0 or last:
             self.write_checkpoint(phase)
         self.dist.barrier()
+
+    def _check_replicas(self, phase: str) -> None:
+        diff = replica_difference(self.model, self.dist)
+        self.phase_results[phase]["replica_max_abs_diff"] = diff
+        if diff != 0:
+            log.warning("%s: the weights of the %d ranks differ by up to %g (expected identical)", phase,
+                        self.dist.world_size, diff)
 
     # -- calibration -----------------------------------------------------------------------------------
     def calibrate(self) -> tuple[dict[str, float], dict[str, Any]]:
@@ -409,35 +424,3 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
     if progress is not None and dist.is_main:
         progress(TrainEvent(kind="done", values={"thresholds": thresholds, "path": str(path)}))
     return TrainResult(model=trainer.model, metadata=final_meta, path=path, history=trainer.history)
-
-
-def read_config_file(config_file: str | os.PathLike | None, architecture: str | None = None,
-                     overrides: Mapping[str, Any] | None = None) -> tuple[TrainConfig, ModelConfig]:
-    """TrainConfig and ModelConfig from an optional TOML file, a preset and overrides of [train] keys.
-
-    Raises ValueError for an unreadable file, tables other than [train] and [model], or bad keys.
-    """
-    raw: dict = {}
-    if config_file:
-        try:
-            with open(config_file, "rb") as f:
-                raw = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"{config_file}: cannot read the config ({exc})") from None
-        unknown = sorted(set(raw) - {"train", "model"})
-        if unknown:
-            raise ValueError(f"{config_file}: unknown table(s) {', '.join(unknown)}; "
-                             "expected [train] and [model]")
-    model_raw = dict(raw.get("model", {}))
-    preset = architecture or model_raw.pop("preset", "thesis")
-    if preset not in ("thesis", "light"):
-        raise ValueError(f"{config_file}: [model] preset must be 'thesis' or 'light'")
-    try:
-        train_config = from_dict(TrainConfig, {**raw.get("train", {}), **(overrides or {})},
-                                 where=f"{config_file or 'options'} [train]")
-        base = ModelConfig.light() if preset == "light" else ModelConfig.thesis()
-        model_config = from_dict(ModelConfig, {**to_dict(base), **model_raw},
-                                 where=f"{config_file or 'options'} [model]")
-    except TypeError as exc:
-        raise ValueError(str(exc)) from None
-    return train_config, model_config
