@@ -99,6 +99,9 @@ def test_finetune_improves_ap_on_an_unseen_specimen(base):
           for head in (GENERIC_HEAD, "ring")}
     assert ap["ring"] > ap[GENERIC_HEAD] + 0.1, ap
     assert report["source"] == "2-fold cross-validation" and 0 < threshold < 1
+    # The threshold is the cross-validated one, and it keeps real particles on the held-out folds.
+    assert threshold == report["threshold"] and report["n_truth"] > 0
+    assert report["precision"] > 0 and report["recall"] > 0
     assert report["ap"] > report["generic_ap"]
 
 
@@ -129,6 +132,8 @@ def test_finetune_command_writes_a_checkpoint_for_picking(base, tmp_path):
     assert sorted(info["micrographs"]) == ["tr_00000", "tr_00001", "tr_00002"]
     assert info["held_out"] == ["va_00000", "va_00001"]
     assert info["calibration"]["source"] == "held-out micrographs"
+    assert meta["thresholds"]["ring"] == info["calibration"]["threshold"]
+    assert info["calibration"]["n_truth"] > 0 and info["calibration"]["recall"] > 0
     assert meta["command"].startswith("hydrapick finetune")
     assert meta["training"]["datasets"] == base_meta["training"]["datasets"]  # the base's provenance stays
 
