@@ -239,6 +239,9 @@ class AdaptConfig:
     batch_size: int = 4
     crop_px: int = 128
     lr: float = 1e-3
+    # Head blocks kept as the generic head has them (those at the body's resolution, 0-2 for the bundled
+    # network): their output is cached once per micrograph and only the later blocks are trained.
+    frozen_blocks: int = 0
     positive_fraction: float = 0.8
     uncertain_score: float = 0.05
     holdout: float = 0.25  # share of the adaptation micrographs kept for the self-check (at least 1 of 3+)
@@ -253,6 +256,8 @@ class AdaptConfig:
         for name in ("micrographs", "rounds", "steps", "batch_size", "crop_px"):
             if getattr(self, name) < 1:
                 raise ValueError(f"adapt {name} must be >= 1, got {getattr(self, name)}")
+        if self.frozen_blocks < 0:
+            raise ValueError(f"adapt frozen_blocks must be >= 0, got {self.frozen_blocks}")
         for name in ("positive_fraction", "min_recovery", "interpolation"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"adapt {name} must be in (0, 1], got {getattr(self, name)}")

@@ -162,3 +162,36 @@ def test_cli_adapt_summary_and_option_checks(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "adaptation: learnt from 3 micrographs (1 held out" in result.output
     assert "head used" in result.output or "generic head kept" in result.output
+
+
+def test_frozen_head_blocks_score_alike_and_only_the_later_blocks_train():
+    from hydrapick.config import FinetuneConfig, ModelConfig
+    from hydrapick.model import GENERIC_HEAD, HydraPicker
+    from hydrapick.training.datasets import MicrographSample
+    from hydrapick.training.heads import compute_features, score_maps, train_head
+
+    # Stem stride 4 and anchor stride 16: the first head block keeps the body's resolution.
+    mc = ModelConfig.light(stem_stride=4, body_channels=8, body_blocks=1, head_channels=(8, 16, 32),
+                           group_norm_groups=4, head_dropout=0.0)
+    torch.manual_seed(0)
+    model = HydraPicker(mc)
+    image = torch.randn(128, 128)
+    sample = MicrographSample(name="m", source="m.mrc", image=image, centres=torch.tensor([[40.0, 40.0],
+                              [90.0, 70.0]]), pixel_size_A=1.0, diameter_A=64.0)
+    cpu = torch.device("cpu")
+    whole = compute_features(model, [sample], device=cpu, dtype=torch.float32)
+    cached = compute_features(model, [sample], device=cpu, dtype=torch.float32, frozen_blocks=1)
+    assert cached[0].start_block == 1 and cached[0].features.shape == (8, 32, 32)
+    # The generic head scores the same from either cache (the first block runs once instead of per pass).
+    _, a = score_maps(model, GENERIC_HEAD, whole, device=cpu)
+    _, b = score_maps(model, GENERIC_HEAD, cached, device=cpu)
+    assert len(a) == len(b) and np.allclose(a.score, b.score, atol=1e-3)
+    before = {k: v.clone() for k, v in model.heads[GENERIC_HEAD].state_dict().items()}
+    train_head(model, "adapted", cached, FinetuneConfig(steps=3, batch_size=2, crop_px=64, lr=1e-2),
+               device=cpu)
+    after = model.heads["adapted"].state_dict()
+    assert torch.equal(after["blocks.0.weight"], before["blocks.0.weight"])  # frozen, as cached
+    assert not torch.equal(after["blocks.4.weight"], before["blocks.4.weight"])
+    assert not torch.equal(after["output.weight"], before["output.weight"])
+    with pytest.raises(ValueError, match="frozen_blocks"):  # block 2 halves the resolution
+        compute_features(model, [sample], device=cpu, frozen_blocks=2)

@@ -18,6 +18,7 @@ from .body import conv3x3
 from .dropout import SampleDropout
 
 NUM_OUTPUTS = 3  # dx, dy (offset from the anchor, in units of anchor_stride) and the particle logit
+LAYERS_PER_BLOCK = 4  # conv, ReLU, GroupNorm, dropout
 
 
 def head_strides(config: ModelConfig) -> tuple[int, ...]:
@@ -65,8 +66,13 @@ class Head(nn.Module):
             self.output.bias.zero_()
             self.output.bias[2] = prior_bias(self.prior_probability)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        out = self.output(self.blocks(features))
+    def trunk(self, features: torch.Tensor, blocks: int) -> torch.Tensor:
+        """The output of the first ``blocks`` blocks: what `forward` with ``start_block=blocks`` takes."""
+        return self.blocks[:blocks * LAYERS_PER_BLOCK](features)
+
+    def forward(self, features: torch.Tensor, start_block: int = 0) -> torch.Tensor:
+        """Raw outputs of body ``features`` (or, with ``start_block`` k, of `trunk` (features, k))."""
+        out = self.output(self.blocks[start_block * LAYERS_PER_BLOCK:](features))
         n = out.shape[0]
         # (N, 3, Ha, Wa) -> (N, Ha, Wa, 3) -> (N, Ha*Wa, 3): anchors in row-major order.
         return out.permute(0, 2, 3, 1).reshape(n, -1, NUM_OUTPUTS)

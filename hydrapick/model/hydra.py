@@ -70,9 +70,13 @@ class HydraPicker(nn.Module):
                              f"got {tuple(x.shape)}")
         return self.body(x)
 
-    def head_forward(self, features: torch.Tensor, head: str = GENERIC_HEAD) -> torch.Tensor:
-        """Run one head on body features -> (N, Ha*Wa, 3) raw [dx, dy, logit], anchors row-major."""
-        return self._head(head)(features)
+    def head_forward(self, features: torch.Tensor, head: str = GENERIC_HEAD, start_block: int = 0,
+                     ) -> torch.Tensor:
+        """Run one head on body features -> (N, Ha*Wa, 3) raw [dx, dy, logit], anchors row-major.
+
+        With ``start_block`` k the features are those after the head's first k blocks (`Head.trunk`).
+        """
+        return self._head(head)(features, start_block)
 
     def forward(self, x: torch.Tensor, head: str = GENERIC_HEAD) -> torch.Tensor:
         """Raw outputs (N, Ha*Wa, 3) = [dx, dy, logit] per anchor for input ``x`` (N, 1, H, W).

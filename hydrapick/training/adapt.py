@@ -82,7 +82,7 @@ def candidates(model: HydraPicker, head: str, maps: Sequence[FeatureMap], floor:
     model.eval()
     out = []
     for m in maps:
-        outputs = model.head_forward(m.features[None].to(device).float(), head)[0]
+        outputs = model.head_forward(m.features[None].to(device).float(), head, m.start_block)[0]
         anchors = anchor_centres(m.shape[0], m.shape[1], mc, device=device)
         picks = detect_picks(outputs, anchors, mc, m.name, score_floor=floor)
         out.append(picks.inside(m.shape[0], m.shape[1], mc.particle_diameter_px / 2))
@@ -151,7 +151,8 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
     base_threshold = float((metadata.get("thresholds") or {}).get(GENERIC_HEAD) or FALLBACK_THRESHOLD)
     chosen = spread(list(micrographs), config.micrographs)
     samples = load_unlabelled(chosen, diameter_A, mc)
-    maps = compute_features(model, samples, device=device, progress=progress)
+    maps = compute_features(model, samples, device=device, frozen_blocks=config.frozen_blocks,
+                            progress=progress)
     n_check = max(1, round(config.holdout * len(maps))) if len(maps) >= 3 and config.holdout > 0 else 0
     # Held-out micrographs are spread over the run, as the training ones are.
     check_idx = set(np.linspace(0, len(maps) - 1, n_check + 2)[1:-1].round().astype(int)) if n_check \

@@ -20,6 +20,7 @@ from ..config import FinetuneConfig, ModelConfig
 from ..device import autocast_for
 from ..model import GENERIC_HEAD, HydraPicker
 from ..model.anchors import anchor_centres, detect_picks
+from ..model.head import LAYERS_PER_BLOCK, head_strides
 from ..model.losses import batch_loss
 from ..picks import Picks
 from .augment import dihedral
@@ -37,6 +38,8 @@ class FeatureMap:
     pixels; ``shape`` the model-scale image size (H, W) the features came from. ``uncertain`` (U, 2)
     are places that may or may not hold a particle (label-free adaptation): anchors within half a
     particle diameter of one are left out of the classification loss instead of counted as background.
+    ``start_block`` k > 0: the features are the generic head's first k blocks' output (`Head.trunk`),
+    valid for the generic head and heads copied from it whose first k blocks stay frozen.
     """
 
     name: str
@@ -44,6 +47,7 @@ class FeatureMap:
     centres: torch.Tensor
     shape: tuple[int, int]
     uncertain: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 2)))
+    start_block: int = 0
 
 
 
@@ -51,12 +55,19 @@ class FeatureMap:
 
 @torch.no_grad()
 def compute_features(model: HydraPicker, samples: Sequence[MicrographSample], *, device: torch.device,
-                     flips: bool = False, dtype: torch.dtype = torch.float16,
+                     flips: bool = False, dtype: torch.dtype = torch.float16, frozen_blocks: int = 0,
                      progress: ProgressCallback | None = None) -> list[FeatureMap]:
     """Body features of whole micrographs, once (and of their 7 other dihedral copies with ``flips``).
 
-    Features are kept on ``device`` when it is a GPU, else in CPU memory, in ``dtype``.
+    With ``frozen_blocks`` k the cached features are those after the generic head's first k blocks, which
+    must keep the body's resolution (stride 1), so that training a head copied from the generic one costs
+    only its later blocks. Features are kept on ``device`` when it is a GPU, else in CPU memory, in
+    ``dtype``.
     """
+    strides = head_strides(model.config)
+    if not 0 <= frozen_blocks <= len(strides) or any(st != 1 for st in strides[:frozen_blocks]):
+        raise ValueError(f"frozen_blocks must be 0-{strides.index(2) if 2 in strides else len(strides)} "
+                         f"(head blocks at the body's resolution), got {frozen_blocks}")
     model.eval()
     autocast, _ = autocast_for(device, True)
     store = device if device.type == "cuda" else torch.device("cpu")
@@ -68,9 +79,12 @@ def compute_features(model: HydraPicker, samples: Sequence[MicrographSample], *,
             image, centres = dihedral(sample.image.float(), sample.centres, k, flip)
             with autocast():
                 # (H, W) -> (1, 1, H, W) -> features (1, C, h, w) -> (C, h, w)
-                feats = model.features(image.to(device)[None, None])[0]
-            out.append(FeatureMap(f"{sample.name}#{k}{'f' if flip else ''}", feats.to(store, dtype),
-                                  centres, (int(image.shape[0]), int(image.shape[1]))))
+                feats = model.features(image.to(device)[None, None])
+                if frozen_blocks:
+                    feats = model.heads[GENERIC_HEAD].trunk(feats, frozen_blocks)
+            out.append(FeatureMap(f"{sample.name}#{k}{'f' if flip else ''}", feats[0].to(store, dtype),
+                                  centres, (int(image.shape[0]), int(image.shape[1])),
+                                  start_block=frozen_blocks))
             if progress is not None:
                 progress(TrainEvent(kind="features", step=i * len(variants) + j + 1, steps=total,
                                     message=sample.name))
@@ -134,6 +148,7 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
                ) -> list[float]:
     """Add head ``name`` (a copy of the generic head) and train it alone on ``maps``.
 
+    On maps cached after the head's first k blocks (``start_block`` k) only the later blocks are trained.
     Returns the loss of every step.
     """
     if name in model.heads:
@@ -144,9 +159,13 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
         p.requires_grad_(False)
     head = model.heads[name]
     head.to(device)
-    for p in head.parameters():
+    start = maps[0].start_block
+    if any(m.start_block != start for m in maps):
+        raise FinetuneError("feature maps cached after different numbers of head blocks")
+    params = [p for n, p in head.named_parameters()
+              if not n.startswith("blocks.") or int(n.split(".")[1]) >= start * LAYERS_PER_BLOCK]
+    for p in params:
         p.requires_grad_(True)
-    params = list(head.parameters())
     optimizer = adam(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps,
                                                            eta_min=config.lr * 0.01)
@@ -165,7 +184,7 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
         ignore = ignore_mask(anchors, uncertain, 0.5 * mc.particle_diameter_px)
         torch.manual_seed(step_seed((config.seed, step)))
         with autocast():
-            outputs = head(feats)
+            outputs = head(feats, start)
         parts = batch_loss(outputs, centres, anchors, mc, cls_weight=config.cls_weight,
                            alpha=config.focal_alpha, gamma=config.focal_gamma, ignore=ignore)
         optimizer.zero_grad(set_to_none=True)
@@ -199,7 +218,7 @@ def score_maps(model: HydraPicker, head: str, maps: Sequence[FeatureMap], *, dev
     truths, picks = [], []
     for m in maps:
         with autocast():
-            outputs = model.head_forward(m.features[None].to(device).float(), head)[0]
+            outputs = model.head_forward(m.features[None].to(device).float(), head, m.start_block)[0]
         anchors = anchor_centres(m.shape[0], m.shape[1], mc, device=device)
         picks.append(detect_picks(outputs, anchors, mc, m.name))
         c = m.centres.double().numpy()
