@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/speed_matrix.py --quick          # 3 cells (one per detector), 10 micrographs each
     python benchmarks/speed_matrix.py                  # all 9 cells: K2, K3, Falcon 4 x 100, 150, 300 A
     python benchmarks/speed_matrix.py --count 20 --cells K3:100 F4:150
+    python benchmarks/speed_matrix.py --quick --relion-log gui full   # LoG also at full size
 
 For each cell (a detector at its usual pixel size, a particle diameter) ``--count`` float32 MRC
 micrographs of noise with dark blobs of the particle size are written to ``--work`` (reused when present),
@@ -14,11 +15,21 @@ and each picker runs on all of them as a command, exactly as a user would run it
   start-up, imports, model loading, reading, picking, writing);
 - hydrapick in-process: ``hydrapick.pick`` in one Python process after one warm-up micrograph, so start-up
   and model loading are left out (seconds per micrograph of the steady state);
-- ``relion_autopick --i micrographs.star --LoG --LoG_diam_min 0.8D --LoG_diam_max 1.2D --lowpass 20``
-  (RELION 3.1's Laplacian-of-Gaussian blob picker, one core, with the 20 A low-pass of the accuracy
-  comparison, which also lets it work on a downscaled micrograph), when ``relion_autopick`` is on PATH;
-- Topaz (``topaz preprocess`` to about 8 px per 64 A particle radius, then ``topaz extract -m
-  resnet16_u64``) when the environment of benchmarks/topaz_setup.sh exists at .venv-topaz.
+- RELION 3.1's Laplacian-of-Gaussian blob picker (``relion_autopick --LoG --LoG_diam_min 0.8D
+  --LoG_diam_max 1.2D``, one process, one core), when ``relion_autopick`` is on PATH, in up to two
+  configurations (``--relion-log``):
+
+  - ``gui`` (default): ``--shrink 0 --lowpass 20``, what RELION's GUI runs for a LoG job by default
+    (its "Maximum resolution to consider" of 20 A). ``--shrink 0`` makes the picker work on the
+    micrograph Fourier-cropped to ``2 * round(size * apix / lowpass)`` px (about 380-480 px here), which is
+    what makes LoG fast;
+  - ``full``: RELION's command-line defaults (``--shrink 1``): LoG on the micrograph at full size (padded
+    to a square of its longer side). ``--lowpass`` alone changes nothing for LoG (it only sets the
+    downscaled size when ``--shrink 0``; otherwise it filters template-matching references), so this is
+    also what the accuracy comparison's ``--lowpass 20`` without ``--shrink 0`` runs;
+- Topaz (``topaz preprocess -s S`` to about 16 px per particle diameter, then ``topaz extract -m
+  resnet16_u64 -r R -x S``, both ``-d -1``: CPU, Topaz's default threads) when the environment of
+  benchmarks/topaz_setup.sh exists at .venv-topaz.
 
 Each command runs under ``/usr/bin/time -v`` for its peak memory (largest resident set of the process).
 Rows for CUDA are added by themselves when ``torch.cuda.is_available()``. Seconds per micrograph are the
@@ -47,6 +58,8 @@ TOPAZ = ROOT / ".venv-topaz" / "bin" / "topaz"
 DETECTORS = {"K2": (3710, 3838, 1.06), "K3": (4092, 5760, 0.83), "F4": (4096, 4096, 0.93)}
 PARTICLES_A = (100.0, 150.0, 300.0)
 QUICK_CELLS = ("K3:100", "F4:150", "K2:300")
+# relion_autopick --LoG options of each configuration (see the module docstring).
+RELION_LOG = {"gui": ("--shrink", "0", "--lowpass", "20"), "full": ()}
 
 
 def write_micrographs(folder: Path, shape: tuple[int, int], count: int, pixel_size_A: float,
@@ -116,7 +129,7 @@ print(json.dumps({"s_per_mic": (time.perf_counter() - t) / (len(paths) - 1),
 
 
 def run_cell(detector: str, diameter_A: float, count: int, inprocess_count: int, work: Path,
-             devices: list[str], log: list[dict]) -> list[dict]:
+             devices: list[str], log: list[dict], relion_log: tuple[str, ...] = ("gui",)) -> list[dict]:
     rows_px, cols_px, apix = DETECTORS[detector]
     folder = work / f"{detector}_{rows_px}x{cols_px}_{apix}A_{int(diameter_A)}A"
     paths = write_micrographs(folder / "micrographs", (rows_px, cols_px), count, apix, diameter_A)
@@ -143,24 +156,27 @@ def run_cell(detector: str, diameter_A: float, count: int, inprocess_count: int,
         else:
             print(proc.stderr[-2000:], file=sys.stderr)
     if shutil.which("relion_autopick"):
-        odir = folder / "relion_log"
-        shutil.rmtree(odir, ignore_errors=True)
-        odir.mkdir()
         star = micrographs_star(paths, apix, folder / "micrographs.star")
-        # RELION runs in the cell's folder, so both paths are given relative to it.
-        r = timed(["relion_autopick", "--i", star.name, "--odir", odir.name + "/", "--pickname", "autopick",
-                   "--LoG", "--LoG_diam_min", f"{0.8 * diameter_A:g}", "--LoG_diam_max",
-                   f"{1.2 * diameter_A:g}", "--lowpass", "20", "--angpix", str(apix)], cwd=folder)
-        rows.append(dict(cell, picker="relion_autopick --LoG", n=count, **r))
+        for config in relion_log:
+            odir = folder / f"relion_log_{config}"
+            shutil.rmtree(odir, ignore_errors=True)
+            odir.mkdir()
+            # RELION runs in the cell's folder, so both paths are given relative to it.
+            r = timed(["relion_autopick", "--i", star.name, "--odir", odir.name + "/", "--pickname",
+                       "autopick", "--LoG", "--LoG_diam_min", f"{0.8 * diameter_A:g}", "--LoG_diam_max",
+                       f"{1.2 * diameter_A:g}", *RELION_LOG[config], "--angpix", str(apix)], cwd=folder)
+            rows.append(dict(cell, picker=f"relion LoG {config} {' '.join(RELION_LOG[config])}".rstrip(),
+                             n=count, **r))
     if TOPAZ.exists():
         shrink = max(1, round(diameter_A / apix / 16))
         pre = folder / "topaz_pre"
         shutil.rmtree(pre, ignore_errors=True)
         pre.mkdir()
-        a = timed([str(TOPAZ), "preprocess", "-s", str(shrink), "-o", str(pre) + "/", *map(str, paths)])
-        b = timed([str(TOPAZ), "extract", "-m", "resnet16_u64", "-r", str(max(1, round(diameter_A / apix / 2
-                                                                                      / shrink))),
-                   "-x", str(shrink), "-o", str(folder / "topaz.txt"), *map(str, sorted(pre.glob("*.mrc")))])
+        a = timed([str(TOPAZ), "preprocess", "-s", str(shrink), "-d", "-1", "-o", str(pre) + "/",
+                   *map(str, paths)])
+        radius = max(1, round(diameter_A / apix / 2 / shrink))
+        b = timed([str(TOPAZ), "extract", "-m", "resnet16_u64", "-r", str(radius), "-x", str(shrink),
+                   "-d", "-1", "-o", str(folder / "topaz.txt"), *map(str, sorted(pre.glob("*.mrc")))])
         rows.append(dict(cell, picker="topaz preprocess + extract", n=count, wall_s=a["wall_s"] + b["wall_s"],
                          cpu_s=a["cpu_s"] + b["cpu_s"], peak_MB=max(a["peak_MB"], b["peak_MB"]),
                          ok=a["ok"] and b["ok"]))
@@ -170,7 +186,7 @@ def run_cell(detector: str, diameter_A: float, count: int, inprocess_count: int,
     return rows
 
 
-HEADER = (f"{'detector':8s} {'size':>9s} {'A/px':>5s} {'diam A':>6s} {'model px':>9s}  {'picker':30s} "
+HEADER = (f"{'detector':8s} {'size':>9s} {'A/px':>5s} {'diam A':>6s} {'model px':>9s}  {'picker':38s} "
           f"{'n':>3s} {'s/mic':>7s} {'cpu s/mic':>9s} {'peak MB':>8s}")
 
 
@@ -178,9 +194,46 @@ def print_row(r: dict) -> None:
     n = max(1, r["n"])
     flag = "" if r["ok"] else "  FAILED"
     print(f"{r['detector']:8s} {r['shape']:>9s} {r['apix']:5.2f} {r['diameter_A']:6.0f} "
-          f"{r['model_px']:>9s}  {r['picker']:30s} {r['n']:3d} {r['wall_s'] / n:7.2f} "
+          f"{r['model_px']:>9s}  {r['picker']:38s} {r['n']:3d} {r['wall_s'] / n:7.2f} "
           f"{r['cpu_s'] / n:9.2f} {r['peak_MB']:8.0f}{flag}",
           flush=True)
+
+
+def per_mic(rows: list[dict], picker: str) -> float:
+    """Wall seconds per micrograph of the first row whose picker starts with ``picker`` (nan if none ran)."""
+    for r in rows:
+        if r["picker"].startswith(picker) and r["ok"]:
+            return r["wall_s"] / max(1, r["n"])
+    return float("nan")
+
+
+def print_verdicts(log: list[dict], device: str = "cpu") -> None:
+    """One line a cell against the issue's targets: within 2x of RELION LoG, at least 5x faster than Topaz.
+
+    hydrapick is the whole command (``hydrapick pick``), as the other pickers are; the in-process ratio is
+    printed beside it. LoG is the first configuration that ran (``gui`` when asked for).
+    """
+    print(f"\nTargets ({device}): hydrapick pick / LoG <= 2; Topaz / hydrapick pick >= 5")
+    print(f"{'cell':8s} {'hp s/mic':>8s} {'in-proc':>7s} {'LoG':>6s} {'hp/LoG':>6s} {'<=2x':>4s} "
+          f"{'Topaz':>6s} {'Tz/hp':>6s} {'>=5x':>4s}")
+    cells = dict.fromkeys((r["detector"], r["diameter_A"]) for r in log)
+    for detector, diameter in cells:
+        rows = [r for r in log if (r["detector"], r["diameter_A"]) == (detector, diameter)]
+        hp = per_mic(rows, f"hydrapick pick ({device})")
+        inproc = per_mic(rows, f"hydrapick in-process ({device})")
+        relion = per_mic(rows, "relion LoG")
+        topaz = per_mic(rows, "topaz")
+
+        def verdict(ok: bool, *values: float) -> str:
+            return "-" if any(v != v for v in values) else ("yes" if ok else "no")
+
+        print(f"{detector + ':' + format(diameter, 'g'):8s} {hp:8.2f} {inproc:7.2f} {relion:6.2f} "
+              f"{hp / relion:6.2f} {verdict(hp <= 2 * relion, hp, relion):>4s} {topaz:6.2f} "
+              f"{topaz / hp:6.2f} {verdict(topaz >= 5 * hp, hp, topaz):>4s}", flush=True)
+
+
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def main() -> None:
@@ -192,6 +245,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=ROOT / "cache" / "speed_matrix",
                    help="folder for micrographs and outputs (reused)")
     p.add_argument("--json", type=Path, help="write every row here")
+    p.add_argument("--relion-log", nargs="+", choices=sorted(RELION_LOG), default=["gui"],
+                   help="RELION LoG configurations to run (default: gui; 'gui full' runs both)")
     args = p.parse_args()
 
     import torch
@@ -199,7 +254,7 @@ def main() -> None:
     cells = args.cells or (list(QUICK_CELLS) if args.quick else
                            [f"{d}:{int(a)}" for d in DETECTORS for a in PARTICLES_A])
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(f"hydrapick speed matrix: torch {torch.__version__}, {os.cpu_count()} CPU(s), "
           f"load average {load:.1f}, devices {', '.join(devices)}; "
           f"RELION LoG: {'yes' if shutil.which('relion_autopick') else 'no'}, "
@@ -209,7 +264,13 @@ def main() -> None:
     log: list[dict] = []
     for spec in cells:
         detector, diameter = spec.split(":")
-        run_cell(detector, float(diameter), args.count, args.inprocess_count, args.work, devices, log)
+        print(f"# {spec}: load average {load_average():.1f} at the start of the cell", flush=True)
+        run_cell(detector, float(diameter), args.count, args.inprocess_count, args.work, devices, log,
+                 tuple(args.relion_log))
+    print(f"# load average {load_average():.1f} at the end")
+    print_verdicts(log)
+    if "cuda" in devices:
+        print_verdicts(log, "cuda")
     if args.json:
         args.json.write_text(json.dumps(log, indent=1))
 
