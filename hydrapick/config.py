@@ -16,9 +16,12 @@ CALIBRATION_RULES = ("f1", "precision")
 # Used when a checkpoint carries no calibrated threshold for a head (a model trained outside
 # `hydrapick train`): 0.5 is the natural cut of a sigmoid score; a warning says so.
 FALLBACK_THRESHOLD = 0.5
-# Minimum distance between picks when none is given, as a fraction of the particle diameter: particles
-# in a monolayer touch at 1 diameter; 0.8 still separates touching particles but merges duplicates.
-MIN_DISTANCE_FRACTION = 0.8
+# Minimum distance between picks when none is given, as a fraction of the diameter the user gives:
+# particles in a monolayer touch at 1 true diameter, and users know the diameter to about +-25%, so with
+# a diameter typed 1.25x too large touching particles are 0.8 given diameters apart; 0.6 still separates
+# them and still merges duplicates (docs/model.md, "Diameter tolerance": it was 0.8, which lost a tenth
+# of the AP at 1.25x the true diameter).
+MIN_DISTANCE_FRACTION = 0.6
 
 
 def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "config") -> T:

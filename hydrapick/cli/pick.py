@@ -34,7 +34,7 @@ _PICK_SHOWN_FAILURES = 20
 @click.option("--threshold", type=float,
               help="Score cut for the main output (default: the calibrated threshold stored with the head).")
 @click.option("--min-distance", "min_distance_A", type=float,
-              help="Minimum distance between picks in Angstrom (default: 0.8 x diameter).")
+              help="Minimum distance between picks in Angstrom (default: 0.6 x diameter).")
 @click.option("--border", "border_A", type=float,
               help="Drop picks whose centre is closer than this to the micrograph edge, in Angstrom "
                    "(default: half the diameter, so every pick lies wholly inside; 0 keeps all).")

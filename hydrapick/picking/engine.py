@@ -212,7 +212,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
     threshold : float, optional
         Score for `PickResult.selected`; default the head's calibrated threshold.
     min_distance_A : float, optional
-        Minimum distance between picks in Å (default 0.8 x diameter).
+        Minimum distance between picks in Å (default 0.6 x diameter).
     border_A : float, optional
         Picks whose centre lies closer than this to the micrograph edge (Å) are dropped. Default: half the
         diameter, so that every pick lies wholly inside the micrograph, as curated particle sets are

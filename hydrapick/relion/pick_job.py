@@ -29,7 +29,7 @@ PARAMETERS = {
     "head": "head of the model (default: generic)",
     "adapt": "label-free adaptation to this data set first (yes/no); kept in JOBDIR/adapted.pt",
     "apix": "pixel size in Angstrom for every micrograph (default: the STAR file's optics group)",
-    "min_distance": "minimum distance between picks in Angstrom (default 0.8 x diameter)",
+    "min_distance": "minimum distance between picks in Angstrom (default 0.6 x diameter)",
     "border": "drop picks closer than this to the edge, in Angstrom (default: half the diameter)",
     "device": "auto, cpu, cuda or cuda:N (default auto)",
     "batch_size": "micrographs per forward pass",
