@@ -28,6 +28,12 @@ def head_strides(config: ModelConfig) -> tuple[int, ...]:
     return (1,) * (n - needed) + (2,) * needed
 
 
+def full_resolution_blocks(config: ModelConfig) -> int:
+    """How many leading head blocks keep the body's resolution (stride 1)."""
+    strides = head_strides(config)
+    return strides.index(2) if 2 in strides else len(strides)
+
+
 def prior_bias(prior_probability: float) -> float:
     """Logit bias that makes every anchor start at ``prior_probability`` (RetinaNet): -log((1-p)/p)."""
     return -math.log((1.0 - prior_probability) / prior_probability)

@@ -29,6 +29,7 @@ import torch
 from ..config import FALLBACK_THRESHOLD, AdaptConfig, FinetuneConfig, ModelConfig
 from ..model import GENERIC_HEAD, HydraPicker
 from ..model.anchors import anchor_centres, detect_picks
+from ..model.head import full_resolution_blocks
 from ..picks import Picks
 from ..preprocess import prepare
 from .datasets import MicrographSample, read_image
@@ -151,8 +152,9 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
     base_threshold = float((metadata.get("thresholds") or {}).get(GENERIC_HEAD) or FALLBACK_THRESHOLD)
     chosen = spread(list(micrographs), config.micrographs)
     samples = load_unlabelled(chosen, diameter_A, mc)
-    maps = compute_features(model, samples, device=device, frozen_blocks=config.frozen_blocks,
-                            progress=progress)
+    # A network whose head halves the resolution at once has no full-resolution block to freeze.
+    frozen = min(config.frozen_blocks, full_resolution_blocks(mc))
+    maps = compute_features(model, samples, device=device, frozen_blocks=frozen, progress=progress)
     n_check = max(1, round(config.holdout * len(maps))) if len(maps) >= 3 and config.holdout > 0 else 0
     # Held-out micrographs are spread over the run, as the training ones are.
     check_idx = set(np.linspace(0, len(maps) - 1, n_check + 2)[1:-1].round().astype(int)) if n_check \

@@ -20,7 +20,7 @@ from ..config import FinetuneConfig, ModelConfig
 from ..device import autocast_for
 from ..model import GENERIC_HEAD, HydraPicker
 from ..model.anchors import anchor_centres, detect_picks
-from ..model.head import LAYERS_PER_BLOCK, head_strides
+from ..model.head import LAYERS_PER_BLOCK, full_resolution_blocks
 from ..model.losses import batch_loss
 from ..picks import Picks
 from .augment import dihedral
@@ -64,10 +64,9 @@ def compute_features(model: HydraPicker, samples: Sequence[MicrographSample], *,
     only its later blocks. Features are kept on ``device`` when it is a GPU, else in CPU memory, in
     ``dtype``.
     """
-    strides = head_strides(model.config)
-    if not 0 <= frozen_blocks <= len(strides) or any(st != 1 for st in strides[:frozen_blocks]):
-        raise ValueError(f"frozen_blocks must be 0-{strides.index(2) if 2 in strides else len(strides)} "
-                         f"(head blocks at the body's resolution), got {frozen_blocks}")
+    if not 0 <= frozen_blocks <= full_resolution_blocks(model.config):
+        raise ValueError(f"frozen_blocks must be 0-{full_resolution_blocks(model.config)} (head blocks at "
+                         f"the body's resolution), got {frozen_blocks}")
     model.eval()
     autocast, _ = autocast_for(device, True)
     store = device if device.type == "cuda" else torch.device("cpu")
