@@ -2,71 +2,63 @@
 
 from __future__ import annotations
 
+import contextlib
 
+
+@contextlib.contextmanager
 def pick_progress(console, quiet: bool):
     """Context manager yielding a progress callback for `hydrapick.picking.run.pick` (a rich bar)."""
-    import contextlib
-
+    if quiet:
+        yield None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    @contextlib.contextmanager
-    def manager():
-        if quiet:
-            yield None
+    bar = Progress(TextColumn("picking"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]:.2f} micrographs/s"),
+                   TextColumn("{task.fields[picks]} picks"), TextColumn("{task.fields[failed]}"),
+                   TimeRemainingColumn(), console=console)
+    state: dict = {}
+
+    def update(event) -> None:
+        if event.result is None:
+            state["task"] = bar.add_task("pick", total=event.total, rate=0.0, picks=0, failed="")
             return
-        bar = Progress(TextColumn("picking"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[rate]:.2f} micrographs/s"),
-                       TextColumn("{task.fields[picks]} picks"), TextColumn("{task.fields[failed]}"),
-                       TimeRemainingColumn(), console=console)
-        state: dict = {}
+        task = bar.tasks[0]
+        elapsed = task.elapsed or 0.0
+        failed = f"[red]{event.failed} failed[/red]" if event.failed else ""
+        bar.update(state["task"], completed=event.done, picks=event.picks, failed=failed,
+                   rate=event.done / elapsed if elapsed > 0 else 0.0)
 
-        def update(event) -> None:
-            if event.result is None:
-                state["task"] = bar.add_task("pick", total=event.total, rate=0.0, picks=0, failed="")
-                return
-            task = bar.tasks[0]
-            elapsed = task.elapsed or 0.0
-            failed = f"[red]{event.failed} failed[/red]" if event.failed else ""
-            bar.update(state["task"], completed=event.done, picks=event.picks, failed=failed,
-                       rate=event.done / elapsed if elapsed > 0 else 0.0)
-
-        with bar:
-            yield update
-
-    return manager()
+    with bar:
+        yield update
 
 
+@contextlib.contextmanager
 def adapt_progress(console, quiet: bool):
     """Context manager yielding a progress callback for the adaptation phase (a rich bar per stage)."""
-    import contextlib
-
+    if quiet:
+        yield None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    @contextlib.contextmanager
-    def manager():
-        if quiet:
-            yield None
+    bar = Progress(TextColumn("adapting: {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)
+    tasks: dict = {}
+
+    def update(event) -> None:
+        if event.kind == "phase":
+            bar.console.print(f"adapting: {event.phase} ({event.message})")
             return
-        bar = Progress(TextColumn("adapting: {task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)
-        tasks: dict = {}
+        if event.kind not in ("features", "step"):
+            return
+        key = "body features" if event.kind == "features" else f"training head ({event.phase})"
+        if key not in tasks:
+            tasks[key] = bar.add_task(key, total=event.steps, note="")
+        loss = (event.values or {}).get("loss")
+        bar.update(tasks[key], completed=event.step, note=f"loss {loss:.3f}" if loss is not None else "")
 
-        def update(event) -> None:
-            if event.kind == "phase":
-                bar.console.print(f"adapting: {event.phase} ({event.message})")
-                return
-            if event.kind not in ("features", "step"):
-                return
-            key = "body features" if event.kind == "features" else f"training head ({event.phase})"
-            if key not in tasks:
-                tasks[key] = bar.add_task(key, total=event.steps, note="")
-            loss = (event.values or {}).get("loss")
-            bar.update(tasks[key], completed=event.step, note=f"loss {loss:.3f}" if loss is not None else "")
-
-        with bar:
-            yield update
-
-    return manager()
+    with bar:
+        yield update
 
 
 def adapt_summary(report: dict, console) -> None:

@@ -161,8 +161,7 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
     start = maps[0].start_block
     if any(m.start_block != start for m in maps):
         raise FinetuneError("feature maps cached after different numbers of head blocks")
-    params = [p for n, p in head.named_parameters()
-              if not n.startswith("blocks.") or int(n.split(".")[1]) >= start * LAYERS_PER_BLOCK]
+    params = [*head.blocks[start * LAYERS_PER_BLOCK:].parameters(), *head.output.parameters()]
     for p in params:
         p.requires_grad_(True)
     optimizer = adam(params, lr=config.lr, weight_decay=config.weight_decay)
