@@ -1,5 +1,6 @@
 """Two-phase training: falling loss, outputs and calibration, exact resume, and the train command."""
 
+import dataclasses
 import json
 import shutil
 
@@ -139,6 +140,20 @@ def test_resume_continues_with_identical_state(full_run, datasets, tmp_path):
     a, b = result.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.metadata["thresholds"] == result.metadata["thresholds"]
+
+
+def test_loader_workers_give_the_same_run(full_run, datasets, tmp_path):
+    # Batches made ahead by two worker processes are the batches the main process would make, in order:
+    # same log, same weights, bit for bit. A short run (the first two phase-1 epochs) says it all.
+    config = dataclasses.replace(CONFIG, pretrain_epochs=2, multihead_epochs=0)
+    inline = train(datasets, tmp_path / "inline", config=config, model_config=MODEL, device="cpu")
+    workers = train(datasets, tmp_path / "workers", config=dataclasses.replace(config, loader_workers=2),
+                    model_config=MODEL, device="cpu")
+    a, b = inline.model.state_dict(), workers.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[r["train"]["loss"] for r in read_log(tmp_path / run / "log.jsonl")]
+              for run in ("inline", "workers")]
+    assert losses[0] == losses[1] and len(losses[0]) == 2
 
 
 def test_finished_run_resumed_with_another_calibration_rule_is_only_calibrated_again(full_run, datasets,

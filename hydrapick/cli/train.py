@@ -27,6 +27,9 @@ from .training_display import TrainDisplay, invocation
 @click.option("--batch-size", type=int, help="Crops per mini-batch (all from one dataset).")
 @click.option("--crop", "crop_px", type=int, help="Crop side in model pixels.")
 @click.option("--seed", type=int, help="Seed of every random choice (default 0).")
+@click.option("--loader-workers", type=click.IntRange(min=0),
+              help="Processes that make training batches ahead of the network (default 0: the main "
+                   "process). A GPU needs several; the result does not depend on them.")
 @device_option
 @threads_option
 @click.option("--check", is_flag=True, help="Only check the manifest and list its datasets; train nothing.")
@@ -34,7 +37,7 @@ from .training_display import TrainDisplay, invocation
 def train(manifest: str, out_dir: str | None, config_path: str | None, architecture: str | None,
           init_path: str | None, resume: bool, pretrain_epochs: int | None, multihead_epochs: int | None,
           steps_per_epoch: int | None, batch_size: int | None, crop_px: int | None, seed: int | None,
-          device: str, threads: int | None, check: bool, quiet: bool) -> None:
+          loader_workers: int | None, device: str, threads: int | None, check: bool, quiet: bool) -> None:
     """Train a multi-head model on datasets described in a TOML manifest.
 
     Phase 1 pretrains the body with the generic head on every dataset; phase 2 trains one head per
@@ -63,7 +66,8 @@ def train(manifest: str, out_dir: str | None, config_path: str | None, architect
         raise click.UsageError("--output is required (the run folder)")
     overrides = {k: v for k, v in dict(pretrain_epochs=pretrain_epochs, multihead_epochs=multihead_epochs,
                                        steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-                                       crop_px=crop_px, seed=seed).items() if v is not None}
+                                       crop_px=crop_px, seed=seed, loader_workers=loader_workers,
+                                       ).items() if v is not None}
     display = TrainDisplay(console)
     try:
         with display:

@@ -34,7 +34,7 @@ LOG = "log.jsonl"
 # Settings a resumed run may change: they do not alter the training already done. A finished run resumed
 # with another calibration rule is only calibrated again.
 RESUMABLE_CHANGES = {"pretrain_epochs", "multihead_epochs", "checkpoint_every", "amp", "calibration",
-                      "calibration_precision"}
+                      "calibration_precision", "loader_workers"}
 
 
 

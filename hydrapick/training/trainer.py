@@ -46,13 +46,14 @@ from ..model import GENERIC_HEAD, HydraPicker
 from ..model.anchors import anchor_centres
 from ..model.dropout import per_sample_dropout
 from ..model.losses import batch_loss, bias_loss
-from .augment import augmentation_for, make_batch
+from .augment import augmentation_for
 from .calibration import calibrate_heads, finite_or_none
 from .config_file import read_config_file
 from .datasets import TrainingDataset, load_datasets
 from .distributed import DistContext, distributed_context, loss_divisor, replica_difference, setup_device
 from .errors import TrainingError
 from .events import ProgressCallback, TrainEvent, append_record, read_log
+from .loader import BatchLoader
 from .manifest import Manifest
 from .resume import PHASES, RunCheckpoints, model_config_for, prepare_run_folder, truncate_log
 from .sampler import DatasetBatchSampler, step_seed
@@ -96,6 +97,7 @@ class Trainer(RunCheckpoints):
         self.extra_summary = dict(extra_summary or {})
         self.autocast, self.scaler = autocast_for(device, config.amp)
         self.aug = augmentation_for(config)
+        self.loader = BatchLoader(self.datasets, self.aug, config.loader_workers)
         self.sampler = DatasetBatchSampler(
             [len(d.train) for d in self.datasets], config.batch_size, config.steps_per_epoch,
             weights=[d.weight for d in self.datasets], seed=config.seed, rank=dist.rank,
@@ -180,11 +182,8 @@ class Trainer(RunCheckpoints):
                 "loc": torch.zeros((), device=self.device), "bias": torch.zeros((), device=self.device)}
         report_every = max(1, len(steps) // 50)
         divisor = functools.partial(loss_divisor, dist=self.dist)  # by the global batch's positives
-        for step in steps:
-            ds = self.datasets[step.dataset]
+        for step, (images, centres) in zip(steps, self.loader.batches(steps), strict=True):
             head, _ = self._heads_for(phase, step.dataset)
-            images, centres = make_batch([ds.train[i] for i in step.micrographs], self.aug, step.seed,
-                                         step.positions)
             images = images.to(self.device, non_blocking=True)
             centres = [c.to(self.device) for c in centres]
             torch.manual_seed(step_seed(step.seed))  # any other randomness: alike on every rank and re-run
@@ -406,7 +405,10 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
         trainer.load_resume(meta)
         truncate_log(out / LOG, trainer, dist)
         trainer.history = read_log(out / LOG)
-    trainer.run()
+    try:
+        trainer.run()
+    finally:
+        trainer.loader.close()
 
     if progress is not None and dist.is_main:
         progress(TrainEvent(kind="calibrate", message="calibrating thresholds on validation data"))

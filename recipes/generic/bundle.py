@@ -24,6 +24,7 @@ from hydrapick.model import GENERIC_HEAD, HydraPicker
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = Path(__file__).resolve().parent
 OUTPUT = ROOT / "hydrapick" / "weights" / "generic.pt"
+CPU_COMPUTE = "2-core AMD EPYC CPU (bf16 autocast), no GPU"
 
 
 def _git_commit() -> str | None:
@@ -47,7 +48,8 @@ def _stage(run_model: Path) -> dict:
             "training_seconds": round(sum(e.get("time_s") or 0 for e in epochs), 1)}
 
 
-def bundle(run_model: Path, output: Path = OUTPUT, earlier: list[Path] | None = None) -> Path:
+def bundle(run_model: Path, output: Path = OUTPUT, earlier: list[Path] | None = None,
+           compute: str = CPU_COMPUTE) -> Path:
     model, meta = load_checkpoint(run_model)
     generic = HydraPicker(model.config)
     generic.body.load_state_dict(model.body.state_dict())
@@ -67,7 +69,7 @@ def bundle(run_model: Path, output: Path = OUTPUT, earlier: list[Path] | None = 
         "stages": stages,
         "epochs_logged": sum(st["epochs_logged"] for st in stages),
         "training_seconds": round(sum(st["training_seconds"] for st in stages), 1),
-        "compute": "2-core AMD EPYC CPU (bf16 autocast), no GPU",
+        "compute": compute,
     }
     metadata = {
         "thresholds": {GENERIC_HEAD: (meta.get("thresholds") or {}).get(GENERIC_HEAD, 0.5)},
@@ -87,8 +89,9 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
     parser.add_argument("--earlier", type=Path, action="append", default=[],
                         help="model.pt of an earlier stage this run was initialised from (repeatable)")
+    parser.add_argument("--compute", default=CPU_COMPUTE, help="what the run trained on, for the provenance")
     args = parser.parse_args()
-    path = bundle(args.run_model, args.output, args.earlier)
+    path = bundle(args.run_model, args.output, args.earlier, args.compute)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
