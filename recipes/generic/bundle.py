@@ -7,7 +7,9 @@ provenance: recipe files, corpus, run log summary, git commit. Stored in float16
     python recipes/generic/bundle.py runs/generic2/model.pt --earlier runs/generic/model.pt
 
 ``--earlier`` names the model.pt of each earlier stage the run was initialised from (``train --init``),
-so that the provenance counts the compute of every stage.
+so that the provenance counts the compute of every stage; ``--earlier-bundle`` takes the stages recorded
+in a bundled model the run continued (stage 4 from the shipped stages 1-3:
+``python recipes/generic/bundle.py runs/generic4/model.pt --earlier-bundle hydrapick/weights/generic.pt``).
 """
 
 from __future__ import annotations
@@ -49,17 +51,21 @@ def _stage(run_model: Path) -> dict:
 
 
 def bundle(run_model: Path, output: Path = OUTPUT, earlier: list[Path] | None = None,
-           compute: str = CPU_COMPUTE) -> Path:
+           compute: str = CPU_COMPUTE, earlier_bundle: Path | None = None) -> Path:
     model, meta = load_checkpoint(run_model)
     generic = HydraPicker(model.config)
     generic.body.load_state_dict(model.body.state_dict())
     generic.heads[GENERIC_HEAD].load_state_dict(model.heads[GENERIC_HEAD].state_dict())
 
-    stages = [_stage(p) for p in (earlier or [])] + [_stage(run_model)]
+    # Stages recorded in an earlier bundle (their run folders need not exist any more), then those named.
+    before = (load_checkpoint(earlier_bundle)[1].get("provenance") or {}).get("stages", []) \
+        if earlier_bundle is not None else []
+    stages = list(before) + [_stage(p) for p in (earlier or [])] + [_stage(run_model)]
     training = dict(meta.get("training") or {})
     provenance = {
-        "recipe": "recipes/generic (make_corpus.sh, datasets.txt, corpus.toml, train.toml, then "
-                  "continue.toml with --init)",
+        "recipe": "recipes/generic (make_corpus.sh, datasets.txt, corpus.toml; stages train.toml, "
+                  "continue.toml, continue2.toml, randomise.toml or gpu.toml, each with --init from the "
+                  "one before: docs/model.md)",
         "recipe_sha256": {p.name: _sha256(p) for p in sorted(RECIPE.glob("*")) if p.is_file()},
         "git_commit_of_bundling": _git_commit(),
         "run_model_sha256": _sha256(run_model),
@@ -89,9 +95,11 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
     parser.add_argument("--earlier", type=Path, action="append", default=[],
                         help="model.pt of an earlier stage this run was initialised from (repeatable)")
+    parser.add_argument("--earlier-bundle", type=Path,
+                        help="a bundled model this run continued: its recorded stages come first")
     parser.add_argument("--compute", default=CPU_COMPUTE, help="what the run trained on, for the provenance")
     args = parser.parse_args()
-    path = bundle(args.run_model, args.output, args.earlier, args.compute)
+    path = bundle(args.run_model, args.output, args.earlier, args.compute, args.earlier_bundle)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
