@@ -168,6 +168,7 @@ class TrainConfig:
     scale_min: float = 1.0
     scale_max: float = 1.0
     preprocess_probability: float = 0.0
+    blur_max_px: float = 2.5  # widest Gaussian blur of the random preprocessing, model px
     # Phase 1: single-head pretraining.
     pretrain_epochs: int = 200
     pretrain_lr: float = 1e-3
@@ -224,6 +225,9 @@ class TrainConfig:
             raise ValueError(f"valid_tile_px must be >= 1, got {self.valid_tile_px}")
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
+        if not self.blur_max_px >= 0.4:
+            raise ValueError(f"blur_max_px must be at least 0.4 (the narrowest blur drawn), "
+                             f"got {self.blur_max_px}")
         if not 0 <= self.preprocess_probability <= 1:
             raise ValueError(f"preprocess_probability must be in [0, 1], got {self.preprocess_probability}")
 

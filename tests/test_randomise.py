@@ -95,3 +95,27 @@ def test_train_config_checks_randomisation():
         TrainConfig(scale_min=1.2, scale_max=1.0)
     with pytest.raises(ValueError, match="preprocess_probability"):
         TrainConfig(preprocess_probability=1.5)
+
+
+def test_blur_max_px_widens_the_low_pass_family_only():
+    # Same random stream, wider blur range: every chain that blurs is smoother, the others are unchanged.
+    noise = torch.randn(96, 96, generator=torch.Generator().manual_seed(0))
+
+    def roughness(x: torch.Tensor) -> float:
+        return float((x[:, 1:] - x[:, :-1]).std() / x.std())
+
+    narrower, wider = [], []
+    for seed in range(24):
+        a = random_preprocess(noise, np.random.default_rng(seed), torch.Generator().manual_seed(seed))
+        b = random_preprocess(noise, np.random.default_rng(seed), torch.Generator().manual_seed(seed),
+                              blur_max_px=8.0)
+        narrower.append(roughness(a))
+        wider.append(roughness(b))
+    smoother = [w < n - 0.01 for n, w in zip(narrower, wider, strict=True)]
+    same = [abs(w - n) < 1e-6 for n, w in zip(narrower, wider, strict=True)]
+    assert all(s or e for s, e in zip(smoother, same, strict=True))
+    assert sum(smoother) >= 8 and sum(same) >= 3  # about 60% of chains blur
+    assert TrainConfig().blur_max_px == 2.5
+    assert augmentation_for(TrainConfig(blur_max_px=6)).randomisation.blur_max_px == 6
+    with pytest.raises(ValueError, match="blur_max_px"):
+        TrainConfig(blur_max_px=0.1)

@@ -9,7 +9,7 @@ import tomli_w
 import torch
 from click.testing import CliRunner
 
-from hydrapick.checkpoint import load_checkpoint
+from hydrapick.checkpoint import load_checkpoint, save_checkpoint
 from hydrapick.cli import cli
 from hydrapick.config import ModelConfig, SimulationConfig, TrainConfig
 from hydrapick.model import GENERIC_HEAD
@@ -154,6 +154,25 @@ def test_loader_workers_give_the_same_run(full_run, datasets, tmp_path):
     losses = [[r["train"]["loss"] for r in read_log(tmp_path / run / "log.jsonl")]
               for run in ("inline", "workers")]
     assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
+def test_a_checkpoint_older_than_a_new_setting_resumes_at_its_default(full_run, datasets, tmp_path):
+    # A checkpoint written before TrainConfig gained a setting does not list it. At the setting's default
+    # the run is the one it was, so it resumes; at any other value it is a different run, so it does not.
+    out = tmp_path / "run"
+    config = dataclasses.replace(CONFIG, pretrain_epochs=2, multihead_epochs=0)
+    with pytest.raises(_Stop):
+        train(datasets, out, config=config, model_config=MODEL, device="cpu",
+              progress=_stop_at("pretrain", 2))
+    model, meta = load_checkpoint(out / "checkpoint.pt")
+    del meta["resume"]["fingerprint"]["config"]["blur_max_px"]
+    save_checkpoint(out / "checkpoint.pt", model, meta)
+    with pytest.raises(TrainingError, match="blur_max_px"):
+        train(datasets, out, config=dataclasses.replace(config, blur_max_px=5.0), model_config=MODEL,
+              device="cpu", resume=True)
+    resumed = train(datasets, out, config=config, model_config=MODEL, device="cpu", resume=True)
+    assert [r["epoch"] for r in read_log(out / "log.jsonl")] == [1, 2]
+    assert resumed.path.exists()
 
 
 def test_finished_run_resumed_with_another_calibration_rule_is_only_calibrated_again(full_run, datasets,

@@ -83,7 +83,7 @@ def augmentation_for(config: TrainConfig) -> Augmentation:
     """The crops a training run's config asks for."""
     return Augmentation(crop_px=config.crop_px, flips=config.flips, any_angle=config.any_angle,
                         randomisation=Randomisation(config.scale_min, config.scale_max,
-                                                    config.preprocess_probability))
+                                                    config.preprocess_probability, config.blur_max_px))
 
 
 def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Generator,
@@ -121,7 +121,7 @@ def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Gene
         image, centres = zoom(image, centres, out_px)
         centres = centres[inside(centres, out_px, out_px)]
         if rng.random() < aug.randomisation.preprocess_probability:
-            image = random_preprocess(image, rng, generator)
+            image = random_preprocess(image, rng, generator, aug.randomisation.blur_max_px)
     return image.contiguous(), centres
 
 

@@ -79,7 +79,13 @@ class RunCheckpoints:
         saved = dict(resume.get("fingerprint", {}))
         # A checkpoint written before a setting became resumable still lists it; it may change too.
         saved["config"] = {k: v for k, v in saved.get("config", {}).items() if k not in RESUMABLE_CHANGES}
-        mismatch = _differences(saved, self.fingerprint())
+        now = self.fingerprint()
+        # A setting added to TrainConfig after the checkpoint was written is absent from it; at its
+        # default it changes nothing the run did, so it is no difference.
+        defaults = to_dict(type(self.config)())
+        now["config"] = {k: v for k, v in now["config"].items()
+                         if k in saved["config"] or v != defaults.get(k)}
+        mismatch = _differences(saved, now)
         if mismatch:
             raise TrainingError("cannot resume: the run differs from the checkpoint in "
                                 + "; ".join(mismatch[:6]) + " (use a new output folder to start afresh)")
