@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import ModelConfig, from_dict, to_dict
+from ..config import ModelConfig, TrainConfig, from_dict, to_dict
 from ..io.atomic import save_torch
 from .calibration import finite_or_none
 from .distributed import DistContext
@@ -82,7 +82,7 @@ class RunCheckpoints:
         now = self.fingerprint()
         # A setting added to TrainConfig after the checkpoint was written is absent from it; at its
         # default it changes nothing the run did, so it is no difference.
-        defaults = to_dict(type(self.config)())
+        defaults = to_dict(TrainConfig())
         now["config"] = {k: v for k, v in now["config"].items()
                          if k in saved["config"] or v != defaults.get(k)}
         mismatch = _differences(saved, now)
