@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -65,14 +66,14 @@ def main(argv: list[str] | None = None) -> None:
         names, box = [m.name for m in test_maps], mc.particle_diameter_px
         row = {head: _ap(*score_maps(model, head, test_maps, device=device), names, box)
                for head in ("generic", "labels")}
-        # The same micrographs as the user's unlabelled rest of the dataset: labels dropped, pseudo-labelled.
-        unlabelled = compute_features(model, test, device=device)
+        # The same micrographs as the user's unlabelled rest of the dataset: labels dropped, pseudo-labelled
+        # (the cached features are shared, only the labels differ).
         adapt = AdaptConfig()
-        found_all = candidates(model, "labels", unlabelled, adapt.uncertain_score, device)
-        for m, found in zip(unlabelled, found_all, strict=True):
-            count = int((found.score >= threshold).sum())
-            m.centres, m.uncertain = seed(found, count, adapt.positive_fraction)
-            m.name = f"unlabelled-{m.name}"
+        unlabelled = []
+        for m, found in zip(test_maps, candidates(model, "labels", test_maps, adapt.uncertain_score, device),
+                            strict=True):
+            centres, uncertain = seed(found, int((found.score >= threshold).sum()), adapt.positive_fraction)
+            unlabelled.append(replace(m, name=f"unlabelled-{m.name}", centres=centres, uncertain=uncertain))
         train_head(model, "semi", compute_features(model, train, device=device) + unlabelled, config,
                    device=device)
         row["semi"] = _ap(*score_maps(model, "semi", test_maps, device=device), names, box)

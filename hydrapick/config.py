@@ -22,6 +22,10 @@ FALLBACK_THRESHOLD = 0.5
 # them and still merges duplicates (docs/model.md, "Diameter tolerance": it was 0.8, which lost a tenth
 # of the AP at 1.25x the true diameter).
 MIN_DISTANCE_FRACTION = 0.6
+# Widest Gaussian blur (model px) of the training crops' random preprocessing unless a run sets another.
+# A blur of 5 px (a twelfth of the particle) already collapses a network trained up to 2.5 px, as denoised
+# micrographs do (docs/model.md).
+BLUR_MAX_PX = 2.5
 
 
 def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "config") -> T:
@@ -168,7 +172,7 @@ class TrainConfig:
     scale_min: float = 1.0
     scale_max: float = 1.0
     preprocess_probability: float = 0.0
-    blur_max_px: float = 2.5  # widest Gaussian blur of the random preprocessing, model px
+    blur_max_px: float = BLUR_MAX_PX  # widest Gaussian blur of the random preprocessing, model px
     # Phase 1: single-head pretraining.
     pretrain_epochs: int = 200
     pretrain_lr: float = 1e-3

@@ -35,10 +35,14 @@ _datasets: Sequence[TrainingDataset] = ()
 _aug: Augmentation | None = None
 
 
-def _make(dataset: int, micrographs: Sequence[int], seed: tuple[int, ...], positions: tuple[int, ...],
-          ) -> Batch:
-    ds = _datasets[dataset]
-    return make_batch([ds.train[i] for i in micrographs], _aug, seed, positions)
+def _batch(datasets: Sequence[TrainingDataset], aug: Augmentation, step: Step) -> Batch:
+    ds = datasets[step.dataset]
+    return make_batch([ds.train[i] for i in step.micrographs], aug, step.seed, step.positions)
+
+
+def _make(step: Step) -> Batch:
+    """`_batch` in a forked worker, on the datasets it inherited."""
+    return _batch(_datasets, _aug, step)
 
 
 def _start_worker() -> None:
@@ -61,20 +65,20 @@ class BatchLoader:
     def batches(self, steps: Sequence[Step]) -> Iterator[Batch]:
         if self.workers == 0:
             for step in steps:
-                yield self._here(step)
+                yield _batch(self.datasets, self.aug, step)
             return
         pool = self._started()
         pending: deque = deque()
         upcoming = iter(steps)
         for step in upcoming:  # fill the window, then hand over one batch for each new step submitted
-            pending.append(pool.apply_async(_make, self._args(step)))
+            pending.append(pool.apply_async(_make, (step,)))
             if len(pending) >= AHEAD_PER_WORKER * self.workers:
                 break
         while pending:
             batch = pending.popleft().get()
             nxt = next(upcoming, None)
             if nxt is not None:
-                pending.append(pool.apply_async(_make, self._args(nxt)))
+                pending.append(pool.apply_async(_make, (nxt,)))
             yield batch
 
     def close(self) -> None:
@@ -82,14 +86,6 @@ class BatchLoader:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
-
-    def _here(self, step: Step) -> Batch:
-        ds = self.datasets[step.dataset]
-        return make_batch([ds.train[i] for i in step.micrographs], self.aug, step.seed, step.positions)
-
-    @staticmethod
-    def _args(step: Step) -> tuple:
-        return step.dataset, tuple(step.micrographs), tuple(step.seed), tuple(step.positions)
 
     def _started(self):
         if self._pool is None:

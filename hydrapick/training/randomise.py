@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import BLUR_MAX_PX
 from ..preprocess import normalise
 
 
@@ -27,9 +28,7 @@ class Randomisation:
     scale_min: float = 1.0  # particle size in the crop / the size the picker is told
     scale_max: float = 1.0
     preprocess_probability: float = 0.0  # share of crops passed through a random preprocessing chain
-    # Widest Gaussian blur of the chain's low-pass family, model px. A blur of 5 px (a twelfth of the
-    # particle) already collapses a network trained up to 2.5 px, as denoised micrographs do (docs/model.md).
-    blur_max_px: float = 2.5
+    blur_max_px: float = BLUR_MAX_PX  # widest Gaussian blur of the chain's low-pass family, model px
 
     @property
     def active(self) -> bool:
@@ -117,14 +116,14 @@ def quantise(image: torch.Tensor, levels: int, clip_percent: float) -> torch.Ten
 
 
 def random_preprocess(image: torch.Tensor, rng: np.random.Generator, generator: torch.Generator,
-                      blur_max_px: float = 2.5) -> torch.Tensor:
+                      blur_max_px: float = BLUR_MAX_PX) -> torch.Tensor:
     """One random chain of preprocessing families with random strengths; returns the normalised image.
 
     Families (each drawn independently): low-pass / denoising (Gaussian, 0.4 to ``blur_max_px`` model px,
     standing in for binning, low-pass filters and the smoothing of Topaz-Denoise, non-local means or
-    Wiener filters), a
-    light unsharp mask (what guided filters and some denoisers leave), local contrast normalisation,
-    histogram equalisation, a gamma curve, and an 8-bit export (64-256 levels, 0-2 % clipped).
+    Wiener filters), a light unsharp mask (what guided filters and some denoisers leave), local contrast
+    normalisation, histogram equalisation, a gamma curve, and an 8-bit export (64-256 levels, 0-2 %
+    clipped).
     """
     out = image.float()
     if rng.random() < 0.6:
