@@ -81,6 +81,20 @@ def test_procedural_ribosome_has_rna():
     assert 700 < st.mass_kDa < 2500
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_procedural_ribosome_is_compact(seed):
+    # The small subunit lies on the large one's face with its long axis across the interface, so no
+    # principal extent is much longer than the next (end-to-end subunits gave 1.7-1.8x, and a particle
+    # whose stated diameter is twice its width).
+    st = procedural_structure("ribosome", seed)
+    xyz = st.xyz_A - st.xyz_A.mean(0)
+    _, _, axes = np.linalg.svd(xyz, full_matrices=False)
+    along = xyz @ axes.T
+    extent = np.percentile(along, 99.5, axis=0) - np.percentile(along, 0.5, axis=0)
+    assert extent[0] / extent[1] < 1.4
+    assert st.diameter_A < 1.6 * extent[1]
+
+
 @pytest.mark.parametrize("group", ["C5", "D3", "T"])
 def test_symmetric_assembly_has_its_symmetry(group):
     sub = procedural_structure("globular", 4, mass_kDa=40)

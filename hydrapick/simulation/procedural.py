@@ -478,12 +478,18 @@ def _rnp_subunit(mass_kDa: float, rna_fraction: float, ratios, rng: np.random.Ge
 
 def _ribosome(mass_kDa: float, rng: np.random.Generator) -> _Atoms:
     rna_fraction = rng.uniform(0.5, 0.65)
-    large, env_l = _rnp_subunit(0.64 * mass_kDa, rna_fraction, (1.0, rng.uniform(0.85, 1.0), 0.8), rng)
-    small, env_s = _rnp_subunit(0.36 * mass_kDa, rna_fraction, (1.0, 0.62, 0.5), rng)
-    # The small subunit sits on the large one across the inter-subunit space, its long axis across.
+    # The small subunit sits on the large one's flattest face (the large subunit's shortest axis is the
+    # interface normal), its own shortest axis along that normal and its long axis across the interface,
+    # so the assembly is compact (principal extents within ~1.3x of each other) as ribosomes are.
+    rot_l = random_rotation(rng)
+    direction = rot_l[:, 2] * rng.choice([-1.0, 1.0])
+    across = _perpendicular(direction[None], rng)[0]
+    rot_s = np.stack([across, np.cross(direction, across), direction], axis=1)
+    large, env_l = _rnp_subunit(0.64 * mass_kDa, rna_fraction, (1.0, rng.uniform(0.85, 1.0), 0.8), rng,
+                                rot_l)
+    small, env_s = _rnp_subunit(0.36 * mass_kDa, rna_fraction, (1.0, 0.62, 0.5), rng, rot_s)
     pts_l, pts_s = large.points(), small.points()
     centre_l = pts_l.mean(0)
-    direction = _unit(rng.standard_normal(3))
     tree = cKDTree(_coarse(pts_l, rng, 3000))
     coarse_s = _coarse(pts_s - pts_s.mean(0), rng, 1500)
     dist = np.linalg.norm(pts_l - centre_l, axis=1).max() + np.linalg.norm(coarse_s, axis=1).max()
