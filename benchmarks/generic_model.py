@@ -62,7 +62,8 @@ def evaluate(truth: Path, picks: Path, diameter_A: float, micrographs: list[Path
 
 
 def pick(model: str | None, head: str, micrographs: list[Path], diameter_A: float, out: Path,
-         apix: float | None, threads: int, tta: bool = False, adapt: bool = False) -> float:
+         apix: float | None, threads: int, tta: bool = False, adapt: bool = False,
+         adapt_args: list[str] = ()) -> float:
     cmd = ["hydrapick", "pick", *map(str, micrographs), "--diameter", str(diameter_A), "--head", head,
            "--threshold", "0.05", "--format", "star", "-o", str(out), "--quiet", "--device", "cpu",
            "--threads", str(threads)]
@@ -73,7 +74,7 @@ def pick(model: str | None, head: str, micrographs: list[Path], diameter_A: floa
     if tta:
         cmd += ["--tta"]
     if adapt:
-        cmd += ["--adapt"]  # label-free adaptation on the micrographs being picked
+        cmd += ["--adapt", *adapt_args]  # label-free adaptation on the micrographs being picked
     return run(cmd)
 
 
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tta", action="store_true", help="pick with --tta (test-time augmentation)")
     parser.add_argument("--adapt", action="store_true",
                         help="also pick with --adapt (label-free adaptation on the test micrographs)")
+    parser.add_argument("--adapt-args", default="", help="extra `hydrapick pick --adapt` options, quoted")
     parser.add_argument("--finetune-args", default="", help="extra `hydrapick finetune` options, quoted")
     parser.add_argument("--no-zero-shot", action="store_true", help="few-shot only")
     args = parser.parse_args(argv)
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             row["zero_shot"]["seconds"] = round(seconds, 1)
         if args.adapt:  # the same micrographs, adapted on without their labels
             seconds = pick(args.model, "generic", t["test"], t["diameter_A"], d / "adapt.star", t["apix"],
-                           args.threads, args.tta, adapt=True)
+                           args.threads, args.tta, adapt=True, adapt_args=shlex.split(args.adapt_args))
             row["adapted"] = evaluate(t["truth"], d / "adapt.star", t["diameter_A"], t["test"],
                                       d / "adapt.json")
             row["adapted"]["seconds"] = round(seconds, 1)
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row), flush=True)
 
     (out / "summary.json").write_text(json.dumps({"model": args.model or "bundled", "tta": args.tta,
-                                                  "finetune_args": args.finetune_args, "rows": rows},
+                                                  "finetune_args": args.finetune_args,
+                                                  "adapt_args": args.adapt_args, "rows": rows},
                                                  indent=1))
     nan = float("nan")
     print(f"\nmodel: {args.model or 'bundled generic'} ({args.label})")

@@ -144,6 +144,9 @@ PREVIEW_COUNT = 3  # micrographs drawn with their picks when previews are asked 
 PARTICLE_SIZE_RANGE = (1 / 8, 16.0)
 
 
+ADAPT_OBJECTIVES = ("ignore", "count-prior")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Options of `hydrapick train` that are not file names (see docs/training.md).
@@ -267,9 +270,17 @@ class AdaptConfig:
     # Weight of the trained head against the generic one when their weights are averaged after each
     # round (weight-space ensembling, WiSE-FT): 1 keeps the trained head as it is.
     interpolation: float = 1.0
+    # What the places that are neither seed particles nor confidently empty teach the head: "ignore"
+    # leaves them out of the loss; "count-prior" treats every place but the seeds as unlabelled and holds
+    # the number of particles predicted there to the estimate (Topaz's GE-binomial objective).
+    objective: str = "ignore"
+    count_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.objective not in ADAPT_OBJECTIVES:
+            raise ValueError(f"adapt objective must be one of {', '.join(ADAPT_OBJECTIVES)}, "
+                             f"got {self.objective!r}")
         for name in ("micrographs", "rounds", "steps", "batch_size", "crop_px"):
             if getattr(self, name) < 1:
                 raise ValueError(f"adapt {name} must be >= 1, got {getattr(self, name)}")
@@ -280,8 +291,8 @@ class AdaptConfig:
                 raise ValueError(f"adapt {name} must be in (0, 1], got {getattr(self, name)}")
         if not 0 <= self.uncertain_score < 1 or not 0 <= self.holdout < 1:
             raise ValueError("adapt uncertain_score and holdout must be in [0, 1)")
-        if self.max_count_ratio < 1 or self.lr <= 0:
-            raise ValueError("adapt max_count_ratio must be >= 1 and lr > 0")
+        if self.max_count_ratio < 1 or self.lr <= 0 or self.count_weight < 0:
+            raise ValueError("adapt max_count_ratio must be >= 1, lr > 0 and count_weight >= 0")
 
 
 @dataclass(frozen=True)
@@ -305,6 +316,12 @@ class FinetuneConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     grad_clip: float = 10.0
+    # Positive-unlabelled training (label-free adaptation, objective "count-prior"): the particles given
+    # are only some of those present, this many unlabelled ones per labelled one; anchors without a label
+    # are held to that count (losses.count_penalty, weighted count_weight) instead of called background.
+    # None: every anchor without a particle is background (or ignored near uncertain places).
+    unlabelled_ratio: float | None = None
+    count_weight: float = 1.0
     flips: bool = False  # also features of the 7 mirrored/rotated copies (x8 feature time and memory)
     feature_dtype: str = "float16"  # cache of body features; float16 halves its memory
     calibration: str = "f1"  # "f1" or "precision" (see TrainConfig)
@@ -320,9 +337,11 @@ class FinetuneConfig:
         for name in ("steps", "batch_size", "crop_px"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "cls_weight", "focal_gamma", "grad_clip"):
+        for name in ("lr", "weight_decay", "cls_weight", "focal_gamma", "grad_clip", "count_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.unlabelled_ratio is not None and not self.unlabelled_ratio >= 0:
+            raise ValueError(f"unlabelled_ratio must be >= 0, got {self.unlabelled_ratio}")
         if not 0 < self.calibration_precision <= 1:
             raise ValueError(f"calibration_precision must be in (0, 1], got {self.calibration_precision}")
         if self.calibration not in CALIBRATION_RULES:

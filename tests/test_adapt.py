@@ -195,3 +195,60 @@ def test_frozen_head_blocks_score_alike_and_only_the_later_blocks_train():
     assert not torch.equal(after["output.weight"], before["output.weight"])
     with pytest.raises(ValueError, match="frozen_blocks"):  # block 2 halves the resolution
         compute_features(model, [sample], device=cpu, frozen_blocks=2)
+
+
+def test_count_penalty_is_least_at_the_prior_count():
+    from hydrapick.model.losses import count_penalty
+
+    def penalty(p, n=400, prior=0.05):
+        return float(count_penalty(torch.full((n,), float(np.log(p / (1 - p)))), prior))
+
+    # Predicting the prior's share of particles costs least; too many or too few cost more, the further
+    # the more.
+    assert penalty(0.05) < penalty(0.1) < penalty(0.3)
+    assert penalty(0.05) < penalty(0.02) < penalty(0.005)
+    assert penalty(0.05) == pytest.approx(0.0, abs=0.05)
+    # It pulls scores down where the head predicts too many particles.
+    logits = torch.full((400,), 0.0, requires_grad=True)
+    count_penalty(logits, 0.05).backward()
+    assert (logits.grad > 0).all()
+    assert float(count_penalty(torch.zeros(0), 0.1)) == 0.0
+
+
+def test_positive_unlabelled_loss_scores_seeds_and_leaves_other_anchors_to_the_count():
+    from hydrapick.config import FinetuneConfig
+    from hydrapick.training.heads import positive_unlabelled_loss
+
+    anchors = anchor_centres(64, 64, TINY)
+    centres = [torch.tensor([[20.0, 20.0]])]
+    outputs = torch.zeros((1, anchors.shape[0], 3))
+    outputs[0, :, 2] = -6.0
+    config = FinetuneConfig(unlabelled_ratio=1.0)
+    quiet = positive_unlabelled_loss(outputs, centres, anchors, TINY, config)
+    # Everything off the seed scored as particle: no classification loss there, but the count penalty.
+    loud = outputs.clone()
+    _, _, positive = build_targets(anchors, centres, TINY)
+    loud[0, ~positive[0], 2] = 6.0
+    parts = positive_unlabelled_loss(loud, centres, anchors, TINY, config)
+    assert float(parts["cls"]) == pytest.approx(float(quiet["cls"]))
+    assert float(parts["count"]) > float(quiet["count"]) + 1.0
+    assert float(parts["loss"]) > float(quiet["loss"])
+    with pytest.raises(ValueError, match="unlabelled_ratio"):
+        FinetuneConfig(unlabelled_ratio=-1.0)
+
+
+def test_pick_adapt_with_the_count_prior_objective(tmp_path):
+    truth = write_blob_micrographs(tmp_path / "mics", 4, pixel_size_A=2.0, particles=6, seed=5)
+    config = AdaptConfig(micrographs=4, rounds=1, steps=30, batch_size=4, crop_px=96, objective="count-prior")
+    report = pick(sorted(truth), None, model=trained_checkpoint(), diameter_A=DIAMETER_A, adapt=config)
+    info = report.adaptation
+    assert info["kept"], info["reason"]
+    for name, pts in truth.items():
+        found = [p for n, p in report.picks.by_micrograph() if n.endswith(Path(name).name)][0]
+        recall, precision = match_fraction(found, pts, 0.15 * DIAMETER_A / 2.0)
+        assert recall >= 0.8 and precision >= 0.8, (name, recall, precision)
+    with pytest.raises(ValueError, match="objective"):
+        AdaptConfig(objective="nnpu")
+    result = CliRunner().invoke(cli, ["pick", str(tmp_path / "mics"), "--diameter", str(DIAMETER_A),
+                                      "--adapt-objective", "count-prior", "-o", str(tmp_path / "p.star")])
+    assert result.exit_code == 2 and "need --adapt" in result.output

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..config import PICK_BATCH_SIZE, PICK_HEAD, SCORE_FLOOR, AdaptConfig
+from ..config import ADAPT_OBJECTIVES, PICK_BATCH_SIZE, PICK_HEAD, SCORE_FLOOR, AdaptConfig
 from .group import cli
 from .options import device_option, quiet_option, threads_option
 from .pick_display import adapt_progress, adapt_summary, pick_progress, pick_summary
@@ -56,6 +56,11 @@ _PICK_SHOWN_FAILURES = 20
                    "held-out micrographs decides whether it is used; if not, the generic head picks.")
 @click.option("--adapt-micrographs", type=click.IntRange(min=1), default=AdaptConfig.micrographs,
               show_default=True, help="Learn from at most this many micrographs, spread over the run.")
+@click.option("--adapt-objective", type=click.Choice(ADAPT_OBJECTIVES), default=AdaptConfig.objective,
+              show_default=True,
+              help="What adaptation does with places that are neither confident picks nor empty: leave "
+                   "them out of the loss (ignore), or hold the number of particles predicted anywhere "
+                   "off the seeds to the estimated count (count-prior, Topaz's GE-binomial).")
 @click.option("--adapt-output", type=click.Path(dir_okay=False),
               help="Save the adapted model here; pick later runs with --model FILE --head adapted.")
 @click.option("--shard", help="K/N: pick every N-th micrograph starting at K (0-based). Default in a SLURM "
@@ -76,9 +81,9 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
          diameter_A: float | None, pixel_size_A: float | None, threshold: float | None,
          min_distance_A: float | None, border_A: float | None, score_floor: float, device: str,
          batch_size: int, threads: int | None, full_precision: bool, tta: bool, adapt: bool,
-         adapt_micrographs: int, adapt_output: str | None, shard: str | None, skip_existing: bool,
-         preview_dir: str | None, watch: bool, watch_timeout: float, poll_interval: float,
-         quiet: bool) -> None:
+         adapt_micrographs: int, adapt_objective: str, adapt_output: str | None, shard: str | None,
+         skip_existing: bool, preview_dir: str | None, watch: bool, watch_timeout: float,
+         poll_interval: float, quiet: bool) -> None:
     """Pick particles in micrographs with the bundled generic model or a fine-tuned one.
 
     MICROGRAPHS are MRC files, globs ('Movies/*.mrc'), folders, a RELION micrographs STAR file or a text
@@ -100,8 +105,10 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
     from ..picking.shards import parse_shard, shard_from_environment
 
     err = Console(stderr=True, quiet=quiet)
-    if (adapt_output or adapt_micrographs != AdaptConfig.micrographs) and not adapt:
-        raise click.UsageError("--adapt-output and --adapt-micrographs need --adapt")
+    if (adapt_output or adapt_micrographs != AdaptConfig.micrographs
+            or adapt_objective != AdaptConfig.objective) and not adapt:
+        raise click.UsageError("--adapt-output, --adapt-micrographs and --adapt-objective need --adapt")
+    adapt_config = AdaptConfig(micrographs=adapt_micrographs, objective=adapt_objective) if adapt else None
     if watch:
         from .pick_watch import run_watch
 
@@ -109,7 +116,7 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
                        min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
                        device=device, batch_size=batch_size, num_threads=threads,
                        mixed_precision=not full_precision, tta=tta, preview_dir=preview_dir,
-                       adapt=AdaptConfig(micrographs=adapt_micrographs) if adapt else None,
+                       adapt=adapt_config,
                        adapt_output=adapt_output)
         if run_watch(micrographs, output, fmt, model_path, watch_timeout, poll_interval, shard, err, options):
             sys.exit(PICK_EXIT_FAILED)
@@ -126,7 +133,7 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
                               device=device, batch_size=batch_size, num_threads=threads,
                               mixed_precision=not full_precision, tta=tta, shard=shard_spec,
                               skip_existing=skip_existing, preview_dir=preview_dir, progress=progress,
-                              adapt=AdaptConfig(micrographs=adapt_micrographs) if adapt else False,
+                              adapt=adapt_config or False,
                               adapt_output=adapt_output, adapt_progress=on_adapt)
     except (InputError, FormatError, CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc

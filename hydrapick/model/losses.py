@@ -130,6 +130,24 @@ def detection_loss(outputs: torch.Tensor, labels: torch.Tensor, offsets: torch.T
     return {"loss": loc + cls_weight * cls, "cls": cls, "loc": loc, "num_pos": num_pos}
 
 
+def count_penalty(logits: torch.Tensor, prior: float) -> torch.Tensor:
+    """How far the number of particles ``logits`` predict is from ``prior`` x their number (0-d tensor).
+
+    The positive-unlabelled objective of Topaz (GE-binomial; Bepler et al., Nat. Methods 2019): among
+    anchors with no label, the count of particles the head predicts, a sum of Bernoulli variables
+    approximated by a normal distribution (mean sum p, variance sum p(1-p)), should follow the binomial
+    count that a particle share ``prior`` implies (normal approximation, mean N prior, variance
+    N prior (1 - prior)). The penalty is the Kullback-Leibler divergence of the first from the second.
+    """
+    p = torch.sigmoid(logits.float())
+    n = p.numel()
+    if n == 0:
+        return logits.sum() * 0.0
+    mean_q, var_q = p.sum(), (p * (1 - p)).sum() + 1e-6
+    mean_b, var_b = n * prior, n * prior * (1 - prior)
+    return 0.5 * (torch.log(var_b / var_q) + (var_q + (mean_q - mean_b) ** 2) / var_b - 1)
+
+
 def batch_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: torch.Tensor,
                model_config: ModelConfig, *, cls_weight: float = 1.0, alpha: float = 0.25,
                gamma: float = 2.0, ignore: torch.Tensor | None = None,

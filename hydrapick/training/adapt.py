@@ -174,6 +174,8 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
         for m in fit:
             i = by_name[m.name]
             m.centres, m.uncertain = seed(current[i], n_est[i], config.positive_fraction)
+            if config.objective == "count-prior":  # every place but the seeds is unlabelled
+                m.uncertain = torch.zeros((0, 2))
         report["seeds"].append({"particles": int(sum(len(m.centres) for m in fit)),
                                 "uncertain": int(sum(len(m.uncertain) for m in fit))})
         if progress is not None:
@@ -181,8 +183,12 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
                                 message=f"{report['seeds'][-1]['particles']} seed particles"))
         if ADAPTED_HEAD in model.heads:  # each round's student starts again from the generic head
             model.remove_head(ADAPTED_HEAD)
-        head_config = FinetuneConfig(seed=config.seed + r, steps=config.steps, batch_size=config.batch_size,
-                                     crop_px=config.crop_px, lr=config.lr)
+        head_config = FinetuneConfig(
+            seed=config.seed + r, steps=config.steps, batch_size=config.batch_size, crop_px=config.crop_px,
+            lr=config.lr, count_weight=config.count_weight,
+            # Seeds are positive_fraction of the estimated particles: the rest are among the unlabelled.
+            unlabelled_ratio=(1 - config.positive_fraction) / config.positive_fraction
+            if config.objective == "count-prior" else None)
         train_head(model, ADAPTED_HEAD, fit, head_config, device=device, progress=progress,
                    phase=f"adapt {r + 1}/{config.rounds}")
         if config.interpolation < 1:

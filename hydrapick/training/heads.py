@@ -19,9 +19,9 @@ import torch
 from ..config import FinetuneConfig, ModelConfig
 from ..device import autocast_for
 from ..model import GENERIC_HEAD, HydraPicker
-from ..model.anchors import anchor_centres, detect_picks
+from ..model.anchors import anchor_centres, build_targets, detect_picks
 from ..model.head import LAYERS_PER_BLOCK, full_resolution_blocks
-from ..model.losses import batch_loss
+from ..model.losses import batch_loss, count_penalty, detection_loss
 from ..picks import Picks
 from .augment import dihedral
 from .datasets import MicrographSample
@@ -183,8 +183,11 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
         torch.manual_seed(step_seed((config.seed, step)))
         with autocast():
             outputs = head(feats, start)
-        parts = batch_loss(outputs, centres, anchors, mc, cls_weight=config.cls_weight,
-                           alpha=config.focal_alpha, gamma=config.focal_gamma, ignore=ignore)
+        if config.unlabelled_ratio is None:
+            parts = batch_loss(outputs, centres, anchors, mc, cls_weight=config.cls_weight,
+                               alpha=config.focal_alpha, gamma=config.focal_gamma, ignore=ignore)
+        else:
+            parts = positive_unlabelled_loss(outputs, centres, anchors, mc, config)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(parts["loss"]).backward()
         if config.grad_clip > 0:
@@ -204,6 +207,28 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
         p.requires_grad_(False)
     head.eval()
     return losses
+
+
+def positive_unlabelled_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: torch.Tensor,
+                             mc: ModelConfig, config: FinetuneConfig) -> dict[str, torch.Tensor]:
+    """Loss of a batch whose particles are only some of those present (label-free adaptation's seeds).
+
+    Labelled particles give the focal and localisation losses as in fine-tuning; every other anchor is
+    unlabelled, neither particle nor background, and only their predicted count is held to the prior:
+    ``unlabelled_ratio`` unlabelled particles per labelled one (`count_penalty`, weight ``count_weight``).
+    """
+    labels, offsets, positive = build_targets(anchors, list(centres), mc)
+    parts = detection_loss(outputs.float(), labels, offsets, positive, cls_weight=config.cls_weight,
+                           alpha=config.focal_alpha, gamma=config.focal_gamma,
+                           ignore=torch.ones_like(positive))
+    unlabelled = ~positive
+    # The share of unlabelled anchors that are particles: a few anchors per particle, as many per
+    # unlabelled particle as per labelled one. Bounded away from 0 and 1, where the binomial is degenerate.
+    share = config.unlabelled_ratio * float(positive.sum()) / max(1, int(unlabelled.sum()))
+    penalty = count_penalty(outputs[..., 2][unlabelled], min(max(share, 1e-3), 0.5))
+    parts["count"] = penalty
+    parts["loss"] = parts["loss"] + config.count_weight * penalty
+    return parts
 
 
 @torch.no_grad()
