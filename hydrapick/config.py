@@ -267,6 +267,7 @@ class AdaptConfig:
     holdout: float = 0.25  # share of the adaptation micrographs kept for the self-check (at least 1 of 3+)
     min_recovery: float = 0.8  # the adapted head must find this share of the generic head's surest picks
     max_count_ratio: float = 2.0  # ... and pick between 1/ratio and ratio times as many particles
+    min_candidate_ratio: float = 0.5  # ... and keep this share of its candidates above uncertain_score
     # Weight of the trained head against the generic one when their weights are averaged after each
     # round (weight-space ensembling, WiSE-FT): 1 keeps the trained head as it is.
     interpolation: float = 1.0
@@ -286,7 +287,7 @@ class AdaptConfig:
                 raise ValueError(f"adapt {name} must be >= 1, got {getattr(self, name)}")
         if self.frozen_blocks < 0:
             raise ValueError(f"adapt frozen_blocks must be >= 0, got {self.frozen_blocks}")
-        for name in ("positive_fraction", "min_recovery", "interpolation"):
+        for name in ("positive_fraction", "min_recovery", "interpolation", "min_candidate_ratio"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"adapt {name} must be in (0, 1], got {getattr(self, name)}")
         if not 0 <= self.uncertain_score < 1 or not 0 <= self.holdout < 1:

@@ -105,6 +105,14 @@ def test_self_check_keeps_an_agreeing_head_and_rejects_a_drifting_one():
     greedy = [_picks(list(range(0, 600, 10)), np.full(60, 0.9))]
     kept, reason, _ = self_check(generic, greedy, [3], [0], 0.5, AdaptConfig(), TINY)
     assert not kept and "expected number" in reason
+    # A head that keeps the seeds and drops every other candidate under the floor (the count-prior
+    # objective's failure on simulated targets): it recovers the seeds, but ranks nothing else.
+    many = [_picks([10, 60, 110, 160, 210, 260, 310, 360], [0.9, 0.8, 0.7, 0.2, 0.1, 0.1, 0.1, 0.1])]
+    narrow = [_picks([10, 60, 110], [0.9, 0.9, 0.9])]
+    kept, reason, report = self_check(many, narrow, [3], [0], 0.5, AdaptConfig(), TINY)
+    assert not kept and "candidates" in reason and report["candidate_ratio"] == pytest.approx(3 / 8)
+    kept, _, _ = self_check(many, narrow, [3], [0], 0.5, AdaptConfig(min_candidate_ratio=0.3), TINY)
+    assert kept
 
 
 def test_pick_adapt_learns_a_head_saves_it_and_picks_with_it(tmp_path):
