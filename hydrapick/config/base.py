@@ -48,3 +48,11 @@ def to_dict(config: Any) -> dict[str, Any]:
         v = getattr(config, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def check_calibration(rule: str, min_precision: float) -> None:
+    """Reject a calibration rule or precision that `hydrapick.training.calibration` cannot apply."""
+    if not 0 < min_precision <= 1:
+        raise ValueError(f"calibration_precision must be in (0, 1], got {min_precision}")
+    if rule not in CALIBRATION_RULES:
+        raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_RULES)}, got {rule!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import BLUR_MAX_PX, CALIBRATION_RULES
+from .base import BLUR_MAX_PX, check_calibration
 
 ADAPT_OBJECTIVES = ("ignore", "count-prior")
 
@@ -81,11 +81,7 @@ class TrainConfig:
             raise ValueError("pretrain_epochs + multihead_epochs must be at least 1")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not 0 < self.calibration_precision <= 1:
-            raise ValueError(f"calibration_precision must be in (0, 1], got {self.calibration_precision}")
-        if self.calibration not in CALIBRATION_RULES:
-            raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_RULES)}, "
-                             f"got {self.calibration!r}")
+        check_calibration(self.calibration, self.calibration_precision)
         if self.loader_workers < 0:
             raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if self.cache_dtype not in ("float32", "float16"):
@@ -205,11 +201,7 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.unlabelled_ratio is not None and not self.unlabelled_ratio >= 0:
             raise ValueError(f"unlabelled_ratio must be >= 0, got {self.unlabelled_ratio}")
-        if not 0 < self.calibration_precision <= 1:
-            raise ValueError(f"calibration_precision must be in (0, 1], got {self.calibration_precision}")
-        if self.calibration not in CALIBRATION_RULES:
-            raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_RULES)}, "
-                             f"got {self.calibration!r}")
+        check_calibration(self.calibration, self.calibration_precision)
         if self.feature_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"feature_dtype must be float32, float16 or bfloat16, "
                              f"got {self.feature_dtype!r}")
