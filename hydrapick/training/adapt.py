@@ -171,11 +171,12 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
         "estimated_particles_per_micrograph": float(np.mean(n_est)) if n_est else 0.0, "seeds": []}
     current = generic
     by_name = {m.name: i for i, m in enumerate(maps)}
+    count_prior = config.objective == "count-prior"
     for r in range(config.rounds):
         for m in fit:
             i = by_name[m.name]
             m.centres, m.uncertain = seed(current[i], n_est[i], config.positive_fraction)
-            if config.objective == "count-prior":  # every place but the seeds is unlabelled
+            if count_prior:  # every place but the seeds is unlabelled
                 m.uncertain = torch.zeros((0, 2))
         report["seeds"].append({"particles": int(sum(len(m.centres) for m in fit)),
                                 "uncertain": int(sum(len(m.uncertain) for m in fit))})
@@ -188,8 +189,8 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
             seed=config.seed + r, steps=config.steps, batch_size=config.batch_size, crop_px=config.crop_px,
             lr=config.lr, count_weight=config.count_weight,
             # Seeds are positive_fraction of the estimated particles: the rest are among the unlabelled.
-            unlabelled_ratio=(1 - config.positive_fraction) / config.positive_fraction
-            if config.objective == "count-prior" else None)
+            unlabelled_ratio=(1 - config.positive_fraction) / config.positive_fraction if count_prior
+            else None)
         train_head(model, ADAPTED_HEAD, fit, head_config, device=device, progress=progress,
                    phase=f"adapt {r + 1}/{config.rounds}")
         if config.interpolation < 1:

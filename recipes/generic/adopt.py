@@ -1,7 +1,7 @@
 """Apply the generic model's adoption rule to a candidate: measure it beside the shipped model, decide.
 
-The rule of stages 4 and 5 (recipes/generic/randomise.toml, denoised.toml), fixed before their figures
-were seen: the candidate replaces the shipped model if
+The rule of stages 4-8 (recipes/generic/randomise.toml, denoised.toml, mixed.toml, mixed2.toml,
+mixed3.toml), fixed before their figures were seen: the candidate replaces the shipped model if
 
   (a) the mean zero-shot AP over the simulated held-out targets (4hhb, 6b7n, 6msm) drops by no more than
       0.005 (benchmarks/generic_model.py --no-finetune), and
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SIM_DROP_LIMIT = 0.005
 TOPAZ_VENV = ROOT / ".venv-topaz"
+TOPAZ_VARIANT = "topaz-denoise"  # rendered by Topaz itself (benchmarks/preprocess_variants.py)
 
 
 def zero_shot(model: str | None, label: str, out: Path, threads: int) -> dict[str, float]:
@@ -70,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     sims, real = {}, {}
     for label, model in (("shipped", None), ("candidate", args.candidate)):
         sims[label] = zero_shot(model, label, args.out / "zero_shot", args.threads)
+        if label == "candidate":  # the same Topaz-Denoise renderings: Topaz runs once, not per model
+            rendered = args.out / "variants_shipped" / "trainvalid" / TOPAZ_VARIANT / "micrographs"
+            if rendered.is_dir():
+                shutil.copytree(rendered, args.out / "variants_candidate" / "trainvalid" / TOPAZ_VARIANT
+                                / "micrographs", dirs_exist_ok=True)
         real[label] = variants(model, args.out / f"variants_{label}", args.topaz_venv)
     targets = [t for t in sims["shipped"] if t != "empiar10028"]
     names = sorted(set(real["shipped"]) & set(real["candidate"]))
