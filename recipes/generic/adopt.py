@@ -8,6 +8,9 @@ mixed3.toml), fixed before their figures were seen: the candidate replaces the s
   (b) the mean AP over EMPIAR-10028's train and valid micrographs and their preprocessed variants rises
       (benchmarks/preprocess_variants.py --split trainvalid --pickers hydrapick).
 
+`--rule speed` applies the rule of a model made for speed (stage 9, recipes/generic/fast48.toml): (b)
+becomes "drops by no more than 0.005", the accuracy the speed issue lets an optimisation cost.
+
 Both models are measured in the same run. The EMPIAR-10028 test split is printed as measured and plays no
 part in the decision.
 
@@ -25,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SIM_DROP_LIMIT = 0.005
+REAL_DROP_LIMIT_SPEED = 0.005  # `--rule speed`: a faster model may lose this much real AP, no more
 TOPAZ_VENV = ROOT / ".venv-topaz"
 TOPAZ_VARIANT = "topaz-denoise"  # rendered by Topaz itself (benchmarks/preprocess_variants.py)
 
@@ -67,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--topaz-venv", type=Path, default=TOPAZ_VENV,
                         help="Topaz environment for the topaz-denoise variant (benchmarks/topaz_setup.sh)")
+    parser.add_argument("--rule", choices=("accuracy", "speed"), default="accuracy",
+                        help="accuracy: the real mean must rise; speed: it may drop by up to "
+                             f"{REAL_DROP_LIMIT_SPEED}")
     args = parser.parse_args(argv)
 
     sims, real = {}, {}
@@ -99,10 +106,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{sims['shipped']['empiar10028']:.3f}, candidate {sims['candidate']['empiar10028']:.3f}")
 
     a = sim_shipped - sim_candidate <= SIM_DROP_LIMIT
-    b = real_candidate > real_shipped
+    if args.rule == "speed":
+        b = real_shipped - real_candidate <= REAL_DROP_LIMIT_SPEED
+        need = f"may drop by {REAL_DROP_LIMIT_SPEED}"
+    else:
+        b = real_candidate > real_shipped
+        need = "must rise"
     print(f"\n(a) simulated mean drops by {sim_shipped - sim_candidate:+.3f} (limit {SIM_DROP_LIMIT}): "
           f"{'holds' if a else 'fails'}")
-    print(f"(b) real mean changes by {real_candidate - real_shipped:+.3f} (must rise): "
+    print(f"(b) real mean changes by {real_candidate - real_shipped:+.3f} ({need}): "
           f"{'holds' if b else 'fails'}")
     print("ADOPT" if a and b else "KEEP the shipped model")
     return 0
