@@ -14,7 +14,7 @@ from hydrapick.checkpoint import load_checkpoint
 from hydrapick.cli import cli
 from hydrapick.config import AdaptConfig
 from hydrapick.model.anchors import anchor_centres, build_targets
-from hydrapick.model.losses import detection_loss
+from hydrapick.model.losses import detection_loss, ignore_mask
 from hydrapick.picking import pick
 from hydrapick.picks import Picks
 from hydrapick.training.adapt import (
@@ -25,7 +25,6 @@ from hydrapick.training.adapt import (
     self_check,
     spread,
 )
-from hydrapick.training.heads import ignore_mask
 
 FAST = AdaptConfig(micrographs=4, rounds=1, steps=30, batch_size=4, crop_px=96)
 

@@ -219,7 +219,7 @@ def test_random_crop_keeps_particles_on_their_pixels(aug):
     gen = torch.Generator().manual_seed(0)
     seen = 0
     for _ in range(20):
-        image, centres = random_crop(sample, aug, rng, gen)
+        image, centres, _ = random_crop(sample, aug, rng, gen)
         assert image.shape == (aug.crop_px, aug.crop_px) and image.dtype == torch.float32
         for x, y in centres.round().long().tolist():
             assert image[y, x] == 1.0
@@ -229,9 +229,33 @@ def test_random_crop_keeps_particles_on_their_pixels(aug):
     assert seen > 0
 
 
+@pytest.mark.parametrize("aug", [Augmentation(crop_px=24), Augmentation(crop_px=24, flips=False),
+                                 Augmentation(crop_px=64)], ids=["flips", "plain", "padded"])
+def test_places_to_ignore_move_with_their_pixels(aug):
+    # Particles are marked 1 and places to ignore 2: after any crop, each lands on its own mark, and
+    # every mark in the crop is listed in its own list.
+    rng = np.random.default_rng(4)
+    points = list(dict.fromkeys((int(x), int(y)) for x, y in rng.integers(0, [50, 40], size=(40, 2))))
+    image, centres = _marked(40, 50, points[:20])
+    for x, y in points[20:]:
+        image[y, x] = 2.0
+    sample = MicrographSample("m", "memory", image, centres, 1.0, 32.0,
+                              ignore=torch.tensor(points[20:], dtype=torch.float32))
+    gen = torch.Generator().manual_seed(0)
+    seen = 0
+    for _ in range(20):
+        crop, particles, ignore = random_crop(sample, aug, rng, gen)
+        for places, mark in ((particles, 1.0), (ignore, 2.0)):
+            for x, y in places.round().long().tolist():
+                assert crop[y, x] == mark
+            assert int((crop == mark).sum()) == len(places)
+        seen += len(ignore)
+    assert seen > 0
+
+
 def test_padding_looks_like_background():
     sample = MicrographSample("m", "memory", torch.randn(30, 30) * 2 + 5, torch.zeros(0, 2), 1.0, 32.0)
-    image, _ = random_crop(sample, Augmentation(crop_px=120, flips=False), np.random.default_rng(1),
+    image, _, _ = random_crop(sample, Augmentation(crop_px=120, flips=False), np.random.default_rng(1),
                            torch.Generator().manual_seed(1))
     assert abs(float(image.mean()) - 5) < 0.3 and abs(float(image.std()) - 2) < 0.3
 
@@ -241,7 +265,7 @@ def test_arbitrary_rotation_crop():
     sample = _sample(100, 100, [(50, 50)])
     box = torch.ones(1, 1, 5, 5)
     sample.image = torch.nn.functional.conv2d(sample.image[None, None], box, padding=2)[0, 0]
-    image, centres = random_crop(sample, Augmentation(crop_px=40, any_angle=True), rng,
+    image, centres, _ = random_crop(sample, Augmentation(crop_px=40, any_angle=True), rng,
                                  torch.Generator().manual_seed(0))
     assert image.shape == (40, 40)
     for x, y in centres.tolist():
@@ -251,9 +275,9 @@ def test_arbitrary_rotation_crop():
 def test_make_batch_is_a_function_of_its_seed():
     sample = MicrographSample("m", "memory", torch.randn(100, 90), torch.rand(30, 2) * 90, 1.0, 32.0)
     aug = Augmentation(crop_px=32)
-    a, ca = make_batch([sample, sample, sample], aug, (0, 1, 2, 3, 0))
-    b, cb = make_batch([sample, sample, sample], aug, (0, 1, 2, 3, 0))
-    c, _ = make_batch([sample, sample, sample], aug, (0, 1, 2, 4, 0))
+    a, ca, _ = make_batch([sample, sample, sample], aug, (0, 1, 2, 3, 0))
+    b, cb, _ = make_batch([sample, sample, sample], aug, (0, 1, 2, 3, 0))
+    c, _, _ = make_batch([sample, sample, sample], aug, (0, 1, 2, 4, 0))
     assert a.shape == (3, 1, 32, 32)
     assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(ca, cb, strict=True))
     assert not torch.equal(a, c)
@@ -268,9 +292,9 @@ def test_a_slice_of_a_batch_draws_the_crops_of_the_whole_batch():
     samples = [MicrographSample(f"m{i}", "memory", torch.randn(h, w, generator=gen), torch.rand(20, 2) * 40,
                                 1.0, 32.0) for i, (h, w) in enumerate(shapes)]
     aug = Augmentation(crop_px=32, any_angle=True, randomisation=Randomisation(0.8, 1.25, 0.7))
-    whole, whole_centres = make_batch(samples, aug, (3, 1, 2, 5))
+    whole, whole_centres, _ = make_batch(samples, aug, (3, 1, 2, 5))
     for lo, hi in [(0, 2), (2, 4), (1, 3), (3, 4)]:
-        part, centres = make_batch(samples[lo:hi], aug, (3, 1, 2, 5), range(lo, hi))
+        part, centres, _ = make_batch(samples[lo:hi], aug, (3, 1, 2, 5), range(lo, hi))
         assert torch.equal(part, whole[lo:hi])
         assert all(torch.equal(a, b) for a, b in zip(centres, whole_centres[lo:hi], strict=True))
     with pytest.raises(ValueError, match="positions"):

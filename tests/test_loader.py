@@ -36,9 +36,9 @@ def test_batches_are_make_batch_of_each_step_in_order(workers):
     finally:
         loader.close()
     assert len(got) == len(steps) and len(again) == 2
-    for step, (images, centres) in zip(steps, got, strict=True):
+    for step, (images, centres, _) in zip(steps, got, strict=True):
         ds = datasets[step.dataset]
-        want_images, want_centres = make_batch([ds.train[i] for i in step.micrographs], AUG, step.seed,
+        want_images, want_centres, _ = make_batch([ds.train[i] for i in step.micrographs], AUG, step.seed,
                                                step.positions)
         assert torch.equal(images, want_images)
         assert all(torch.equal(a, b) for a, b in zip(centres, want_centres, strict=True))

@@ -47,7 +47,7 @@ def test_randomised_crops_keep_centres_on_the_particles():
     contrast = []
     gen = torch.Generator().manual_seed(0)
     for k in range(60):
-        image, centres = random_crop(sample, aug, np.random.default_rng(k), gen)
+        image, centres, _ = random_crop(sample, aug, np.random.default_rng(k), gen)
         assert image.shape == (128, 128) and torch.isfinite(image).all()
         for x, y in centres.round().int().tolist():
             if 2 <= x < 126 and 2 <= y < 126:

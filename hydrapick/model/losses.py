@@ -160,3 +160,19 @@ def batch_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: 
     return detection_loss(outputs.float(), labels, offsets, positive, cls_weight=cls_weight, alpha=alpha,
                           gamma=gamma, ignore=ignore,
                           divisor=None if divisor is None else divisor(positive.sum()))
+
+
+def ignore_mask(anchors: torch.Tensor, uncertain: Sequence[torch.Tensor], radius_px: float,
+                ) -> torch.Tensor | None:
+    """(N, A) bool: anchors within ``radius_px`` of an uncertain place of their image (None: none).
+
+    Uncertain places are neither particle nor background: the unsure seeds of label-free adaptation,
+    or places a training manifest marks with ``ignore_coordinates`` (e.g. particles in aggregates).
+    """
+    if not any(len(u) for u in uncertain):
+        return None
+    mask = torch.zeros((len(uncertain), anchors.shape[0]), dtype=torch.bool, device=anchors.device)
+    for i, u in enumerate(uncertain):
+        if len(u):
+            mask[i] = torch.cdist(anchors, u.to(anchors)).min(dim=1).values < radius_px
+    return mask

@@ -1,4 +1,5 @@
-"""Training crops: random crops of cached micrographs with their particle centres, and validation tiles.
+"""Training crops: random crops of cached micrographs with their particle centres (and the places to
+ignore), and validation tiles.
 
 Steps draw random crops with random 90-degree rotations and flips (optionally any angle), padded with
 background-like noise when a micrograph is smaller than the crop. Every random choice comes from the
@@ -87,11 +88,12 @@ def augmentation_for(config: TrainConfig) -> Augmentation:
 
 
 def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Generator,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One augmented crop of ``sample``: ``(image (crop, crop) float32, centres (P, 2))``.
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One augmented crop of ``sample``: ``(image (crop, crop) float32, centres (P, 2), ignore (Q, 2))``.
 
     The crop position is uniform over the micrograph; a micrograph smaller than the crop is padded with
-    noise of its own background (`hydrapick.preprocess.pad_with_noise`).
+    noise of its own background (`hydrapick.preprocess.pad_with_noise`). The places to ignore follow
+    the pixels exactly as the particle centres do.
     """
     randomised = aug.randomisation.active
     # A particle drawn `scale` x its size: crop out_px / scale pixels and zoom them to out_px.
@@ -103,7 +105,10 @@ def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Gene
     y0 = int(rng.integers(0, max(0, h - size) + 1))
     x0 = int(rng.integers(0, max(0, w - size) + 1))
     image = sample.image[y0:y0 + size, x0:x0 + size].float()
-    centres = sample.centres - torch.tensor([x0, y0], dtype=torch.float32)
+    # Particle centres and places to ignore move together; ``is_particle`` tells them apart at the end.
+    is_particle = torch.cat([torch.ones(len(sample.centres), dtype=torch.bool),
+                             torch.zeros(len(sample.ignore), dtype=torch.bool)])
+    centres = torch.cat([sample.centres, sample.ignore]) - torch.tensor([x0, y0], dtype=torch.float32)
     if image.shape != (size, size):
         image = pad_with_noise(image, (size, size), generator=generator)
         # The real pixels sit at the top left of the padded crop; move them to a random place.
@@ -111,23 +116,28 @@ def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Gene
         if dy or dx:
             image = torch.roll(image, shifts=(dy, dx), dims=(0, 1))
             centres = centres + torch.tensor([dx, dy], dtype=torch.float32)
-    centres = centres[inside(centres, size, size)]
+    keep = inside(centres, size, size)
+    centres, is_particle = centres[keep], is_particle[keep]
     if aug.flips:
         image, centres = dihedral(image, centres, int(rng.integers(4)), bool(rng.integers(2)))
     if aug.any_angle:
         image, centres = rotate(image, centres, float(rng.uniform(0, 2 * math.pi)), zoomed_px)
-        centres = centres[inside(centres, zoomed_px, zoomed_px)]
+        keep = inside(centres, zoomed_px, zoomed_px)
+        centres, is_particle = centres[keep], is_particle[keep]
     if randomised:
         image, centres = zoom(image, centres, out_px)
-        centres = centres[inside(centres, out_px, out_px)]
+        keep = inside(centres, out_px, out_px)
+        centres, is_particle = centres[keep], is_particle[keep]
         if rng.random() < aug.randomisation.preprocess_probability:
             image = random_preprocess(image, rng, generator, aug.randomisation.blur_max_px)
-    return image.contiguous(), centres
+    return image.contiguous(), centres[is_particle], centres[~is_particle]
 
 
 def make_batch(samples: Sequence[MicrographSample], aug: Augmentation, seed: Sequence[int],
-               positions: Sequence[int] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Augmented crops of ``samples`` as ``(images (N, 1, crop, crop), [centres (P_i, 2)])``.
+               positions: Sequence[int] | None = None,
+               ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Augmented crops of ``samples``: ``(images (N, 1, crop, crop), [centres (P_i, 2)],
+    [places to ignore (Q_i, 2)])``.
 
     ``seed`` (a `Step.seed`) and each sample's position in the global batch (``positions``; default
     0, 1, ...) fully determine the crops: sample ``k`` draws everything from its own stream
@@ -136,15 +146,16 @@ def make_batch(samples: Sequence[MicrographSample], aug: Augmentation, seed: Seq
     positions = range(len(samples)) if positions is None else positions
     if len(positions) != len(samples):
         raise ValueError(f"{len(samples)} samples but {len(positions)} positions")
-    images, centres = [], []
+    images, centres, ignore = [], [], []
     for sample, position in zip(samples, positions, strict=True):
         rng = np.random.default_rng([*seed, position])
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        image, c = random_crop(sample, aug, rng, generator)
+        image, c, unsure = random_crop(sample, aug, rng, generator)
         images.append(image)
         centres.append(c)
+        ignore.append(unsure)
     # N crops of (crop, crop) -> (N, 1, crop, crop)
-    return torch.stack(images)[:, None], centres
+    return torch.stack(images)[:, None], centres, ignore
 
 
 def tiles(sample: MicrographSample, tile_px: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

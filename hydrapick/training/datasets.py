@@ -54,6 +54,9 @@ class MicrographSample:
         Particle centres (x, y) in model pixels.
     pixel_size_A, diameter_A : float
         As used for resampling.
+    ignore : (Q, 2) float32 tensor
+        Places (x, y) in model pixels that are neither particle nor background: anchors near them add
+        no classification loss (a manifest's ``ignore_coordinates``).
     """
 
     name: str
@@ -62,6 +65,7 @@ class MicrographSample:
     centres: torch.Tensor
     pixel_size_A: float
     diameter_A: float
+    ignore: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 2), dtype=torch.float32))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -90,6 +94,7 @@ class TrainingDataset:
             "n_train": len(self.train), "n_valid": len(self.valid), "n_test": len(self.test_names),
             "particles_train": int(sum(len(s.centres) for s in self.train)),
             "particles_valid": int(sum(len(s.centres) for s in self.valid)),
+            "ignored_train": int(sum(len(s.ignore) for s in self.train)),
             "micrographs": {"train": [s.name for s in self.train], "valid": [s.name for s in self.valid],
                             "test": list(self.test_names)},
         }
@@ -212,7 +217,7 @@ def prepare_files(files: DatasetFiles, diameter_A: float, model_config: ModelCon
     for key, labelled in files.labelled.items():
         samples[key] = prepare_sample(key, labelled.path, read_image(labelled.path), labelled.pixel_size_A,
                                       diameter_A, labelled.picks, model_config, cache_dtype, clip_percentile,
-                                      device)
+                                      device, ignore=labelled.ignore)
         if on_each is not None:
             on_each(key)
     return samples
@@ -229,15 +234,20 @@ def read_image(path: str) -> np.ndarray:
 
 def prepare_sample(key: str, source: str, image: np.ndarray, pixel_size_A: float, diameter_A: float,
                    picks: Picks, model_config: ModelConfig, cache_dtype: torch.dtype, clip_percentile: float,
-                   device) -> MicrographSample:
-    """One micrograph resampled and normalised for the model, its ``picks`` moved to model pixels."""
+                   device, ignore: Picks | None = None) -> MicrographSample:
+    """One micrograph resampled and normalised for the model, its ``picks`` (and the places to
+    ``ignore``) moved to model pixels."""
     prepared = prepare(image, pixel_size_A, diameter_A, model_config, clip_percentile=clip_percentile,
                        device=device)
-    model_picks = prepared.to_model(picks)
-    centres = torch.as_tensor(np.stack([model_picks.x, model_picks.y], axis=1).reshape(-1, 2),
-                              dtype=torch.float32)
+
+    def model_xy(p: Picks) -> torch.Tensor:
+        moved = prepared.to_model(p)
+        return torch.as_tensor(np.stack([moved.x, moved.y], axis=1).reshape(-1, 2), dtype=torch.float32)
+
     return MicrographSample(name=key, source=source, image=prepared.image.to("cpu", cache_dtype).contiguous(),
-                            centres=centres, pixel_size_A=float(pixel_size_A), diameter_A=float(diameter_A))
+                            centres=model_xy(picks), pixel_size_A=float(pixel_size_A),
+                            diameter_A=float(diameter_A),
+                            ignore=model_xy(ignore if ignore is not None else Picks.empty()))
 
 
 def _load_simulated(spec: DatasetSpec, manifest: Manifest, model_config: ModelConfig, cache_dtype,

@@ -21,7 +21,7 @@ from ..device import autocast_for
 from ..model import GENERIC_HEAD, HydraPicker
 from ..model.anchors import anchor_centres, build_targets, detect_picks
 from ..model.head import LAYERS_PER_BLOCK, full_resolution_blocks
-from ..model.losses import batch_loss, count_penalty, detection_loss
+from ..model.losses import batch_loss, count_penalty, detection_loss, ignore_mask
 from ..picks import Picks
 from .augment import dihedral
 from .datasets import MicrographSample
@@ -126,18 +126,6 @@ def feature_batch(maps: Sequence[FeatureMap], indices: Sequence[int], cells: int
         centres.append(_inside_crop(m.centres, fx * s, fy * s, size_px))
         uncertain.append(_inside_crop(m.uncertain, fx * s, fy * s, size_px))
     return torch.stack(crops), centres, uncertain
-
-
-def ignore_mask(anchors: torch.Tensor, uncertain: Sequence[torch.Tensor], radius_px: float,
-                ) -> torch.Tensor | None:
-    """(N, A) bool: anchors within ``radius_px`` of an uncertain place of their image (None: none)."""
-    if not any(len(u) for u in uncertain):
-        return None
-    mask = torch.zeros((len(uncertain), anchors.shape[0]), dtype=torch.bool, device=anchors.device)
-    for i, u in enumerate(uncertain):
-        if len(u):
-            mask[i] = torch.cdist(anchors, u.to(anchors)).min(dim=1).values < radius_px
-    return mask
 
 
 # --- training one head -------------------------------------------------------------------------------

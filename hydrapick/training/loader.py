@@ -25,7 +25,7 @@ from .sampler import Step
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[torch.Tensor, list[torch.Tensor]]
+Batch = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]  # images, centres, places to ignore
 
 # Steps in flight per worker: enough to hide one slow batch, few enough to bound the memory held.
 AHEAD_PER_WORKER = 2

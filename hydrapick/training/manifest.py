@@ -18,7 +18,7 @@ import re
 import tomllib
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 _DATASET_KEYS = {
-    "micrographs", "coordinates", "coordinate_format", "flip_y", "diameter_A", "pixel_size_A",
-    "train", "valid", "test", "allow_empty", "weight", "simulated",
+    "micrographs", "coordinates", "ignore_coordinates", "coordinate_format", "flip_y", "diameter_A",
+    "pixel_size_A", "train", "valid", "test", "allow_empty", "weight", "simulated",
 }
 _TOP_KEYS = {"datasets", "valid_fraction", "test_fraction", "split_seed"}
 _NAME = re.compile(r"^[A-Za-z0-9_\-+]+$")
@@ -59,6 +59,7 @@ class DatasetSpec:
     name: str
     micrographs: tuple[str, ...] = ()  # entries as given (files, globs, folders, micrograph lists)
     coordinates: tuple[str, ...] = ()  # files, folders or globs
+    ignore_coordinates: tuple[str, ...] = ()  # places that are neither particle nor background
     coordinate_format: str | None = None
     flip_y: bool = False
     diameter_A: float | None = None
@@ -100,6 +101,7 @@ class LabelledFile:
     path: str
     pixel_size_A: float
     picks: Picks
+    ignore: Picks = field(default_factory=Picks.empty)  # places left out of the loss (``ignore_coordinates``)
 
 
 @dataclass(frozen=True)
@@ -212,9 +214,11 @@ def _parse_dataset(name: str, table: Any, base: Path, problems: list[str]) -> Da
     simulated = None
     micrographs: tuple[str, ...] = ()
     coordinates: tuple[str, ...] = ()
+    ignore_coordinates: tuple[str, ...] = ()
     if "simulated" in table:
         simulated = parse_simulated(table["simulated"], where, base, problems)
-        for key in ("micrographs", "coordinates", "coordinate_format", "pixel_size_A", "flip_y"):
+        for key in ("micrographs", "coordinates", "ignore_coordinates", "coordinate_format", "pixel_size_A",
+                    "flip_y"):
             if key in table:
                 problems.append(f"{where}: '{key}' does not apply to a simulated dataset")
         if simulated is not None:
@@ -234,24 +238,33 @@ def _parse_dataset(name: str, table: Any, base: Path, problems: list[str]) -> Da
         if "coordinates" not in table:
             problems.append(f"{where}: 'coordinates' is missing (a file, folder, glob or list of them)")
         else:
-            coordinates = tuple(resolve_path(e, base) for e in _string_list(table["coordinates"],
-                                                                          f"{where}.coordinates", problems))
-            for entry in coordinates:
-                if is_glob(entry) and not os.path.exists(entry):
-                    if not glob.glob(entry):
-                        problems.append(f"{where}.coordinates: '{entry}' matches no files")
-                elif not os.path.exists(entry):
-                    problems.append(f"{where}.coordinates: '{entry}' does not exist")
+            coordinates = _coordinate_entries(table, "coordinates", where, base, problems)
+        if "ignore_coordinates" in table:
+            ignore_coordinates = _coordinate_entries(table, "ignore_coordinates", where, base, problems)
         if diameter is None:
             problems.append(f"{where}: 'diameter_A' (particle diameter in Å) is missing")
     if len(problems) > n_before:
         return None
     return DatasetSpec(
-        name=name, micrographs=micrographs, coordinates=coordinates, coordinate_format=fmt,
+        name=name, micrographs=micrographs, coordinates=coordinates, ignore_coordinates=ignore_coordinates,
+        coordinate_format=fmt,
         flip_y=bool(table.get("flip_y", False)),
         diameter_A=float(diameter) if diameter is not None else None,
         pixel_size_A=float(pixel) if pixel is not None else None, split=tuple(split),
         allow_empty=bool(table.get("allow_empty", False)), weight=float(weight), simulated=simulated)
+
+
+def _coordinate_entries(table: dict[str, Any], key: str, where: str, base: Path, problems: list[str],
+                        ) -> tuple[str, ...]:
+    """The paths of a coordinates key (file, folder, glob or a list of them), each checked to exist."""
+    entries = tuple(resolve_path(e, base) for e in _string_list(table[key], f"{where}.{key}", problems))
+    for entry in entries:
+        if is_glob(entry) and not os.path.exists(entry):
+            if not glob.glob(entry):
+                problems.append(f"{where}.{key}: '{entry}' matches no files")
+        elif not os.path.exists(entry):
+            problems.append(f"{where}.{key}: '{entry}' does not exist")
+    return entries
 
 
 def check_micrograph_entry(entry: str, where: str, problems: list[str]) -> None:
@@ -334,29 +347,19 @@ def resolve_dataset_files(spec: DatasetSpec, problems: list[str], *, valid_fract
                 problems.append(f"{where}: micrographs '{paths[key]}' and '{path}' have the same name "
                                 f"'{key}'")
             paths[key] = path
-    parts = []
-    labelled_empty: set[str] = set()  # micrographs whose own coordinate file holds no particles
-    sources = []
-    for entry in spec.coordinates:
-        try:
-            picks, empty_files = _read_coordinate_entry(entry, spec.coordinate_format)
-        except (FormatError, ValueError, OSError) as exc:
-            problems.append(f"{where}.coordinates: {exc}")
-            continue
-        parts.append(picks)
-        labelled_empty.update(empty_files)
-        sources.append((f"'{entry}'", list(picks.micrograph) + empty_files))
-    try:  # one micrograph's coordinates from two entries, or under two names, would be merged
-        check_one_file_per_micrograph(sources)
-    except FormatError as exc:
-        problems.append(f"{where}.coordinates: {exc}")
-    picks = Picks.concat(parts)
+    # micrographs whose own coordinate file holds no particles
+    picks, labelled_empty = _read_coordinate_entries(spec.coordinates, spec.coordinate_format,
+                                                     f"{where}.coordinates", problems)
+    ignore, _ = _read_coordinate_entries(spec.ignore_coordinates, spec.coordinate_format,
+                                         f"{where}.ignore_coordinates", problems)
     keys = np.array([micrograph_key(m) for m in picks.micrograph], dtype=object)
+    ignore_keys = np.array([micrograph_key(m) for m in ignore.micrograph], dtype=object)
     known = set(paths)
-    orphans = sorted(set(keys.tolist()) - known)
-    if orphans:
-        log.warning("%s: coordinates for %d micrograph(s) not in the micrograph list are ignored (%s)",
-                    where, len(orphans), ", ".join(orphans[:5]) + (", ..." if len(orphans) > 5 else ""))
+    for what, found in (("coordinates", keys), ("ignore_coordinates", ignore_keys)):
+        orphans = sorted(set(found.tolist()) - known)
+        if orphans:
+            log.warning("%s: %s for %d micrograph(s) not in the micrograph list are ignored (%s)", where,
+                        what, len(orphans), ", ".join(orphans[:5]) + (", ..." if len(orphans) > 5 else ""))
 
     explicit = spec.explicit_split()
     for part, listed in explicit.items():
@@ -384,14 +387,16 @@ def resolve_dataset_files(spec: DatasetSpec, problems: list[str], *, valid_fract
             problems.append(f"{where}: '{path}' has no pixel size in its header; give it (pixel_size_A in "
                             "a manifest, --apix on the command line)")
             continue
-        if spec.flip_y and len(mine):
-            mine = mine.flip_y(mic.shape[0])
+        mine_ignored = ignore[ignore_keys == key] if len(ignore) else Picks.empty()
         h, w = mic.shape
-        outside = (mine.x < -0.5) | (mine.x > w - 0.5) | (mine.y < -0.5) | (mine.y > h - 0.5)
-        if outside.any():
-            problems.append(f"{where}: {int(outside.sum())} coordinate(s) of '{key}' lie outside the "
-                            f"{w}x{h} micrograph (wrong file, or y flipped? see flip_y)")
-        labelled[key] = LabelledFile(path, float(mic.pixel_size_A), mine)
+        if spec.flip_y:
+            mine, mine_ignored = (p.flip_y(h) if len(p) else p for p in (mine, mine_ignored))
+        for what, these in (("coordinate", mine), ("ignore coordinate", mine_ignored)):
+            outside = (these.x < -0.5) | (these.x > w - 0.5) | (these.y < -0.5) | (these.y > h - 0.5)
+            if outside.any():
+                problems.append(f"{where}: {int(outside.sum())} {what}(s) of '{key}' lie outside the "
+                                f"{w}x{h} micrograph (wrong file, or y flipped? see flip_y)")
+        labelled[key] = LabelledFile(path, float(mic.pixel_size_A), mine, mine_ignored)
     if empty:
         empty.sort()
         shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
@@ -399,6 +404,32 @@ def resolve_dataset_files(spec: DatasetSpec, problems: list[str], *, valid_fract
                         "truly hold no particles, give each an empty coordinate file or set allow_empty = "
                         "true)")
     return DatasetFiles(labelled, split)
+
+
+def _read_coordinate_entries(entries: Sequence[str], coordinate_format: str | None, where: str,
+                             problems: list[str]) -> tuple[Picks, set[str]]:
+    """The coordinates of every entry of a coordinates key, and the micrographs given an empty file.
+
+    One micrograph's coordinates coming from two entries, or under two names, is a problem (they would
+    be merged silently).
+    """
+    from ..io import FormatError
+
+    parts, empty, sources = [], set(), []
+    for entry in entries:
+        try:
+            picks, empty_files = _read_coordinate_entry(entry, coordinate_format)
+        except (FormatError, ValueError, OSError) as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        parts.append(picks)
+        empty.update(empty_files)
+        sources.append((f"'{entry}'", list(picks.micrograph) + empty_files))
+    try:
+        check_one_file_per_micrograph(sources)
+    except FormatError as exc:
+        problems.append(f"{where}: {exc}")
+    return Picks.concat(parts), empty
 
 
 def _read_coordinate_entry(entry: str, coordinate_format: str | None) -> tuple[Picks, list[str]]:

@@ -45,7 +45,7 @@ from ..device import autocast_for
 from ..model import GENERIC_HEAD, HydraPicker
 from ..model.anchors import anchor_centres
 from ..model.dropout import per_sample_dropout
-from ..model.losses import batch_loss, bias_loss
+from ..model.losses import batch_loss, bias_loss, ignore_mask
 from .augment import augmentation_for
 from .calibration import calibrate_heads, finite_or_none
 from .config_file import read_config_file
@@ -182,15 +182,17 @@ class Trainer(RunCheckpoints):
                 "loc": torch.zeros((), device=self.device), "bias": torch.zeros((), device=self.device)}
         report_every = max(1, len(steps) // 50)
         divisor = functools.partial(loss_divisor, dist=self.dist)  # by the global batch's positives
-        for step, (images, centres) in zip(steps, self.loader.batches(steps), strict=True):
+        for step, (images, centres, unsure) in zip(steps, self.loader.batches(steps), strict=True):
             head, _ = self._heads_for(phase, step.dataset)
             images = images.to(self.device, non_blocking=True)
             centres = [c.to(self.device) for c in centres]
+            # Anchors within a particle radius of a place to ignore are neither particle nor background.
+            ignore = ignore_mask(anchors, unsure, 0.5 * model.config.particle_diameter_px)
             torch.manual_seed(step_seed(step.seed))  # any other randomness: alike on every rank and re-run
             with self.autocast(), per_sample_dropout(model, step.dropout_seeds()):
                 outputs = self.ddp_model(images, head=head)
             parts = batch_loss(outputs, centres, anchors, model.config, cls_weight=cfg.cls_weight,
-                               alpha=cfg.focal_alpha, gamma=cfg.focal_gamma, divisor=divisor)
+                               alpha=cfg.focal_alpha, gamma=cfg.focal_gamma, ignore=ignore, divisor=divisor)
             loss = parts["loss"]
             if with_bias:
                 bias = bias_loss(model).float()
