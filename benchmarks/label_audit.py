@@ -117,17 +117,10 @@ def montage(micrographs: dict[str, Path], truth: Picks, picks: Picks, box: float
     print(f"montage: {len(unmatched)} best unmatched picks, then {len(matched)} labelled ones -> {path}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a compare_pickers.py output folder holding summary.json")
-    parser.add_argument("--pickers", help="comma-separated pickers of the run to use (default: all); "
-                        "one picker's variants (hydrapick and hydrapick-adapt) are not independent")
-    parser.add_argument("--montage", type=Path, help="PNG of one picker's best unmatched picks")
-    parser.add_argument("--montage-picker", default="hydrapick")
-    args = parser.parse_args(argv)
-
-    summary = json.loads((args.run / "summary.json").read_text())
-    box = float(summary["box_px"])
+def load_run(run: Path, only: str | None = None) -> tuple[dict, dict[str, Path], Picks, dict[str, Picks]]:
+    """A `compare_pickers.py` run: its summary, micrographs by key, and the truth and each available
+    picker's picks (``only``: comma-separated names) inside the run's scored region (its edge rule)."""
+    summary = json.loads((run / "summary.json").read_text())
     micrographs = {micrograph_key(p): Path(p) for p in summary["micrographs"]}
     shapes = {k: mrcfile.mmap(p).data.shape[-2:] for k, p in micrographs.items()}
 
@@ -139,7 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     truth = region(load_coordinates(summary["truth"]).picks)
     pickers = {name: region(load_coordinates(entry["output"]).picks)
                for name, entry in summary["pickers"].items() if entry.get("available") and entry["output"]
-               and (not args.pickers or name in args.pickers.split(","))}
+               and (not only or name in only.split(","))}
+    return summary, micrographs, truth, pickers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a compare_pickers.py output folder holding summary.json")
+    parser.add_argument("--pickers", help="comma-separated pickers of the run to use (default: all); "
+                        "one picker's variants (hydrapick and hydrapick-adapt) are not independent")
+    parser.add_argument("--montage", type=Path, help="PNG of one picker's best unmatched picks")
+    parser.add_argument("--montage-picker", default="hydrapick")
+    args = parser.parse_args(argv)
+
+    summary, micrographs, truth, pickers = load_run(args.run, args.pickers)
+    box = float(summary["box_px"])
     if len(pickers) < 2:
         raise SystemExit("the audit needs the outputs of at least two pickers")
     places = unlabelled_places(truth, pickers, box)

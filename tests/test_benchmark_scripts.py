@@ -1,6 +1,8 @@
-"""Scripts behind published figures: the label audit and the model-scale copy of a checkpoint."""
+"""Scripts behind published figures: the label audit, the crowding table, the model-scale copy of a
+checkpoint and the corpus's places to ignore."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +11,19 @@ import torch
 
 from hydrapick.checkpoint import load_checkpoint, save_checkpoint
 from hydrapick.config import ModelConfig
+from hydrapick.io import read_coordinates
 from hydrapick.model import HydraPicker
 from hydrapick.picks import Picks
+from hydrapick.simulation.dataset import write_particle_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(relative: str):
+    # Scripts of one folder import each other, as they do when run from the command line.
+    folder = str((ROOT / relative).parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -49,3 +57,37 @@ def test_rescaled_checkpoint_keeps_weights_and_changes_the_particle_size(tmp_pat
         assert torch.equal(x, y), name
     with pytest.raises(SystemExit, match="outside"):
         rescale.rescale(source, 20, tmp_path / "c.pt")
+
+
+def test_crowding_places_each_particle_by_its_matched_pick():
+    crowding = load_script("benchmarks/crowding.py")
+    truth = Picks("m", [50.0, 60.0, 300.0, 500.0], [50.0, 50.0, 300.0, 500.0])
+    near = crowding.neighbour_distance(truth)
+    np.testing.assert_allclose(near, [10.0, 10.0, np.hypot(200, 200), np.hypot(200, 200)])
+    # Picks ranked: on particle 3, a false one, on particle 0; particles 1 and 2 get none.
+    picks = Picks("m.mrc", [500.0, 900.0, 51.0], [501.0, 900.0, 50.0], [0.9, 0.8, 0.3])
+    score, place = crowding.score_and_rank(truth, picks, 20.0)
+    np.testing.assert_allclose(score, [0.3, np.nan, np.nan, 0.9])
+    # Places in labelled particles of the micrograph (4): first pick 0, third pick 2 / 4.
+    np.testing.assert_allclose(place, [0.5, np.inf, np.inf, 0.0])
+
+
+def test_aggregate_places_are_written_and_named_in_the_manifest(tmp_path):
+    script = load_script("recipes/generic/aggregate_places.py")
+    folder = tmp_path / "cache" / "s1"
+    (folder / "coordinates").mkdir(parents=True)
+    (folder / "micrographs").mkdir()
+    table = {"x_px": [10.0, 20.0, 30.0], "y_px": [5.0, 6.0, 7.0], "psi_deg": [0.0, 0.0, 0.0],
+             "view": [1, 2, 3], "aggregate": [-1, 0, 0], "reason": ["", "aggregate", "aggregate"]}
+    (folder / "particles").mkdir()
+    write_particle_table(folder / "particles" / "sim_00000.star", table)
+    write_particle_table(folder / "particles" / "sim_00001.star", {**table, "reason": ["", "", "edge"]})
+    corpus = tmp_path / "corpus.toml"
+    corpus.write_text("# the corpus\n[datasets.s1]\nmicrographs = \"cache/s1/micrographs/*.mrc\"\n"
+                      "coordinates = \"cache/s1/coordinates\"\ndiameter_A = 100.0\n")
+    assert script.main([str(corpus), "-o", str(tmp_path / "out.toml")]) == 0
+    places = read_coordinates(folder / "aggregates" / "sim_00000.star")
+    np.testing.assert_allclose(np.stack([places.x, places.y], 1), [[20.0, 6.0], [30.0, 7.0]])
+    assert len(read_coordinates(folder / "aggregates" / "sim_00001.star")) == 0
+    text = (tmp_path / "out.toml").read_text()
+    assert 'ignore_coordinates = "cache/s1/aggregates"' in text and "# the corpus" in text
