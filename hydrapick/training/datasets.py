@@ -29,9 +29,9 @@ from .manifest import (
     ManifestError,
     read_manifest,
     resolve_dataset_files,
-    split_names,
 )
 from .simulated import simulate_source
+from .splits import split_names
 
 log = logging.getLogger(__name__)
 

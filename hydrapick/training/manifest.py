@@ -5,7 +5,8 @@ positive sizes, globs that match nothing, missing files and micrographs named in
 reported at once in one `ManifestError`. Paths are resolved against the manifest's folder. A dataset is
 either files on disk or ``simulated`` (made by `hydrapick.simulation` when the data are loaded).
 `resolve_dataset_files` then turns a file-based dataset into its micrographs, their coordinates and
-pixel sizes, and its train/valid/test split (`split_names`), reading only headers and coordinate files.
+pixel sizes, and its train/valid/test split (`hydrapick.training.splits`), reading only headers and
+coordinate files.
 Every key is documented in docs/training.md; loading the data is `hydrapick.training.datasets`.
 """
 
@@ -16,7 +17,6 @@ import logging
 import os
 import re
 import tomllib
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +28,10 @@ from ..io.coordinates import check_one_file_per_micrograph
 from ..io.inputs import MICROGRAPH_SUFFIXES, is_micrograph_list
 from ..picks import Picks, micrograph_key
 from .simulated import SimulatedSource, is_finite_number, parse_simulated, resolve_path
+from .splits import SPLITS, split_names
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 _DATASET_KEYS = {
     "micrographs", "coordinates", "ignore_coordinates", "coordinate_format", "flip_y", "diameter_A",
     "pixel_size_A", "train", "valid", "test", "allow_empty", "weight", "simulated",
@@ -293,38 +293,7 @@ def is_glob(text: str) -> bool:
     return any(c in _GLOB_CHARS for c in text)
 
 
-# --- splits and files ---------------------------------------------------------------------------
-
-def split_names(names: Sequence[str], dataset: str, *, valid_fraction: float = 0.1,
-                test_fraction: float = 0.1, seed: int = 0,
-                explicit: dict[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
-    """Assign micrograph keys to train/valid/test.
-
-    With ``explicit`` (split -> keys), the listed keys go where they are listed and the rest to train
-    (unless ``train`` is listed too, in which case unlisted micrographs are left out). Otherwise a seeded
-    shuffle (seed and dataset name, so adding a dataset leaves the others' splits unchanged) gives
-    ``round(n * valid_fraction)`` validation micrographs (at least 1 when n >= 3) and
-    ``round(n * test_fraction)`` test micrographs (at least 1 when n >= 5); tiny datasets train on all.
-    """
-    names = list(names)
-    if explicit:
-        out: dict[str, list[str]] = {s: [] for s in SPLITS}
-        where = {k: s for s, keys in explicit.items() for k in keys}
-        for n in names:
-            part = where.get(n, None if "train" in explicit else "train")
-            if part is not None:
-                out[part].append(n)
-        return out
-    n = len(names)
-    n_valid = max(1, round(n * valid_fraction)) if n >= 3 and valid_fraction > 0 else 0
-    n_test = max(1, round(n * test_fraction)) if n >= 5 and test_fraction > 0 else 0
-    rng = np.random.default_rng([seed, zlib.crc32(dataset.encode())])
-    order = [names[i] for i in rng.permutation(n)]
-    valid, test = order[:n_valid], order[n_valid:n_valid + n_test]
-    chosen = set(valid) | set(test)
-    return {"train": [m for m in names if m not in chosen], "valid": sorted(valid, key=names.index),
-            "test": sorted(test, key=names.index)}
-
+# --- files ----------------------------------------------------------------------------------------
 
 def resolve_dataset_files(spec: DatasetSpec, problems: list[str], *, valid_fraction: float = 0.1,
                           test_fraction: float = 0.1, seed: int = 0, where: str | None = None,
