@@ -29,7 +29,7 @@ and each picker runs on all of them as a command, exactly as a user would run it
     also what the accuracy comparison's ``--lowpass 20`` without ``--shrink 0`` runs;
 - Topaz (``topaz preprocess -s S`` to about 16 px per particle diameter, then ``topaz extract -m
   resnet16_u64 -r R -x S``, both ``-d -1``: CPU, Topaz's default threads) when the environment of
-  benchmarks/topaz_setup.sh exists at .venv-topaz.
+  benchmarks/topaz_setup.sh exists at .venv-topaz (or ``--topaz-venv``).
 
 Each command runs under ``/usr/bin/time -v`` for its peak memory (largest resident set of the process).
 Rows for CUDA are added by themselves when ``torch.cuda.is_available()``. Seconds per micrograph are the
@@ -247,7 +247,12 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="write every row here")
     p.add_argument("--relion-log", nargs="+", choices=sorted(RELION_LOG), default=["gui"],
                    help="RELION LoG configurations to run (default: gui; 'gui full' runs both)")
+    p.add_argument("--topaz-venv", type=Path, default=TOPAZ.parents[1],
+                   help="the environment of benchmarks/topaz_setup.sh (default: .venv-topaz); Topaz is "
+                   "left out, and the first line says so, when it has no bin/topaz")
     args = p.parse_args()
+    global TOPAZ
+    TOPAZ = args.topaz_venv / "bin" / "topaz"
 
     import torch
 
