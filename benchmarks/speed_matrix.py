@@ -237,6 +237,7 @@ def load_average() -> float:
 
 
 def main() -> None:
+    global TOPAZ  # the Topaz the cells run, chosen by --topaz-venv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help=f"only the cells {', '.join(QUICK_CELLS)}")
     p.add_argument("--cells", nargs="*", help="cells as DETECTOR:DIAMETER, e.g. K3:100 (default: all 9)")
@@ -251,7 +252,6 @@ def main() -> None:
                    help="the environment of benchmarks/topaz_setup.sh (default: .venv-topaz); Topaz is "
                    "left out, and the first line says so, when it has no bin/topaz")
     args = p.parse_args()
-    global TOPAZ
     TOPAZ = args.topaz_venv / "bin" / "topaz"
 
     import torch
