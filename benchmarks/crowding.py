@@ -24,8 +24,8 @@ import numpy as np
 from label_audit import load_run
 from scipy.spatial import cKDTree
 
-from hydrapick.evaluation.metrics import match_picks
-from hydrapick.picks import Picks, micrograph_key
+from hydrapick.evaluation.metrics import match_picks, micrograph_keys
+from hydrapick.picks import Picks
 
 BINS = (0.0, 0.9, 1.1, 1.4, np.inf)  # nearest labelled neighbour, in particle diameters
 
@@ -33,7 +33,7 @@ BINS = (0.0, 0.9, 1.1, 1.4, np.inf)  # nearest labelled neighbour, in particle d
 def neighbour_distance(truth: Picks) -> np.ndarray:
     """Each labelled particle's distance to the nearest other one on its micrograph (inf when alone)."""
     out = np.full(len(truth), np.inf)
-    keys = np.array([micrograph_key(m) for m in truth.micrograph])
+    keys = micrograph_keys(truth.micrograph)
     for key in np.unique(keys):
         idx = np.flatnonzero(keys == key)
         if len(idx) > 1:
@@ -47,9 +47,8 @@ def score_and_rank(truth: Picks, picks: Picks, box: float) -> tuple[np.ndarray, 
     in the picker's ranking of its micrograph in units of the micrograph's labelled particles (inf if
     none matched)."""
     matched = match_picks(truth, picks, box)
-    keys = np.array([micrograph_key(m) for m in picks.micrograph])
-    labelled = dict(zip(*np.unique([micrograph_key(m) for m in truth.micrograph], return_counts=True),
-                        strict=True))
+    keys = micrograph_keys(picks.micrograph)
+    labelled = dict(zip(*np.unique(micrograph_keys(truth.micrograph), return_counts=True), strict=True))
     rank = np.empty(len(picks))
     for key in np.unique(keys):
         idx = np.flatnonzero(keys == key)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
-from hydrapick.io import write_coordinates
+from hydrapick.io import _star, write_coordinates
 from hydrapick.picks import Picks
 
 REASON = "_hydrapickReason"
@@ -29,22 +29,9 @@ REASON = "_hydrapickReason"
 
 def read_particle_table(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, y, reason) of every placed particle in one simulator table."""
-    columns: list[str] = []
-    rows: list[list[str]] = []
-    for line in path.read_text().splitlines():
-        text = line.strip()
-        if text.startswith("_"):
-            columns.append(text.split()[0])
-        elif columns and text and not text.startswith(("#", "data_", "loop_")):
-            rows.append(text.split())
-    if REASON not in columns:
-        raise SystemExit(f"{path}: no {REASON} column (not a simulator particle table)")
-    if any(len(r) != len(columns) for r in rows):
-        raise SystemExit(f"{path}: a row does not have {len(columns)} columns")
-    table = np.array(rows, dtype=object).reshape(-1, len(columns))
-    x = table[:, columns.index("_rlnCoordinateX")].astype(float)
-    y = table[:, columns.index("_rlnCoordinateY")].astype(float)
-    return x, y, table[:, columns.index(REASON)].astype(str)
+    table = _star.find_loop(_star.read(path), REASON, path, "a simulator particle table")
+    x, y = (np.asarray(_star.floats(table, c, path)) for c in ("_rlnCoordinateX", "_rlnCoordinateY"))
+    return x, y, np.asarray(table[REASON], dtype=str)
 
 
 def write_places(dataset: Path, reason: str) -> tuple[int, int]:
