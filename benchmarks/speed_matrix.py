@@ -62,6 +62,13 @@ QUICK_CELLS = ("K3:100", "F4:150", "K2:300")
 RELION_LOG = {"gui": ("--shrink", "0", "--lowpass", "20"), "full": ()}
 
 
+def bundled_particle_px() -> float:
+    """The particle diameter, in pixels, at which the bundled model sees particles (48 since stage 11)."""
+    from hydrapick.checkpoint import load_model
+
+    return float(load_model()[1]["model_config"]["particle_diameter_px"])
+
+
 def write_micrographs(folder: Path, shape: tuple[int, int], count: int, pixel_size_A: float,
                       diameter_A: float, seed: int = 0) -> list[Path]:
     """``count`` float32 MRC micrographs of Gaussian noise with dark blobs of the particle's diameter."""
@@ -133,7 +140,7 @@ def run_cell(detector: str, diameter_A: float, count: int, inprocess_count: int,
     rows_px, cols_px, apix = DETECTORS[detector]
     folder = work / f"{detector}_{rows_px}x{cols_px}_{apix}A_{int(diameter_A)}A"
     paths = write_micrographs(folder / "micrographs", (rows_px, cols_px), count, apix, diameter_A)
-    scale = 64.0 / (diameter_A / apix)  # the bundled model's 64 px particle
+    scale = bundled_particle_px() / (diameter_A / apix)
     model_px = f"{round(rows_px * scale)}x{round(cols_px * scale)}"
     cell = dict(detector=detector, shape=f"{rows_px}x{cols_px}", apix=apix, diameter_A=diameter_A,
                 model_px=model_px, count=count)

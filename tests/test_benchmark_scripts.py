@@ -91,3 +91,16 @@ def test_aggregate_places_are_written_and_named_in_the_manifest(tmp_path):
     assert len(read_coordinates(folder / "aggregates" / "sim_00001.star")) == 0
     text = (tmp_path / "out.toml").read_text()
     assert 'ignore_coordinates = "cache/s1/aggregates"' in text and "# the corpus" in text
+
+
+def test_log_fusion_finds_dark_blobs_and_adds_ranks_per_micrograph():
+    fusion = load_script("benchmarks/log_fusion.py")
+    yy, xx = np.mgrid[:256, :256].astype(np.float32)
+    image = torch.from_numpy(-np.exp(-((xx - 100) ** 2 + (yy - 160) ** 2) / (2 * 12.0 ** 2)))
+    response = fusion.log_response(image, 48.0)
+    at = fusion.responses_at(response, np.array([100.0, 30.0]), np.array([160.0, 30.0]))
+    assert at[0] > 0.1 and at[0] > 10 * abs(at[1])  # on the blob, not on the flat background
+    picks = Picks(np.array(["a", "a", "b"], dtype=object), [0.0, 1.0, 2.0], [0.0, 0.0, 0.0], [0.5, 0.4, 0.2])
+    fused = fusion.fuse(picks, np.array([1.0, 3.0, -5.0]), 0.5)
+    np.testing.assert_allclose(fused.score, [0.5 + 0.5 * 0.25, 0.4 + 0.5 * 0.75, 0.2 + 0.5 * 0.5])
+    assert fusion.separation(np.array([0.9, 0.6, 0.1, 0.05]), np.array([2.0, 1.0, 1.0, 0.0])) == 0.875
