@@ -40,6 +40,7 @@ them because on a shared machine they are the steadier figure.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -62,6 +63,7 @@ QUICK_CELLS = ("K3:100", "F4:150", "K2:300")
 RELION_LOG = {"gui": ("--shrink", "0", "--lowpass", "20"), "full": ()}
 
 
+@functools.cache  # one model load per run, not one per cell
 def bundled_particle_px() -> float:
     """The particle diameter, in pixels, at which the bundled model sees particles (48 since stage 11)."""
     from hydrapick.checkpoint import load_model
