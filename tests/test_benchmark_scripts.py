@@ -59,6 +59,21 @@ def test_rescaled_checkpoint_keeps_weights_and_changes_the_particle_size(tmp_pat
         rescale.rescale(source, 20, tmp_path / "c.pt")
 
 
+def test_widened_stem_picks_exactly_as_the_source_until_trained(tmp_path):
+    widen = load_script("recipes/generic/widen_stem.py")
+    torch.manual_seed(0)
+    model = HydraPicker(ModelConfig.light(stem_stride=4)).eval()
+    source = save_checkpoint(tmp_path / "a.pt", model, {"thresholds": {"generic": 0.4}})
+    copy, meta = load_checkpoint(widen.widen_stem(source, 5, tmp_path / "b.pt"))
+    assert copy.config.stem_kernel == 5 and copy.body.stem[0].kernel_size == (5, 5)
+    assert meta["thresholds"] == {"generic": 0.4} and meta["stem_widened_from"]["stem_kernel"] == 3
+    x = torch.randn(1, 1, 96, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(copy.eval()(x), model(x), rtol=0, atol=0)
+    with pytest.raises(SystemExit, match="odd and wider"):
+        widen.widen_stem(source, 3, tmp_path / "c.pt")
+
+
 def test_crowding_places_each_particle_by_its_matched_pick():
     crowding = load_script("benchmarks/crowding.py")
     truth = Picks("m", [50.0, 60.0, 300.0, 500.0], [50.0, 50.0, 300.0, 500.0])

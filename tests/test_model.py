@@ -15,11 +15,15 @@ TINY_STRIDED = ModelConfig(stem_stride=2, body_channels=8, body_blocks=1, group_
                            head_channels=(8, 8, 8, 8))
 TINY_STEM4 = ModelConfig(stem_stride=4, body_channels=8, body_blocks=1, group_norm_groups=4,
                          head_channels=(8, 16))
+TINY_STEM4_K5 = ModelConfig(stem_stride=4, stem_kernel=5, body_channels=8, body_blocks=1, group_norm_groups=4,
+                            head_channels=(8, 16))
+CONFIGS = [TINY, TINY_STRIDED, TINY_STEM4, TINY_STEM4_K5]
+CONFIG_IDS = ["stem1", "stem2", "stem4", "stem4-kernel5"]
 
 
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_STRIDED, TINY_STEM4], ids=["stem1", "stem2", "stem4"])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("h,w", [(368, 368), (777, 1000), (15, 17), (1, 1), (64, 31)])
 def test_output_shape_matches_grid_shape(config, h, w):
     model = HydraPicker(config).eval()
@@ -45,7 +49,7 @@ def _linearised(model: HydraPicker) -> HydraPicker:
     return model
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_STRIDED, TINY_STEM4], ids=["stem1", "stem2", "stem4"])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 def test_anchor_centres_sit_at_the_centre_of_each_receptive_field(config):
     torch.manual_seed(0)
     model = _linearised(HydraPicker(config)).double()
@@ -64,6 +68,30 @@ def test_anchor_centres_sit_at_the_centre_of_each_receptive_field(config):
         assert 0 < int(xs.min()) and int(xs.max()) < w - 1 and 0 < int(ys.min()) and int(ys.max()) < h - 1
         centre = ((xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2)
         assert (float(centre[0]), float(centre[1])) == tuple(anchors[a].tolist())
+
+
+def _pixels_read_by_the_stem(config: ModelConfig) -> torch.Tensor:
+    """Which input pixels reach the body's output at all (a nonzero gradient), on a 32 x 32 input."""
+    model = _linearised(HydraPicker(config)).double()
+    x = torch.zeros(1, 1, 32, 32, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        model.body.stem[0].weight.fill_(1.0)
+    (grad,) = torch.autograd.grad(model.body.stem[0](x).sum(), x)
+    return grad[0, 0] != 0
+
+
+def test_a_5x5_stem_at_stride_4_reads_every_pixel_where_3x3_skips_rows_and_columns():
+    read3 = _pixels_read_by_the_stem(TINY_STEM4)
+    assert not read3[2::4].any() and not read3[:, 2::4].any()  # rows/columns 2 mod 4 are never read
+    assert float(read3[4:28, 4:28].double().mean()) == 9 / 16  # away from the edges
+    assert _pixels_read_by_the_stem(TINY_STEM4_K5)[:31, :31].all()  # the last row/column lies past 4j+2
+
+
+def test_stem_kernel_must_be_odd_and_defaults_to_3_for_older_checkpoints():
+    assert ModelConfig().stem_kernel == 3
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="stem_kernel must be odd"):
+            ModelConfig(stem_kernel=bad)
 
 
 def test_prior_bias_initialisation():

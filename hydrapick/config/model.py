@@ -18,6 +18,10 @@ class ModelConfig:
 
     in_channels: int = 1
     stem_stride: int = 1  # 2 halves the body's resolution: ~4x cheaper body
+    # Side of the stem's first (strided) convolution. A 3x3 kernel at stride 4 reads only 9 of every 16
+    # pixels (rows and columns 2 mod 4 are never seen); 5 at stride 4 reads all of them, at a negligible
+    # cost (1 input channel). Odd, so output pixel j stays centred on input pixel stride x j.
+    stem_kernel: int = 3
     body_channels: int = 64
     body_blocks: int = 3
     group_norm_groups: int = 8
@@ -35,6 +39,8 @@ class ModelConfig:
                self.anchor_stride) < 1 or self.body_blocks < 0:
             raise ValueError("in_channels, stem_stride, body_channels, group_norm_groups and anchor_stride "
                              "must be >= 1, body_blocks >= 0")
+        if self.stem_kernel < 1 or self.stem_kernel % 2 == 0:
+            raise ValueError(f"stem_kernel must be odd and >= 1, got {self.stem_kernel}")
         head_stride = self.anchor_stride // self.stem_stride
         if self.anchor_stride % self.stem_stride or head_stride & (head_stride - 1):
             raise ValueError(f"anchor_stride {self.anchor_stride} must be stem_stride x a power of two")

@@ -47,7 +47,8 @@ class ResidualBlock(nn.Module):
 
 
 class Body(nn.Module):
-    """Stem (two 3x3 conv + GN + ReLU, the first with stride ``stem_stride``) and ``body_blocks`` blocks.
+    """Stem (two conv + GN + ReLU: the first ``stem_kernel`` wide with stride ``stem_stride``, the second
+    3x3) and ``body_blocks`` blocks.
 
     Input (N, in_channels, H, W); output (N, body_channels, ceil(H / stem_stride), ceil(W / stem_stride)).
     """
@@ -56,7 +57,8 @@ class Body(nn.Module):
         super().__init__()
         c, g = config.body_channels, config.group_norm_groups
         self.stem = nn.Sequential(
-            conv3x3(config.in_channels, c, stride=config.stem_stride),
+            nn.Conv2d(config.in_channels, c, kernel_size=config.stem_kernel, stride=config.stem_stride,
+                      padding=config.stem_kernel // 2, bias=False),
             nn.GroupNorm(g, c), nn.ReLU(inplace=True),
             conv3x3(c, c), nn.GroupNorm(g, c), nn.ReLU(inplace=True),
         )
