@@ -88,9 +88,12 @@ def normalise(image: torch.Tensor, clip_percentile: float = 0.1) -> torch.Tensor
     median = sample.median()
     mad = (sample - median).abs().median()
     std = float(mad) * 1.4826
-    if not np.isfinite(std) or std <= 1e-12:
+    # Variation below this is float rounding (resampling a constant image leaves ~1e-7 of its value),
+    # not signal: scaled to unit variance it would become noise that differs from one CPU to the next.
+    negligible = max(1e-12, 1e-5 * abs(float(median)))
+    if not np.isfinite(std) or std <= negligible:
         std = float(sample.std())
-    if not np.isfinite(std) or std <= 1e-12:
+    if not np.isfinite(std) or std <= negligible:
         return torch.zeros_like(image)
     out = (image - median) / std
     if clip_percentile > 0:

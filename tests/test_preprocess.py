@@ -33,3 +33,20 @@ def test_image_centre_maps_to_image_centre():
     centre = Picks(micrograph="m", x=[(40 - 1) / 2], y=[(30 - 1) / 2])
     mapped = prep.to_original(centre)
     assert mapped.x[0] == (120 - 1) / 2 and mapped.y[0] == (90 - 1) / 2
+
+
+def test_a_constant_micrograph_prepares_to_zeros_not_to_amplified_rounding():
+    # Resampling a constant leaves float rounding of ~1e-7 of its value; scaled to unit variance that
+    # became CPU-dependent noise the network picked in.
+    config = ModelConfig(particle_diameter_px=24.0)
+    for value in (3.0, -250.0, 1e4):
+        prepared = prepare(np.full((200, 260), value, np.float32), 2.0, 72.0, config)
+        assert prepared.image.shape == (133, 173) and not prepared.image.any()
+
+
+def test_small_but_real_variation_is_scaled_up_not_discarded():
+    rng = np.random.default_rng(0)
+    for offset, sigma in ((0.0, 1e-4), (100.0, 0.05)):
+        image = (offset + sigma * rng.normal(size=(128, 128))).astype(np.float32)
+        prepared = prepare(image, 1.0, 24.0, ModelConfig(particle_diameter_px=24.0))
+        assert 0.5 < float(prepared.image.std()) < 2.0
