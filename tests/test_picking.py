@@ -409,11 +409,16 @@ def test_micrograph_inputs_carry_their_names_and_pixel_sizes(tmp_path):
     item = MicrographInput(path=path, name="Movies/renamed.mrc", pixel_size_A=2.0)
     result, = pick_micrographs([item], model=trained_checkpoint(), diameter_A=DIAMETER_A)
     assert set(result.picks.micrograph) == {"Movies/renamed.mrc"} and result.name == "Movies/renamed.mrc"
-    # A wrong pixel size changes the scale: a 1.5x larger pixel makes the blobs look 1.5x smaller.
+    # A wrong pixel size changes the scale: a 1.5x larger pixel makes the blobs look 1.5x smaller. Whether
+    # the tiny model still finds them all depends on the CPU's float kernels, so what is checked is that
+    # the given pixel size, not the header's, set the box and the resampling the network saw.
     wrong = MicrographInput(path=path, name="x", pixel_size_A=3.0)
     other, = pick_micrographs([wrong], model=trained_checkpoint(), diameter_A=DIAMETER_A)
-    assert other.pixel_size_A == 3.0
-    assert match_fraction(other.selected, truth[path], 5.0)[0] < 1.0
+    assert other.pixel_size_A == 3.0 and len(other.picks) and len(result.picks)
+    np.testing.assert_allclose(result.picks.diameter_px, DIAMETER_A / 2.0)
+    np.testing.assert_allclose(other.picks.diameter_px, DIAMETER_A / 3.0)
+    best = min(len(result.picks), len(other.picks), 4)
+    assert not np.allclose(np.sort(other.picks.score)[-best:], np.sort(result.picks.score)[-best:], atol=1e-3)
 
 
 # --- runs: outputs, sharding, skip_existing --------------------------------------------------------------
