@@ -115,10 +115,11 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"\n{'dataset':<24}{'generic':>9}{'adapted':>9}{'averaged':>9}  kept  self-check")
     for name, r in rows.items():
-        sc = r["self_check"]
+        sc = {k: r["self_check"].get(k, float("nan")) for k in ("seed_recovery", "count_ratio",
+                                                                 "candidate_ratio")}
         print(f"{name:<24}{r['generic']:>9.3f}{r['adapted']:>9.3f}{r['averaged']:>9.3f}  "
-              f"{'yes' if r['kept'] else 'no ':<4}  recovery {sc.get('seed_recovery', float('nan')):.2f}, "
-              f"count {sc.get('count_ratio', float('nan')):.2f}, candidates {sc.get('candidate_ratio', float('nan')):.2f}")
+              f"{'yes' if r['kept'] else 'no ':<4}  recovery {sc['seed_recovery']:.2f}, "
+              f"count {sc['count_ratio']:.2f}, candidates {sc['candidate_ratio']:.2f}")
     chosen = [rows[n] for n in CHOOSING if n in rows]
     if len(chosen) == len(CHOOSING):
         mean = {k: sum(r[k] for r in chosen) / len(chosen) for k in ("generic", "adapted", "averaged")}
