@@ -74,6 +74,21 @@ def test_widened_stem_picks_exactly_as_the_source_until_trained(tmp_path):
         widen.widen_stem(source, 3, tmp_path / "c.pt")
 
 
+def test_averaged_heads_mean_the_offsets_and_the_probabilities_not_the_logits():
+    ensemble = load_script("benchmarks/adapt_ensemble.py")
+    a = torch.tensor([[0.2, -0.4, 0.0], [1.0, 1.0, 4.0]])
+    b = torch.tensor([[0.4, 0.0, 0.0], [0.0, -1.0, -4.0]])
+    out = ensemble.averaged_outputs([a, b])
+    torch.testing.assert_close(out[:, :2], torch.tensor([[0.3, -0.2], [0.5, 0.0]]))
+    # sigmoid(4) and sigmoid(-4) average to exactly 0.5 (logit 0); averaging logits would agree here, so
+    # the first anchor's 0.5 and a lopsided pair tell the two apart.
+    torch.testing.assert_close(out[:, 2], torch.tensor([0.0, 0.0]), atol=1e-6, rtol=0)
+    lopsided = ensemble.averaged_outputs([torch.tensor([[0.0, 0.0, 6.0]]), torch.tensor([[0.0, 0.0, 0.0]])])
+    p = (torch.sigmoid(torch.tensor(6.0)) + 0.5) / 2
+    torch.testing.assert_close(lopsided[0, 2], torch.log(p / (1 - p)))
+    assert abs(float(lopsided[0, 2]) - 3.0) > 0.5  # the mean logit would be 3
+
+
 def test_crowding_places_each_particle_by_its_matched_pick():
     crowding = load_script("benchmarks/crowding.py")
     truth = Picks("m", [50.0, 60.0, 300.0, 500.0], [50.0, 50.0, 300.0, 500.0])
