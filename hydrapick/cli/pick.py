@@ -53,7 +53,9 @@ _PICK_SHOWN_FAILURES = 20
 @click.option("--adapt", is_flag=True,
               help="First learn this dataset's particles and background from the micrographs themselves "
                    "(no labels; a new head, minutes on a CPU), then pick with it. A self-check on "
-                   "held-out micrographs decides whether it is used; if not, the generic head picks.")
+                   "held-out micrographs decides whether it is used; if not, the generic head picks. "
+                   "Experimental: not yet measured better than the generic head on average "
+                   "(docs/picking.md).")
 @click.option("--adapt-micrographs", type=click.IntRange(min=1), default=AdaptConfig.micrographs,
               show_default=True, help="Learn from at most this many micrographs, spread over the run.")
 @click.option("--adapt-objective", type=click.Choice(ADAPT_OBJECTIVES), default=AdaptConfig.objective,
