@@ -117,20 +117,21 @@ def montage(micrographs: dict[str, Path], truth: Picks, picks: Picks, box: float
     print(f"montage: {len(unmatched)} best unmatched picks, then {len(matched)} labelled ones -> {path}")
 
 
+def region(picks: Picks, summary: dict, micrographs: dict[str, Path]) -> Picks:
+    """``picks`` inside the region a `compare_pickers.py` run scored (its edge rule)."""
+    if summary.get("border_A") is None:
+        return picks
+    shapes = {k: mrcfile.mmap(p).data.shape[-2:] for k, p in micrographs.items()}
+    return drop_near_edge(picks, shapes, summary["border_A"] / summary["pixel_size_A"])
+
+
 def load_run(run: Path, only: str | None = None) -> tuple[dict, dict[str, Path], Picks, dict[str, Picks]]:
     """A `compare_pickers.py` run: its summary, micrographs by key, and the truth and each available
     picker's picks (``only``: comma-separated names) inside the run's scored region (its edge rule)."""
     summary = json.loads((run / "summary.json").read_text())
     micrographs = {micrograph_key(p): Path(p) for p in summary["micrographs"]}
-    shapes = {k: mrcfile.mmap(p).data.shape[-2:] for k, p in micrographs.items()}
-
-    def region(picks: Picks) -> Picks:
-        if summary.get("border_A") is None:
-            return picks
-        return drop_near_edge(picks, shapes, summary["border_A"] / summary["pixel_size_A"])
-
-    truth = region(load_coordinates(summary["truth"]).picks)
-    pickers = {name: region(load_coordinates(entry["output"]).picks)
+    truth = region(load_coordinates(summary["truth"]).picks, summary, micrographs)
+    pickers = {name: region(load_coordinates(entry["output"]).picks, summary, micrographs)
                for name, entry in summary["pickers"].items() if entry.get("available") and entry["output"]
                and (not only or name in only.split(","))}
     return summary, micrographs, truth, pickers
@@ -141,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="a compare_pickers.py output folder holding summary.json")
     parser.add_argument("--pickers", help="comma-separated pickers of the run to use (default: all); "
                         "one picker's variants (hydrapick and hydrapick-adapt) are not independent")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=PICKS",
+                        help="score this picks file too (e.g. another model's candidates on the same "
+                             "micrographs) against both truths; it does not take part in the audit")
     parser.add_argument("--montage", type=Path, help="PNG of one picker's best unmatched picks")
     parser.add_argument("--montage-picker", default="hydrapick")
     args = parser.parse_args(argv)
@@ -156,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{added} places in every picker's top N ({', '.join(pickers)}) with no label within "
           f"{UNMATCHED} box ({', '.join(f'{k} {len(v)}' for k, v in places.items())})")
     print(f"{'picker':<16}{'AP':>7}{'best F1':>9}{'AP, completed':>15}{'best F1, completed':>20}")
-    for name, picks in pickers.items():
+    scored = dict(pickers)
+    for entry in args.also:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--also takes NAME=PICKS, got {entry!r}")
+        scored[name] = region(load_coordinates(path).picks, summary, micrographs)
+    for name, picks in scored.items():
         a = evaluate(truth, picks, box, micrographs=list(micrographs))
         b = evaluate(completed, picks, box, micrographs=list(micrographs))
         print(f"{name:<16}{a.ap:7.3f}{a.best_f1:9.3f}{b.ap:15.3f}{b.best_f1:20.3f}")

@@ -59,6 +59,37 @@ def test_rescaled_checkpoint_keeps_weights_and_changes_the_particle_size(tmp_pat
         rescale.rescale(source, 20, tmp_path / "c.pt")
 
 
+def test_label_audit_scores_another_picks_file_against_both_truths(tmp_path, capsys):
+    import json
+
+    from hydrapick.io import write_coordinates, write_micrograph
+
+    audit = load_script("benchmarks/label_audit.py")
+    write_micrograph(tmp_path / "m.mrc", np.zeros((400, 700), np.float32), 1.0)
+    truth = Picks("m.mrc", [50.0, 150.0, 250.0], [50.0, 50.0, 50.0])
+    a = Picks("m.mrc", [51.0, 400.0, 600.0, 150.0], [50.0, 300.0, 300.0, 52.0], [0.9, 0.8, 0.7, 0.1])
+    b = Picks("m.mrc", [403.0, 49.0, 250.0, 600.0], [302.0, 50.0, 50.0, 300.0], [5.0, 4.0, 3.0, 1.0])
+    # Ranks the unlabelled place (400, 300) first, then the three labelled particles.
+    other = Picks("m.mrc", [400.0, 50.0, 150.0, 250.0], [300.0, 50.0, 50.0, 50.0], [0.9, 0.8, 0.7, 0.6])
+    files = {}
+    for name, picks in (("truth", truth), ("a", a), ("b", b), ("other", other)):
+        files[name] = tmp_path / name  # a folder of per-micrograph files, as pickers write them
+        files[name].mkdir()
+        write_coordinates(picks, files[name] / "m.star")
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "dataset": "toy", "micrographs": [str(tmp_path / "m.mrc")], "truth": str(files["truth"]),
+        "box_px": 20.0, "border_A": None, "pixel_size_A": 1.0,
+        "pickers": {n: {"available": True, "output": str(files[n])} for n in ("a", "b")}}))
+    assert audit.main([str(tmp_path), "--also", f"other={files['other']}"]) == 0
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]]
+            for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"a", "b", "other"}
+    ap, _, ap_completed, best_f1_completed = rows["other"]
+    assert ap < 0.9 and ap_completed == pytest.approx(1.0) and best_f1_completed == pytest.approx(1.0)
+    with pytest.raises(SystemExit, match="NAME=PICKS"):
+        audit.main([str(tmp_path), "--also", str(files["other"])])
+
+
 def test_widened_stem_picks_exactly_as_the_source_until_trained(tmp_path):
     widen = load_script("recipes/generic/widen_stem.py")
     torch.manual_seed(0)
