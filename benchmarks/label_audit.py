@@ -117,11 +117,15 @@ def montage(micrographs: dict[str, Path], truth: Picks, picks: Picks, box: float
     print(f"montage: {len(unmatched)} best unmatched picks, then {len(matched)} labelled ones -> {path}")
 
 
-def region(picks: Picks, summary: dict, micrographs: dict[str, Path]) -> Picks:
+def shapes_of(micrographs: dict[str, Path]) -> dict[str, tuple[int, int]]:
+    """Each micrograph's (height, width), from its header."""
+    return {k: mrcfile.mmap(p).data.shape[-2:] for k, p in micrographs.items()}
+
+
+def region(picks: Picks, summary: dict, shapes: dict[str, tuple[int, int]]) -> Picks:
     """``picks`` inside the region a `compare_pickers.py` run scored (its edge rule)."""
     if summary.get("border_A") is None:
         return picks
-    shapes = {k: mrcfile.mmap(p).data.shape[-2:] for k, p in micrographs.items()}
     return drop_near_edge(picks, shapes, summary["border_A"] / summary["pixel_size_A"])
 
 
@@ -130,8 +134,9 @@ def load_run(run: Path, only: str | None = None) -> tuple[dict, dict[str, Path],
     picker's picks (``only``: comma-separated names) inside the run's scored region (its edge rule)."""
     summary = json.loads((run / "summary.json").read_text())
     micrographs = {micrograph_key(p): Path(p) for p in summary["micrographs"]}
-    truth = region(load_coordinates(summary["truth"]).picks, summary, micrographs)
-    pickers = {name: region(load_coordinates(entry["output"]).picks, summary, micrographs)
+    shapes = shapes_of(micrographs)
+    truth = region(load_coordinates(summary["truth"]).picks, summary, shapes)
+    pickers = {name: region(load_coordinates(entry["output"]).picks, summary, shapes)
                for name, entry in summary["pickers"].items() if entry.get("available") and entry["output"]
                and (not only or name in only.split(","))}
     return summary, micrographs, truth, pickers
@@ -161,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{UNMATCHED} box ({', '.join(f'{k} {len(v)}' for k, v in places.items())})")
     print(f"{'picker':<16}{'AP':>7}{'best F1':>9}{'AP, completed':>15}{'best F1, completed':>20}")
     scored = dict(pickers)
+    shapes = shapes_of(micrographs) if args.also else {}
     for entry in args.also:
         name, sep, path = entry.partition("=")
         if not sep or not name or not path:
             raise SystemExit(f"--also takes NAME=PICKS, got {entry!r}")
-        scored[name] = region(load_coordinates(path).picks, summary, micrographs)
+        scored[name] = region(load_coordinates(path).picks, summary, shapes)
     for name, picks in scored.items():
         a = evaluate(truth, picks, box, micrographs=list(micrographs))
         b = evaluate(completed, picks, box, micrographs=list(micrographs))

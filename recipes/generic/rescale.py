@@ -31,9 +31,8 @@ def rescale(source: Path, particle_px: float, output: Path) -> Path:
     config = replace(model.config, particle_diameter_px=float(particle_px))
     copy = HydraPicker(config, list(model.head_names))
     copy.load_state_dict(model.state_dict())
-    meta = dict(meta)
-    for key in ("model_config", "heads", "created"):  # set again by save_checkpoint
-        meta.pop(key, None)
+    # save_checkpoint sets model_config and heads from the copy; a new file gets a new creation time.
+    meta = {k: v for k, v in meta.items() if k != "created"}
     meta["rescaled_from"] = {"path": str(source), "particle_diameter_px": model.config.particle_diameter_px}
     return save_checkpoint(output, copy, meta)
 

@@ -35,9 +35,8 @@ def widen_stem(source: Path, kernel: int, output: Path) -> Path:
     weight[:, :, ring:ring + old, ring:ring + old] = state[STEM_WEIGHT]
     state[STEM_WEIGHT] = weight
     copy.load_state_dict(state)
-    meta = dict(meta)
-    for key in ("model_config", "heads", "created"):  # set again by save_checkpoint
-        meta.pop(key, None)
+    # save_checkpoint sets model_config and heads from the copy; a new file gets a new creation time.
+    meta = {k: v for k, v in meta.items() if k != "created"}
     meta["stem_widened_from"] = {"path": str(source), "stem_kernel": old}
     return save_checkpoint(output, copy, meta)
 
