@@ -40,7 +40,8 @@ TRAIN = {"seed": 0, "crop_px": 256, "batch_size": 4, "steps_per_epoch": 100, "ca
          "scale_min": 0.85, "scale_max": 1.2, "preprocess_probability": 0.4, "blur_max_px": 8.0,
          "pretrain_lr": 2e-3, "multihead_epochs": 0, "valid_every": 1000, "max_valid_tiles": 8,
          "checkpoint_every": 1}
-PROBE_STEPS = 20
+PROBE_STEPS = TRAIN["steps_per_epoch"]
+
 
 
 def toml_value(value) -> str:
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=10.0, help="training minutes per network")
     parser.add_argument("--only", help="comma-separated candidate names (default: all)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (repeat a candidate with another "
+                        "to see how far two runs of one network differ)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bodies")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(CANDIDATES)
@@ -106,12 +109,15 @@ def main() -> None:
     for name in names:
         model = {**BASE_MODEL, **CANDIDATES[name]}
         work = args.out / name
-        probe_config = write_config(work / "probe.toml", model, {**TRAIN, "restart_epochs": 1})
-        probe = train(probe_config, work / "probe", args.threads, pretrain_epochs=1,
+        recipe = {**TRAIN, "seed": args.seed}
+        probe_config = write_config(work / "probe.toml", model, {**recipe, "restart_epochs": 1})
+        # Two whole epochs: the first carries the start-up (caches, allocator); the second is the pace,
+        # with the per-epoch checkpoint included as in the real run.
+        probe = train(probe_config, work / "probe", args.threads, pretrain_epochs=2,
                       steps_per_epoch=PROBE_STEPS)
         s_per_step = probe[-1]["time_s"] / PROBE_STEPS
         epochs = max(1, round(args.budget_min * 60 / (s_per_step * TRAIN["steps_per_epoch"])))
-        config = write_config(work / "config.toml", model, {**TRAIN, "restart_epochs": epochs})
+        config = write_config(work / "config.toml", model, {**recipe, "restart_epochs": epochs})
         started = time.monotonic()
         log = train(config, work / "run", args.threads, pretrain_epochs=epochs)
         trained_s = sum(r["time_s"] for r in log if "time_s" in r)
@@ -122,7 +128,8 @@ def main() -> None:
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
         print(f"{name} done: {epochs} epochs, {trained_s:.0f} s", flush=True)
 
-    print(f"\nEqual-time comparison: {args.budget_min:g} min of training per network, {args.threads} threads")
+    print(f"\nEqual-time comparison: {args.budget_min:g} min of training per network, {args.threads} threads, "
+          f"seed {args.seed}")
     print(f"{'network':10s} {'s/step':>7s} {'steps':>6s} {'loss':>6s} {'4hhb':>6s} {'6b7n':>6s} {'6msm':>6s} "
           f"{'sim':>6s} {'real':>6s} {'raw':>6s} {'CPU s/mic':>9s}")
     for name, r in results.items():
