@@ -128,8 +128,8 @@ def main() -> None:
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
         print(f"{name} done: {epochs} epochs, {trained_s:.0f} s", flush=True)
 
-    print(f"\nEqual-time comparison: {args.budget_min:g} min of training per network, {args.threads} threads, "
-          f"seed {args.seed}")
+    print(f"\nEqual-time comparison: {args.budget_min:g} min of training per network, "
+          f"{args.threads} threads, seed {args.seed}")
     print(f"{'network':10s} {'s/step':>7s} {'steps':>6s} {'loss':>6s} {'4hhb':>6s} {'6b7n':>6s} {'6msm':>6s} "
           f"{'sim':>6s} {'real':>6s} {'raw':>6s} {'CPU s/mic':>9s}")
     for name, r in results.items():
