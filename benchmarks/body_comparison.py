@@ -99,17 +99,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (repeat a candidate with another "
                         "to see how far two runs of one network differ)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bodies")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the recipe's [train] value KEY for every network (repeatable), e.g. "
+                        "preprocess_probability=0 to see what the random preprocessing does")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(CANDIDATES)
     unknown = sorted(set(names) - set(CANDIDATES))
     if unknown:
         raise SystemExit(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
 
+    changes = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in TRAIN or not value:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(TRAIN)}")
+        changes[key] = type(TRAIN[key])(value)
+
     results = {}
     for name in names:
         model = {**BASE_MODEL, **CANDIDATES[name]}
         work = args.out / name
-        recipe = {**TRAIN, "seed": args.seed}
+        recipe = {**TRAIN, "seed": args.seed, **changes}
         probe_config = write_config(work / "probe.toml", model, {**recipe, "restart_epochs": 1})
         # Two whole epochs: the first carries the start-up (caches, allocator); the second is the pace,
         # with the per-epoch checkpoint included as in the real run.
@@ -129,7 +139,7 @@ def main() -> None:
         print(f"{name} done: {epochs} epochs, {trained_s:.0f} s", flush=True)
 
     print(f"\nEqual-time comparison: {args.budget_min:g} min of training per network, "
-          f"{args.threads} threads, seed {args.seed}")
+          f"{args.threads} threads, seed {args.seed}" + "".join(f", {k} = {v}" for k, v in changes.items()))
     print(f"{'network':10s} {'s/step':>7s} {'steps':>6s} {'loss':>6s} {'4hhb':>6s} {'6b7n':>6s} {'6msm':>6s} "
           f"{'sim':>6s} {'real':>6s} {'raw':>6s} {'CPU s/mic':>9s}")
     for name, r in results.items():
