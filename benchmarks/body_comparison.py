@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes" / "generic"))
+from adopt import TOPAZ_VENV, variants, zero_shot  # noqa: E402  (the adoption rule's own measurements)
+
 CORPUS = ROOT / "recipes" / "generic" / "corpus.toml"
-TOPAZ_VENV = ROOT / ".venv-topaz"
 
 # [model] tables: the bundled network's shape first, then one change each.
 BASE_MODEL = {"preset": "light", "stem_stride": 4, "stem_kernel": 5, "particle_diameter_px": 48.0}
@@ -41,7 +43,6 @@ TRAIN = {"seed": 0, "crop_px": 256, "batch_size": 4, "steps_per_epoch": 100, "ca
          "pretrain_lr": 2e-3, "multihead_epochs": 0, "valid_every": 1000, "max_valid_tiles": 8,
          "checkpoint_every": 1}
 PROBE_STEPS = TRAIN["steps_per_epoch"]
-
 
 
 def toml_value(value) -> str:
@@ -71,23 +72,14 @@ def train(config: Path, out: Path, threads: int, **overrides: int) -> list[dict]
 
 
 def score(model: Path, name: str, out: Path, threads: int) -> dict:
-    """Zero-shot AP on the simulated targets and the EMPIAR-10028 train+valid variants, and s/micrograph."""
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/generic_model.py"), "--no-finetune", "--model",
-                    str(model), "--label", name, "--out", str(out / "sims"), "--threads", str(threads)],
-                   check=True, stdout=subprocess.DEVNULL)
-    rows = json.loads((out / "sims" / name / "summary.json").read_text())["rows"]
-    sims = {r["target"]: r["zero_shot"]["ap"] for r in rows if r["target"].startswith("t")}
-    variants_out = out / "variants"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/preprocess_variants.py"), "--split", "trainvalid",
-                    "--pickers", "hydrapick", "--model", str(model), "--out", str(variants_out),
-                    "--topaz-venv", str(TOPAZ_VENV)], check=True, stdout=subprocess.DEVNULL)
-    real, seconds = {}, None
-    for summary in sorted((variants_out / "trainvalid").glob("*/summary.json")):
-        picker = json.loads(summary.read_text())["pickers"]["hydrapick"]
-        if picker.get("scores"):
-            real[summary.parent.name] = picker["scores"]["ap"]
-            if summary.parent.name == "raw":
-                seconds = picker["cpu_seconds"] / picker["scores"]["n_micrographs"]
+    """Zero-shot AP on the simulated targets and the EMPIAR-10028 train+valid variants (the adoption
+    rule's two measurements), and the CPU seconds per raw micrograph of the variants run."""
+    sims = zero_shot(str(model), name, out / "sims", threads)
+    sims.pop("empiar10028", None)  # the test split: reported by adopt.py, not part of the comparison
+    real = variants(str(model), out / "variants", TOPAZ_VENV)
+    raw = json.loads((out / "variants" / "trainvalid" / "raw" / "summary.json").read_text())
+    picker = raw["pickers"]["hydrapick"]
+    seconds = picker["cpu_seconds"] / picker["scores"]["n_micrographs"]
     return {"sims": sims, "real": real, "cpu_s_per_micrograph": seconds}
 
 
