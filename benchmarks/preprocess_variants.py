@@ -12,8 +12,16 @@ Every variant is a deterministic function of the micrograph; its strength parame
 defaults of its function and are not tuned on any split. Choose models and settings with
 ``--split trainvalid`` (micrographs 061-065); ``--split test`` (311-315) is for reporting only.
 
+``--simulated`` runs the same variants on simulated micrographs of the generic model's held-out
+structures instead (4hhb, 6b7n, 6msm; `hydrapick simulate`, every particle ``--diameter-px`` across, 56
+by default as on EMPIAR-10028), where every particle is labelled, so a picker's false picks on denoised,
+contrast-equalised background are counted as such and not confused with particles the curators missed.
+The filters' strengths keep their size relative to the particle: they are applied as if the pixel were
+EMPIAR-10028's for a particle of its diameter (``filter pixel = 300.2 A / particle px``).
+
 Usage: python benchmarks/preprocess_variants.py [--split test|trainvalid] [--out DIR] [--model PATH]
                                                 [--variants raw,bin2,...] [--pickers hydrapick,relion-log]
+       python benchmarks/preprocess_variants.py --simulated [--n 3] [--diameter-px 56] [--out DIR] ...
 """
 
 from __future__ import annotations
@@ -33,12 +41,14 @@ import numpy as np
 from compare_pickers import (
     REAL_DATA,
     ROOT,
+    STRUCTURES,
     Dataset,
     add_picker_options,
     border_A,
     check_command,
     run_pickers,
     score,
+    simulated_datasets,
     summary,
     table,
 )
@@ -47,8 +57,12 @@ from scipy import ndimage
 import hydrapick.io as io
 from hydrapick.evaluation import load_coordinates
 from hydrapick.picks import Picks
+from hydrapick.training.randomise import clahe8
 
 SPLITS = {"test": ("test",), "trainvalid": ("train", "valid")}
+HELD_OUT = ("4hhb.pdb", "6b7n.pdb", "6msm.pdb")  # recipes/generic/targets.txt
+EMPIAR_DIAMETER_A = 300.2  # meta.json: the particle the variants' strengths (in A) were set for
+SIMULATED_SEED = 7000  # not a seed of the training corpus (1001-1037) or of compare_pickers.py (5000)
 
 
 # --- preprocessing families --------------------------------------------------------------------------------
@@ -135,44 +149,11 @@ def _nlm(x: np.ndarray, *, patch: int = 5, search_radius: int = 3, h_factor: flo
     return total / weights
 
 
-def _clahe(image8: np.ndarray, *, tiles: int = 8, clip_limit: float = 2.0) -> np.ndarray:
-    """Contrast-limited adaptive histogram equalisation of a uint8 image (tiles x tiles grid).
-
-    Each tile's 256-bin histogram is clipped at ``clip_limit`` times the mean bin count and the excess is
-    spread evenly over all bins (the contrast limit); its cumulative histogram is the tile's mapping. Each
-    pixel is mapped by bilinear interpolation between the mappings of the four nearest tile centres, which
-    avoids seams at tile borders (as in Zuiderveld's CLAHE).
-    """
-    h, w = image8.shape
-    th, tw = -(-h // tiles), -(-w // tiles)  # tile size, rounded up so that tiles cover the image
-    ty = np.minimum(np.arange(h) // th, tiles - 1)
-    tx = np.minimum(np.arange(w) // tw, tiles - 1)
-    tile_id = ty[:, None] * tiles + tx[None, :]
-    # (tiles * tiles * 256,) -> (tiles, tiles, 256): one histogram per tile
-    hist = np.bincount((tile_id * 256 + image8).ravel(), minlength=tiles * tiles * 256)
-    hist = hist.reshape(tiles, tiles, 256).astype(np.float64)
-    limit = clip_limit * hist.sum(axis=2, keepdims=True) / 256
-    excess = np.maximum(hist - limit, 0).sum(axis=2, keepdims=True)
-    hist = np.minimum(hist, limit) + excess / 256
-    cdf = np.cumsum(hist, axis=2)
-    lut = np.round(255 * (cdf - cdf[..., :1]) / np.maximum(cdf[..., -1:] - cdf[..., :1], 1e-12))
-    # Fractional tile coordinates of each pixel centre, relative to the tile centres.
-    fy = np.clip((np.arange(h) + 0.5) / th - 0.5, 0, tiles - 1)
-    fx = np.clip((np.arange(w) + 0.5) / tw - 0.5, 0, tiles - 1)
-    y0, x0 = fy.astype(int), fx.astype(int)
-    y1, x1 = np.minimum(y0 + 1, tiles - 1), np.minimum(x0 + 1, tiles - 1)
-    wy, wx = (fy - y0)[:, None], (fx - x0)[None, :]
-    Y0, Y1, X0, X1 = y0[:, None], y1[:, None], x0[None, :], x1[None, :]
-    top = (1 - wx) * lut[Y0, X0, image8] + wx * lut[Y0, X1, image8]
-    bottom = (1 - wx) * lut[Y1, X0, image8] + wx * lut[Y1, X1, image8]
-    return np.round((1 - wy) * top + wy * bottom).astype(np.uint8)
-
-
 def nlm_clahe(image: np.ndarray, pixel_size_A: float, *, patch: int = 5, search_radius: int = 3,
               h_factor: float = 0.8, tiles: int = 8, clip_limit: float = 2.0):
     """Non-local-means-like denoising, then CLAHE to 8 bit (a common 'make it visible' pipeline)."""
     denoised = _nlm(_normalised(image), patch=patch, search_radius=search_radius, h_factor=h_factor)
-    return _clahe(_to_8bit(denoised), tiles=tiles, clip_limit=clip_limit).astype(np.float32), pixel_size_A
+    return clahe8(_to_8bit(denoised), tiles=tiles, clip_limit=clip_limit).astype(np.float32), pixel_size_A
 
 
 def gauss_lcn(image: np.ndarray, pixel_size_A: float, *, blur_A: float = 5.36, window_A: float = 600.0):
@@ -285,8 +266,14 @@ def topaz_denoise(sources: list[Path], out_dir: Path, venv: Path, pixel_size_A: 
 
 
 def render(variant: Variant, names: list[str], data: Path, out: Path, pixel_size_A: float,
-           truth: Picks, venv: Path) -> tuple[list[Path], float, str]:
-    """Write the variant's micrographs and truth under ``out``; (micrographs, pixel size, error or '')."""
+           truth: Picks, venv: Path, filter_pixel_size_A: float | None = None,
+           ) -> tuple[list[Path], float, str]:
+    """Write the variant's micrographs and truth under ``out``; (micrographs, pixel size, error or '').
+
+    ``filter_pixel_size_A`` is the pixel size the filters are told (default: the true one), so that
+    strengths given in A can be kept relative to the particle; the files get the true pixel size.
+    """
+    told = filter_pixel_size_A or pixel_size_A
     mic_dir, truth_dir = out / "micrographs", out / "truth"
     shutil.rmtree(truth_dir, ignore_errors=True)
     sources = [data / "micrographs" / f"{n}.mrc" for n in names]
@@ -302,18 +289,19 @@ def render(variant: Variant, names: list[str], data: Path, out: Path, pixel_size
     else:
         for source, path in zip(sources, paths, strict=True):
             original = io.read_micrograph(source, pixel_size_A).data
-            image, apix = variant.render(np.asarray(original), pixel_size_A)
+            image, filtered_apix = variant.render(np.asarray(original), told)
+            apix = filtered_apix * pixel_size_A / told  # binning changes it; the filters do not
             io.write_micrograph(path, image, apix)
     scaled = scale_truth(truth, variant.binning)
     io.write_coordinate_folder(scaled, truth_dir, "star", micrographs=names)
     return paths, apix, ""
 
 
-def matrix(split: str, rows: list[tuple[str, list]]) -> str:
+def matrix(title: str, rows: list[tuple[str, list]]) -> str:
     """variant x picker -> AP and best F1 (the pickers' columns in the order they ran)."""
     pickers = list(dict.fromkeys(r.picker for _, results in rows for r in results))
     head = f"{'variant':<15}" + "".join(f" {p + ' AP':>14} {'F1':>5}" for p in pickers)
-    lines = [f"EMPIAR-10028 {split}: AP and best F1 per preprocessing variant and picker", head]
+    lines = [f"{title}: AP and best F1 per preprocessing variant and picker", head]
     for name, results in rows:
         by_picker = {r.picker: r for r in results}
         cells = []
@@ -322,6 +310,62 @@ def matrix(split: str, rows: list[tuple[str, list]]) -> str:
             m = r.report if r else None
             cells.append(f" {m.ap:14.3f} {m.best_f1:5.3f}" if m else f" {'-':>14} {'-':>5}")
         lines.append(f"{name:<15}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def run_variants(label: str, names: list[str], data: Path, truth: Picks, pixel_size_A: float,
+                 diameter_A: float, out: Path, chosen: list[Variant], args: argparse.Namespace,
+                 filter_pixel_size_A: float | None = None) -> list[tuple[str, list]]:
+    """Render and pick every chosen variant of one dataset; (variant, results) rows, also in OUT/table.txt."""
+    rows = []
+    for variant in chosen:
+        folder = out / variant.name
+        start = time.perf_counter()
+        micrographs, apix, error = render(variant, names, data, folder, pixel_size_A, truth,
+                                          args.topaz_venv, filter_pixel_size_A)
+        if error:
+            print(f"{variant.name}: skipped: {error}\n")
+            continue
+        print(f"{label}, {variant.name}: rendered {len(micrographs)} micrographs at {apix:g} A/px in "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
+        if args.render_only:
+            continue
+        ds = Dataset(f"{label}, {variant.name}", micrographs, load_coordinates(folder / "truth").picks,
+                     diameter_A, apix, folder / "truth", border_A(args, diameter_A))
+        results = run_pickers(ds, folder, args)
+        for r in results:
+            score(r, ds)
+        print(table(ds, results) + "\n", flush=True)
+        for r in results:
+            if r.output is not None:
+                print(f"check: {check_command(ds, r)}")
+        print(flush=True)
+        (folder / "summary.json").write_text(json.dumps(summary(ds, results), indent=1) + "\n")
+        rows.append((variant.name, results))
+    if rows:
+        text = matrix(label, rows)
+        print(text + "\n")
+        (out / "table.txt").write_text(text + "\n")
+    return rows
+
+
+def mean_matrix(per_dataset: list[list[tuple[str, list]]]) -> str:
+    """Variant x picker -> AP averaged over the datasets that have the cell, and the mean over variants."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for rows in per_dataset:
+        for name, results in rows:
+            for r in results:
+                if r.report is not None:
+                    cells.setdefault((name, r.picker), []).append(r.report.ap)
+    variants = list(dict.fromkeys(v for v, _ in cells))
+    pickers = list(dict.fromkeys(p for _, p in cells))
+    lines = ["mean AP over the simulated structures",
+             f"{'variant':<15}" + "".join(f" {p:>14}" for p in pickers)]
+    for v in variants:
+        lines.append(f"{v:<15}" + "".join(f" {np.mean(cells[v, p]):14.3f}" if (v, p) in cells
+                                          else f" {'-':>14}" for p in pickers))
+    lines.append(f"{'mean':<15}" + "".join(
+        f" {np.mean([np.mean(cells[v, p]) for v in variants if (v, p) in cells]):14.3f}" for p in pickers))
     return "\n".join(lines)
 
 
@@ -337,51 +381,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS),
                         help="comma-separated (default: all; topaz-denoise only with the Topaz environment)")
     parser.add_argument("--render-only", action="store_true", help="write the variants, run no picker")
+    sim = parser.add_argument_group("simulated held-out structures instead of EMPIAR-10028")
+    sim.add_argument("--simulated", action="store_true",
+                     help="simulate the held-out structures into OUT/simulated/data (kept for reruns) and "
+                          "score the variants of each; results in OUT/simulated/<structure>/<variant>/")
+    sim.add_argument("--structures", type=Path, nargs="+",
+                     default=[STRUCTURES / name for name in HELD_OUT],
+                     help="PDB/mmCIF files (default: the generic model's held-out targets)")
+    sim.add_argument("--n", type=int, default=3, help="micrographs per structure (default: 3)")
+    sim.add_argument("--diameter-px", type=float, default=56.0, help="particle diameter in px (default: 56)")
+    sim.add_argument("--size", default="1024", help="micrograph size in px (default: 1024)")
     add_picker_options(parser)
     args = parser.parse_args(argv)
 
     known = {v.name: v for v in VARIANTS}
-    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in chosen if v not in known]
+    names_chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in names_chosen if v not in known]
     if unknown:
         raise SystemExit(f"--variants: unknown variant {unknown[0]!r}; choose from {', '.join(known)}")
+    chosen = [known[v] for v in names_chosen]
+
+    if args.simulated:
+        missing = [s for s in args.structures if not s.exists()]
+        if missing:
+            raise SystemExit(f"--structures: {missing[0]} not found")
+        root = args.out / "simulated"
+        datasets = simulated_datasets(root / "data", args.structures, args.n, SIMULATED_SEED,
+                                      args.diameter_px, args.size, [])
+        per_dataset = []
+        for structure, ds in zip(args.structures, datasets, strict=True):
+            data = ds.micrographs[0].parent.parent
+            names = [m.stem for m in ds.micrographs]
+            label = f"simulated {structure.stem}"
+            per_dataset.append(run_variants(label, names, data, ds.truth, ds.pixel_size_A, ds.diameter_A,
+                                            root / structure.stem, chosen, args,
+                                            filter_pixel_size_A=EMPIAR_DIAMETER_A / ds.box_px))
+        text = mean_matrix(per_dataset)
+        print(text)
+        (root / "table.txt").write_text(text + "\n")
+        return 0
+
     meta = json.loads((args.data / "meta.json").read_text())
     names = [n for part in SPLITS[args.split] for n in meta["split"][part]]
     pixel_size_A, diameter_A = float(meta["pixel_size_A"]), float(meta["diameter_A"])
     truth = Picks.concat(load_coordinates(args.data / "truth" / f"{n}.star").picks.with_micrograph(n)
                          for n in names)
-
-    rows = []
-    for name in chosen:
-        variant = known[name]
-        folder = args.out / args.split / name
-        start = time.perf_counter()
-        micrographs, apix, error = render(variant, names, args.data, folder, pixel_size_A, truth,
-                                          args.topaz_venv)
-        if error:
-            print(f"{name}: skipped: {error}\n")
-            continue
-        print(f"{name}: rendered {len(micrographs)} micrographs at {apix:g} A/px in "
-              f"{time.perf_counter() - start:.1f} s", flush=True)
-        if args.render_only:
-            continue
-        ds = Dataset(f"empiar-10028 {args.split}, {name}", micrographs,
-                     load_coordinates(folder / "truth").picks, diameter_A, apix, folder / "truth",
-                     border_A(args, diameter_A))
-        results = run_pickers(ds, folder, args)
-        for r in results:
-            score(r, ds)
-        print(table(ds, results) + "\n", flush=True)
-        for r in results:
-            if r.output is not None:
-                print(f"check: {check_command(ds, r)}")
-        print(flush=True)
-        (folder / "summary.json").write_text(json.dumps(summary(ds, results), indent=1) + "\n")
-        rows.append((name, results))
-    if rows:
-        text = matrix(args.split, rows)
-        print(text)
-        (args.out / args.split / "table.txt").write_text(text + "\n")
+    run_variants(f"EMPIAR-10028 {args.split}", names, args.data, truth, pixel_size_A, diameter_A,
+                 args.out / args.split, chosen, args)
     return 0
 
 

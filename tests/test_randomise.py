@@ -11,7 +11,9 @@ from hydrapick.training.augment import Augmentation, augmentation_for, random_cr
 from hydrapick.training.datasets import MicrographSample
 from hydrapick.training.randomise import (
     Randomisation,
+    clahe8,
     draw_scale,
+    edge_preserving_denoise,
     equalise,
     gaussian_blur,
     quantise,
@@ -119,3 +121,85 @@ def test_blur_max_px_widens_the_low_pass_family_only():
     assert augmentation_for(TrainConfig(blur_max_px=6)).randomisation.blur_max_px == 6
     with pytest.raises(ValueError, match="blur_max_px"):
         TrainConfig(blur_max_px=0.1)
+
+
+def disc_image(seed: int = 0, noise: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 96 x 96 image: a bright disc of radius 20 at the centre on flat ice, with Gaussian noise; and the
+    disc's mask."""
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    disc = ((xx - 48) ** 2 + (yy - 48) ** 2 < 20**2).float()
+    g = torch.Generator().manual_seed(seed)
+    return disc + noise * torch.randn(96, 96, generator=g), disc
+
+
+def test_edge_preserving_denoise_smooths_ice_but_keeps_the_particle_edge():
+    image, _ = disc_image()
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    radius = ((xx - 48) ** 2 + (yy - 48) ** 2).sqrt()
+    flat = (slice(2, 20), slice(2, 20))  # a corner of ice, far from the disc
+    for sigma in (1.0, 2.0, 3.0):
+        bilateral = edge_preserving_denoise(image, sigma, 0.5)
+        gauss = gaussian_blur(image, sigma)
+        assert float(bilateral[flat].std()) < 0.6 * float(image[flat].std())  # noise averaged away
+
+        def edge_step(x: torch.Tensor) -> float:
+            # Mean over a ring just inside the disc's edge minus over a ring just outside it (1-3 px).
+            inside, outside = (radius >= 17) & (radius < 19.5), (radius >= 20.5) & (radius < 23)
+            return float(x[inside].mean() - x[outside].mean())
+
+        # The step across the disc's edge (1 before filtering) stays steeper than a Gaussian blur of the
+        # same width leaves it.
+        assert edge_step(bilateral) > edge_step(gauss) + 0.1
+    assert edge_preserving_denoise(torch.ones(40, 40), 2.0, 1.0).allclose(torch.ones(40, 40), atol=1e-5)
+
+
+def test_clahe8_equalises_each_tile_within_the_contrast_limit():
+    rng = np.random.default_rng(0)
+    dim = rng.integers(40, 60, (128, 128))  # a low-contrast texture on the left ...
+    dim[:, 64:] += 150  # ... and the same on the right, brighter
+    image8 = dim.astype(np.uint8)
+    out = clahe8(image8, tiles=2, clip_limit=256.0)  # no effective limit: equalisation per tile
+    assert out.dtype == np.uint8 and out.shape == image8.shape
+    # Each half is stretched to (almost) the full range, where the global range of a half was 20 levels.
+    for half in (out[:, :32], out[:, 96:]):
+        assert half.max() - half.min() > 200
+    # Order within a tile is kept: a brighter input pixel never maps darker (far from tile borders).
+    left_in, left_out = image8[:32, :32].ravel(), out[:32, :32].ravel()
+    order = np.argsort(left_in, kind="stable")
+    assert np.all(np.diff(left_out[order].astype(int)) >= 0)
+    # A low clip limit stretches less.
+    limited = clahe8(image8, tiles=2, clip_limit=1.5)
+    assert limited[:, :32].std() < out[:, :32].std()
+
+
+def test_denoisers_join_the_chain_only_when_asked():
+    noise = torch.randn(96, 96, generator=torch.Generator().manual_seed(0))
+    same, changed = 0, 0
+    for seed in range(24):
+        a = random_preprocess(noise, np.random.default_rng(seed), torch.Generator().manual_seed(seed))
+        b = random_preprocess(noise, np.random.default_rng(seed), torch.Generator().manual_seed(seed),
+                              denoisers=False)
+        c = random_preprocess(noise, np.random.default_rng(seed), torch.Generator().manual_seed(seed),
+                              denoisers=True)
+        assert torch.equal(a, b)  # off: the chains (and random draws) of earlier stages, unchanged
+        assert c.shape == noise.shape and torch.isfinite(c).all()
+        same += int(torch.equal(a, c))
+        changed += int(not torch.equal(a, c))
+    assert changed >= 8 and same >= 1
+    assert augmentation_for(TrainConfig(denoisers=True)).randomisation.denoisers
+    assert not TrainConfig().denoisers
+
+
+def test_randomised_crops_with_denoisers_keep_centres_on_the_particles():
+    sample = disc_sample()
+    aug = Augmentation(crop_px=128, randomisation=Randomisation(0.75, 1.35, 1.0, denoisers=True))
+    contrast = []
+    gen = torch.Generator().manual_seed(0)
+    for k in range(40):
+        image, centres, _ = random_crop(sample, aug, np.random.default_rng(k), gen)
+        assert image.shape == (128, 128) and torch.isfinite(image).all()
+        for x, y in centres.round().int().tolist():
+            if 2 <= x < 126 and 2 <= y < 126:
+                contrast.append(float(image[y - 1:y + 2, x - 1:x + 2].mean() - image.mean()))
+    assert len(contrast) > 30
+    assert np.mean(np.array(contrast) < 0) > 0.97

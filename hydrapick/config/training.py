@@ -38,6 +38,7 @@ class TrainConfig:
     scale_max: float = 1.0
     preprocess_probability: float = 0.0
     blur_max_px: float = BLUR_MAX_PX  # widest Gaussian blur of the random preprocessing, model px
+    denoisers: bool = False  # also edge-preserving denoising and CLAHE in the random preprocessing
     # Phase 1: single-head pretraining.
     pretrain_epochs: int = 200
     pretrain_lr: float = 1e-3

@@ -84,7 +84,8 @@ def augmentation_for(config: TrainConfig) -> Augmentation:
     """The crops a training run's config asks for."""
     return Augmentation(crop_px=config.crop_px, flips=config.flips, any_angle=config.any_angle,
                         randomisation=Randomisation(config.scale_min, config.scale_max,
-                                                    config.preprocess_probability, config.blur_max_px))
+                                                    config.preprocess_probability, config.blur_max_px,
+                                                    config.denoisers))
 
 
 def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Generator,
@@ -129,7 +130,8 @@ def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Gene
         keep = inside(centres, out_px, out_px)
         centres, is_particle = centres[keep], is_particle[keep]
         if rng.random() < aug.randomisation.preprocess_probability:
-            image = random_preprocess(image, rng, generator, aug.randomisation.blur_max_px)
+            image = random_preprocess(image, rng, generator, aug.randomisation.blur_max_px,
+                                      aug.randomisation.denoisers)
     return image.contiguous(), centres[is_particle], centres[~is_particle]
 
 

@@ -29,6 +29,10 @@ class Randomisation:
     scale_max: float = 1.0
     preprocess_probability: float = 0.0  # share of crops passed through a random preprocessing chain
     blur_max_px: float = BLUR_MAX_PX  # widest Gaussian blur of the chain's low-pass family, model px
+    # Also edge-preserving denoising (a joint bilateral filter) and CLAHE among the chain's families, as
+    # non-local means, Topaz-Denoise-like and 'make it visible' exports produce (off: the families of
+    # stages 5-18 and their random draws, unchanged).
+    denoisers: bool = False
 
     @property
     def active(self) -> bool:
@@ -97,6 +101,72 @@ def local_contrast(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return centred / (std + 0.1 * float(std.mean()))
 
 
+def edge_preserving_denoise(image: torch.Tensor, sigma_px: float, range_factor: float) -> torch.Tensor:
+    """Joint bilateral filter guided by a copy of the image blurred by ``sigma_px``.
+
+    Each pixel becomes a weighted mean of its neighbours within 2 ``sigma_px``: Gaussian in distance and
+    in the difference of the guide's values (range ``range_factor`` x the guide's standard deviation).
+    Noise on flat ice is averaged away while a particle's edge, which the guide still shows, stays sharp;
+    this is the flat, blotchy look of non-local means and learned denoisers, which a Gaussian blur does
+    not give (a guide blurred less leaves single noisy pixels at its local extremes).
+    """
+    radius = max(1, int(math.ceil(2 * sigma_px)))
+    k = 2 * radius + 1
+    h, w = image.shape
+    if radius >= min(h, w):
+        return gaussian_blur(image, sigma_px)
+    guide = gaussian_blur(image, sigma_px)
+    spread = range_factor * float(guide.std()) + 1e-6
+
+    def windows(t: torch.Tensor) -> torch.Tensor:  # (H, W) -> (k * k, H * W)
+        return F.unfold(F.pad(t[None, None], (radius,) * 4, mode="reflect"), k)[0]
+
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    spatial = torch.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * sigma_px**2)).reshape(-1, 1)
+    weights = spatial * torch.exp(-((windows(guide) - guide.reshape(1, -1)) / spread) ** 2 / 2)
+    out = (weights * windows(image)).sum(0) / weights.sum(0)
+    return out.reshape(h, w)
+
+
+def clahe8(image8: np.ndarray, tiles: int = 8, clip_limit: float = 2.0) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation of a uint8 image (``tiles`` x ``tiles`` grid).
+
+    Each tile's 256-bin histogram is clipped at ``clip_limit`` times the mean bin count and the excess is
+    spread evenly over all bins (the contrast limit); its cumulative histogram is the tile's mapping. Each
+    pixel is mapped by bilinear interpolation between the mappings of the four nearest tile centres, which
+    avoids seams at tile borders (as in Zuiderveld's CLAHE).
+    """
+    h, w = image8.shape
+    th, tw = -(-h // tiles), -(-w // tiles)  # tile size, rounded up so that tiles cover the image
+    ty = np.minimum(np.arange(h) // th, tiles - 1)
+    tx = np.minimum(np.arange(w) // tw, tiles - 1)
+    tile_id = ty[:, None] * tiles + tx[None, :]
+    # (tiles * tiles * 256,) -> (tiles, tiles, 256): one histogram per tile
+    hist = np.bincount((tile_id * 256 + image8).ravel(), minlength=tiles * tiles * 256)
+    hist = hist.reshape(tiles, tiles, 256).astype(np.float64)
+    limit = clip_limit * hist.sum(axis=2, keepdims=True) / 256
+    excess = np.maximum(hist - limit, 0).sum(axis=2, keepdims=True)
+    hist = np.minimum(hist, limit) + excess / 256
+    cdf = np.cumsum(hist, axis=2)
+    lut = np.round(255 * (cdf - cdf[..., :1]) / np.maximum(cdf[..., -1:] - cdf[..., :1], 1e-12))
+    # Fractional tile coordinates of each pixel centre, relative to the tile centres.
+    fy = np.clip((np.arange(h) + 0.5) / th - 0.5, 0, tiles - 1)
+    fx = np.clip((np.arange(w) + 0.5) / tw - 0.5, 0, tiles - 1)
+    y0, x0 = fy.astype(int), fx.astype(int)
+    y1, x1 = np.minimum(y0 + 1, tiles - 1), np.minimum(x0 + 1, tiles - 1)
+    wy, wx = (fy - y0)[:, None], (fx - x0)[None, :]
+    Y0, Y1, X0, X1 = y0[:, None], y1[:, None], x0[None, :], x1[None, :]
+    top = (1 - wx) * lut[Y0, X0, image8] + wx * lut[Y0, X1, image8]
+    bottom = (1 - wx) * lut[Y1, X0, image8] + wx * lut[Y1, X1, image8]
+    return np.round((1 - wy) * top + wy * bottom).astype(np.uint8)
+
+
+def clahe(image: torch.Tensor, tiles: int, clip_limit: float) -> torch.Tensor:
+    """CLAHE of a float image: stretched to 8 bit (0.5 % clipped each side), then `clahe8`."""
+    image8 = quantise(image, 256, 0.5).to(torch.uint8).numpy()
+    return torch.from_numpy(clahe8(image8, tiles, clip_limit).astype(np.float32))
+
+
 def equalise(image: torch.Tensor) -> torch.Tensor:
     """Histogram equalisation: each pixel replaced by its rank (uniform intensities, as CLAHE aims for)."""
     flat = image.reshape(-1)
@@ -116,24 +186,32 @@ def quantise(image: torch.Tensor, levels: int, clip_percent: float) -> torch.Ten
 
 
 def random_preprocess(image: torch.Tensor, rng: np.random.Generator, generator: torch.Generator,
-                      blur_max_px: float = BLUR_MAX_PX) -> torch.Tensor:
+                      blur_max_px: float = BLUR_MAX_PX, denoisers: bool = False) -> torch.Tensor:
     """One random chain of preprocessing families with random strengths; returns the normalised image.
 
     Families (each drawn independently): low-pass / denoising (Gaussian, 0.4 to ``blur_max_px`` model px,
     standing in for binning, low-pass filters and the smoothing of Topaz-Denoise, non-local means or
     Wiener filters), a light unsharp mask (what guided filters and some denoisers leave), local contrast
     normalisation, histogram equalisation, a gamma curve, and an 8-bit export (64-256 levels, 0-2 %
-    clipped).
+    clipped). With ``denoisers``, half the low-pass draws are an edge-preserving denoiser instead (joint
+    bilateral, 1-3 model px, range 0.3-1.5 guide standard deviations) and half the equalisations CLAHE
+    (4-12 tiles, clip limit 1.5-4).
     """
     out = image.float()
     if rng.random() < 0.6:
-        out = gaussian_blur(out, float(rng.uniform(0.4, blur_max_px)))
+        if denoisers and rng.random() < 0.5:
+            out = edge_preserving_denoise(out, float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.3, 1.5)))
+        else:
+            out = gaussian_blur(out, float(rng.uniform(0.4, blur_max_px)))
     if rng.random() < 0.15:
         out = out + float(rng.uniform(0.2, 1.0)) * (out - gaussian_blur(out, float(rng.uniform(1.0, 3.0))))
     if rng.random() < 0.3:
         out = local_contrast(out, float(rng.uniform(6.0, 40.0)))
     if rng.random() < 0.25:
-        out = equalise(out)
+        if denoisers and rng.random() < 0.5:
+            out = clahe(out, int(rng.integers(4, 13)), float(rng.uniform(1.5, 4.0)))
+        else:
+            out = equalise(out)
     elif rng.random() < 0.2:
         lo = float(out.min())
         out = (out - lo + 1e-3).pow(float(rng.uniform(0.6, 1.6)))
