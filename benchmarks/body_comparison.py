@@ -18,6 +18,7 @@ learns, which is what decides the body for a long run on the same machine, not h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes" / "generic"))
 from adopt import TOPAZ_VENV, variants, zero_shot  # noqa: E402  (the adoption rule's own measurements)
+
+from hydrapick.config import TrainConfig  # noqa: E402
 
 CORPUS = ROOT / "recipes" / "generic" / "corpus.toml"
 
@@ -46,6 +49,8 @@ PROBE_STEPS = TRAIN["steps_per_epoch"]
 
 
 def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, list):
@@ -92,8 +97,9 @@ def main() -> None:
                         "to see how far two runs of one network differ)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bodies")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="change the recipe's [train] value KEY for every network (repeatable), e.g. "
-                        "preprocess_probability=0 to see what the random preprocessing does")
+                        help="change or add the [train] setting KEY for every network (repeatable), e.g. "
+                        "preprocess_probability=0 to see what the random preprocessing does, or "
+                        "spectral_tilt=true")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(CANDIDATES)
     unknown = sorted(set(names) - set(CANDIDATES))
@@ -101,11 +107,19 @@ def main() -> None:
         raise SystemExit(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
 
     changes = {}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     for item in args.set:
         key, _, value = item.partition("=")
-        if key not in TRAIN or not value:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(TRAIN)}")
-        changes[key] = type(TRAIN[key])(value)
+        if key not in defaults or not value:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY a [train] setting "
+                             f"({', '.join(sorted(defaults))})")
+        default = TRAIN.get(key, defaults[key])
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false"):
+                raise SystemExit(f"--set {item!r}: {key} is true or false")
+            changes[key] = value.lower() == "true"
+        else:
+            changes[key] = type(default)(value)
 
     results = {}
     for name in names:

@@ -18,6 +18,7 @@ from hydrapick.training.randomise import (
     gaussian_blur,
     quantise,
     random_preprocess,
+    tilt_spectrum,
     zoom,
 )
 
@@ -203,3 +204,35 @@ def test_randomised_crops_with_denoisers_keep_centres_on_the_particles():
                 contrast.append(float(image[y - 1:y + 2, x - 1:x + 2].mean() - image.mean()))
     assert len(contrast) > 30
     assert np.mean(np.array(contrast) < 0) > 0.97
+
+
+def test_tilt_spectrum_whitens_or_reddens_around_the_pivot():
+    noise = torch.randn(256, 256, generator=torch.Generator().manual_seed(0)) + 3.0
+    fy, fx = torch.fft.fftfreq(256)[:, None], torch.fft.rfftfreq(256)[None, :]
+    f = torch.sqrt(fx**2 + fy**2)
+
+    def high_over_low(x: torch.Tensor) -> float:
+        power = torch.fft.rfft2(x).abs() ** 2
+        return float(power[(f > 0.3) & (f < 0.45)].mean() / power[(f > 0.03) & (f < 0.06)].mean())
+
+    flat = high_over_low(noise)
+    assert tilt_spectrum(noise, 0.0).allclose(noise, atol=1e-4)
+    # White noise: the power ratio between 0.3-0.45 and 0.03-0.06 cycles/px follows (f_high/f_low)^exponent
+    # (about 8.5^exponent), and the mean (the zero frequency) is kept.
+    assert high_over_low(tilt_spectrum(noise, 1.5)) > 10 * flat
+    assert high_over_low(tilt_spectrum(noise, -1.5)) < 0.1 * flat
+    assert float(tilt_spectrum(noise, 1.5).mean()) == pytest.approx(float(noise.mean()), abs=1e-4)
+
+
+def test_spectral_tilt_joins_the_chain_only_when_asked():
+    noise = torch.randn(96, 96, generator=torch.Generator().manual_seed(1))
+    changed = 0
+    for seed in range(16):
+        a = random_preprocess(noise, np.random.default_rng(seed), torch.Generator().manual_seed(seed))
+        b = random_preprocess(noise, np.random.default_rng(seed), torch.Generator().manual_seed(seed),
+                              spectral_tilt=True)
+        assert b.shape == noise.shape and torch.isfinite(b).all()
+        changed += int(not torch.allclose(a, b))
+    assert changed >= 4
+    assert augmentation_for(TrainConfig(spectral_tilt=True)).randomisation.spectral_tilt
+    assert not TrainConfig().spectral_tilt

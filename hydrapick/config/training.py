@@ -39,6 +39,7 @@ class TrainConfig:
     preprocess_probability: float = 0.0
     blur_max_px: float = BLUR_MAX_PX  # widest Gaussian blur of the random preprocessing, model px
     denoisers: bool = False  # also edge-preserving denoising and CLAHE in the random preprocessing
+    spectral_tilt: bool = False  # also a random tilt of the power spectrum in the random preprocessing
     # Phase 1: single-head pretraining.
     pretrain_epochs: int = 200
     pretrain_lr: float = 1e-3

@@ -33,6 +33,9 @@ class Randomisation:
     # non-local means, Topaz-Denoise-like and 'make it visible' exports produce (off: the families of
     # stages 5-18 and their random draws, unchanged).
     denoisers: bool = False
+    # Also a random tilt of the power spectrum (half the preprocessed crops): whiter or redder noise and
+    # particle detail than the simulator draws, as detectors, binning and rendering make it.
+    spectral_tilt: bool = False
 
     @property
     def active(self) -> bool:
@@ -167,6 +170,28 @@ def clahe(image: torch.Tensor, tiles: int, clip_limit: float) -> torch.Tensor:
     return torch.from_numpy(clahe8(image8, tiles, clip_limit).astype(np.float32))
 
 
+TILT_PIVOT = 1 / 12  # cycles per model pixel (4 cycles per 48-px particle diameter): unchanged by a tilt
+
+
+def tilt_spectrum(image: torch.Tensor, exponent: float) -> torch.Tensor:
+    """Multiply the power spectrum by (f / TILT_PIVOT) ** exponent; the mean is kept.
+
+    Positive exponents whiten (more fine detail and pixel noise), negative ones redden (smoother, as
+    binning or a soft detector leaves it). Frequencies below 1/64 cycles per pixel get the gain at 1/64,
+    so that ice gradients are not blown up.
+    """
+    h, w = image.shape
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    f = torch.sqrt(fx**2 + fy**2).clamp_min(1 / 64)
+    gain = (f / TILT_PIVOT) ** (exponent / 2)  # amplitude gain: half the exponent of the power's
+    spectrum = torch.fft.rfft2(image.float())
+    mean = spectrum[0, 0].clone()
+    spectrum = spectrum * gain
+    spectrum[0, 0] = mean
+    return torch.fft.irfft2(spectrum, s=(h, w))
+
+
 def equalise(image: torch.Tensor) -> torch.Tensor:
     """Histogram equalisation: each pixel replaced by its rank (uniform intensities, as CLAHE aims for)."""
     flat = image.reshape(-1)
@@ -186,7 +211,8 @@ def quantise(image: torch.Tensor, levels: int, clip_percent: float) -> torch.Ten
 
 
 def random_preprocess(image: torch.Tensor, rng: np.random.Generator, generator: torch.Generator,
-                      blur_max_px: float = BLUR_MAX_PX, denoisers: bool = False) -> torch.Tensor:
+                      blur_max_px: float = BLUR_MAX_PX, denoisers: bool = False,
+                      spectral_tilt: bool = False) -> torch.Tensor:
     """One random chain of preprocessing families with random strengths; returns the normalised image.
 
     Families (each drawn independently): low-pass / denoising (Gaussian, 0.4 to ``blur_max_px`` model px,
@@ -195,9 +221,12 @@ def random_preprocess(image: torch.Tensor, rng: np.random.Generator, generator: 
     normalisation, histogram equalisation, a gamma curve, and an 8-bit export (64-256 levels, 0-2 %
     clipped). With ``denoisers``, half the low-pass draws are an edge-preserving denoiser instead (joint
     bilateral, 1-3 model px, range 0.3-1.5 guide standard deviations) and half the equalisations CLAHE
-    (4-12 tiles, clip limit 1.5-4).
+    (4-12 tiles, clip limit 1.5-4). With ``spectral_tilt``, half the chains start with a random tilt of
+    the power spectrum (`tilt_spectrum`, exponent -1.5 to 1.5).
     """
     out = image.float()
+    if spectral_tilt and rng.random() < 0.5:
+        out = tilt_spectrum(out, float(rng.uniform(-1.5, 1.5)))
     if rng.random() < 0.6:
         if denoisers and rng.random() < 0.5:
             out = edge_preserving_denoise(out, float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.3, 1.5)))
