@@ -236,3 +236,19 @@ def test_spectral_tilt_joins_the_chain_only_when_asked():
     assert changed >= 4
     assert augmentation_for(TrainConfig(spectral_tilt=True)).randomisation.spectral_tilt
     assert not TrainConfig().spectral_tilt
+
+
+def test_bilateral_and_clahe_families_are_drawn_on_top_when_asked():
+    noise = torch.randn(96, 96, generator=torch.Generator().manual_seed(2))
+    for seed in range(8):
+        a = random_preprocess(noise, np.random.default_rng(seed), torch.Generator().manual_seed(seed))
+        b = random_preprocess(noise, np.random.default_rng(seed), torch.Generator().manual_seed(seed),
+                              bilateral_probability=0.0, clahe_probability=0.0)
+        c = random_preprocess(noise, np.random.default_rng(seed), torch.Generator().manual_seed(seed),
+                              bilateral_probability=1.0, clahe_probability=1.0)
+        assert torch.equal(a, b)  # at 0 the chains and their random draws are those of earlier recipes
+        assert torch.isfinite(c).all() and not torch.allclose(a, c)
+    aug = augmentation_for(TrainConfig(bilateral_probability=0.3, clahe_probability=0.15)).randomisation
+    assert (aug.bilateral_probability, aug.clahe_probability) == (0.3, 0.15)
+    with pytest.raises(ValueError, match="clahe_probability"):
+        TrainConfig(clahe_probability=1.5)

@@ -40,6 +40,10 @@ class TrainConfig:
     blur_max_px: float = BLUR_MAX_PX  # widest Gaussian blur of the random preprocessing, model px
     denoisers: bool = False  # also edge-preserving denoising and CLAHE in the random preprocessing
     spectral_tilt: bool = False  # also a random tilt of the power spectrum in the random preprocessing
+    # Edge-preserving denoising and CLAHE as extra families of the random preprocessing, drawn with these
+    # probabilities on top of the blur and equalisation (`denoisers` takes half of those instead).
+    bilateral_probability: float = 0.0
+    clahe_probability: float = 0.0
     # Phase 1: single-head pretraining.
     pretrain_epochs: int = 200
     pretrain_lr: float = 1e-3
@@ -97,6 +101,9 @@ class TrainConfig:
                              f"got {self.blur_max_px}")
         if not 0 <= self.preprocess_probability <= 1:
             raise ValueError(f"preprocess_probability must be in [0, 1], got {self.preprocess_probability}")
+        for name in ("bilateral_probability", "clahe_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

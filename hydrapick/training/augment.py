@@ -85,7 +85,8 @@ def augmentation_for(config: TrainConfig) -> Augmentation:
     return Augmentation(crop_px=config.crop_px, flips=config.flips, any_angle=config.any_angle,
                         randomisation=Randomisation(config.scale_min, config.scale_max,
                                                     config.preprocess_probability, config.blur_max_px,
-                                                    config.denoisers, config.spectral_tilt))
+                                                    config.denoisers, config.spectral_tilt,
+                                                    config.bilateral_probability, config.clahe_probability))
 
 
 def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Generator,
@@ -131,7 +132,9 @@ def random_crop(sample: MicrographSample, aug: Augmentation, rng: np.random.Gene
         centres, is_particle = centres[keep], is_particle[keep]
         if rng.random() < aug.randomisation.preprocess_probability:
             image = random_preprocess(image, rng, generator, aug.randomisation.blur_max_px,
-                                      aug.randomisation.denoisers, aug.randomisation.spectral_tilt)
+                                      aug.randomisation.denoisers, aug.randomisation.spectral_tilt,
+                                      aug.randomisation.bilateral_probability,
+                                      aug.randomisation.clahe_probability)
     return image.contiguous(), centres[is_particle], centres[~is_particle]
 
 

@@ -36,6 +36,11 @@ class Randomisation:
     # Also a random tilt of the power spectrum (half the preprocessed crops): whiter or redder noise and
     # particle detail than the simulator draws, as detectors, binning and rendering make it.
     spectral_tilt: bool = False
+    # Edge-preserving denoising and CLAHE as families of their own, drawn with these probabilities in
+    # every chain on top of the others (where `denoisers` takes them from the blur and equalisation
+    # draws instead).
+    bilateral_probability: float = 0.0
+    clahe_probability: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -212,7 +217,8 @@ def quantise(image: torch.Tensor, levels: int, clip_percent: float) -> torch.Ten
 
 def random_preprocess(image: torch.Tensor, rng: np.random.Generator, generator: torch.Generator,
                       blur_max_px: float = BLUR_MAX_PX, denoisers: bool = False,
-                      spectral_tilt: bool = False) -> torch.Tensor:
+                      spectral_tilt: bool = False, bilateral_probability: float = 0.0,
+                      clahe_probability: float = 0.0) -> torch.Tensor:
     """One random chain of preprocessing families with random strengths; returns the normalised image.
 
     Families (each drawn independently): low-pass / denoising (Gaussian, 0.4 to ``blur_max_px`` model px,
@@ -222,7 +228,9 @@ def random_preprocess(image: torch.Tensor, rng: np.random.Generator, generator: 
     clipped). With ``denoisers``, half the low-pass draws are an edge-preserving denoiser instead (joint
     bilateral, 1-3 model px, range 0.3-1.5 guide standard deviations) and half the equalisations CLAHE
     (4-12 tiles, clip limit 1.5-4). With ``spectral_tilt``, half the chains start with a random tilt of
-    the power spectrum (`tilt_spectrum`, exponent -1.5 to 1.5).
+    the power spectrum (`tilt_spectrum`, exponent -1.5 to 1.5). ``bilateral_probability`` and
+    ``clahe_probability`` add the two as families of their own, after the low-pass and the equalisation
+    families, with the same strength ranges.
     """
     out = image.float()
     if spectral_tilt and rng.random() < 0.5:
@@ -232,6 +240,8 @@ def random_preprocess(image: torch.Tensor, rng: np.random.Generator, generator: 
             out = edge_preserving_denoise(out, float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.3, 1.5)))
         else:
             out = gaussian_blur(out, float(rng.uniform(0.4, blur_max_px)))
+    if bilateral_probability > 0 and rng.random() < bilateral_probability:
+        out = edge_preserving_denoise(out, float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.3, 1.5)))
     if rng.random() < 0.15:
         out = out + float(rng.uniform(0.2, 1.0)) * (out - gaussian_blur(out, float(rng.uniform(1.0, 3.0))))
     if rng.random() < 0.3:
@@ -244,6 +254,8 @@ def random_preprocess(image: torch.Tensor, rng: np.random.Generator, generator: 
     elif rng.random() < 0.2:
         lo = float(out.min())
         out = (out - lo + 1e-3).pow(float(rng.uniform(0.6, 1.6)))
+    if clahe_probability > 0 and rng.random() < clahe_probability:
+        out = clahe(out, int(rng.integers(4, 13)), float(rng.uniform(1.5, 4.0)))
     if rng.random() < 0.5:
         out = quantise(out, int(rng.choice([64, 128, 256])), float(rng.uniform(0.0, 2.0)))
     # Picking normalises every micrograph the same way; training crops must look like what it produces.
