@@ -44,20 +44,27 @@ def test_default_randomisation_changes_nothing():
     assert augmentation_for(TrainConfig(crop_px=128)) == Augmentation(crop_px=128)
 
 
-def test_randomised_crops_keep_centres_on_the_particles():
+@pytest.mark.parametrize(("randomisation", "on_dark"), [
+    (Randomisation(0.75, 1.35, 0.5), 0.97),
+    # CLAHE remaps each tile on its own, so a disc among many others can end up lighter than the crop's
+    # mean; a misplaced centre would sit on a disc about half the time.
+    (Randomisation(0.75, 1.35, 1.0, denoisers=True, spectral_tilt=True, bilateral_probability=0.5,
+                   clahe_probability=0.5), 0.95),
+], ids=["families of stages 5-18", "every family"])
+def test_randomised_crops_keep_centres_on_the_particles(randomisation: Randomisation, on_dark: float):
     sample = disc_sample()
-    aug = Augmentation(crop_px=128, randomisation=Randomisation(0.75, 1.35, 0.5))
+    aug = Augmentation(crop_px=128, randomisation=randomisation)
     contrast = []
     gen = torch.Generator().manual_seed(0)
     for k in range(60):
         image, centres, _ = random_crop(sample, aug, np.random.default_rng(k), gen)
         assert image.shape == (128, 128) and torch.isfinite(image).all()
         for x, y in centres.round().int().tolist():
-            if 2 <= x < 126 and 2 <= y < 126:
-                contrast.append(float(image[y - 1:y + 2, x - 1:x + 2].mean() - image.mean()))
+            if 3 <= x < 125 and 3 <= y < 125:  # a 5 x 5 mean: whitened crops have strong pixel noise
+                contrast.append(float(image[y - 2:y + 3, x - 2:x + 3].mean() - image.mean()))
     assert len(contrast) > 50
     # Every labelled centre still sits on a dark disc, whatever the scale and preprocessing.
-    assert np.mean(np.array(contrast) < 0) > 0.97
+    assert np.mean(np.array(contrast) < 0) > on_dark
 
 
 def test_zoom_maps_pixel_centres_exactly():
@@ -189,21 +196,6 @@ def test_denoisers_join_the_chain_only_when_asked():
     assert changed >= 8 and same >= 1
     assert augmentation_for(TrainConfig(denoisers=True)).randomisation.denoisers
     assert not TrainConfig().denoisers
-
-
-def test_randomised_crops_with_denoisers_keep_centres_on_the_particles():
-    sample = disc_sample()
-    aug = Augmentation(crop_px=128, randomisation=Randomisation(0.75, 1.35, 1.0, denoisers=True))
-    contrast = []
-    gen = torch.Generator().manual_seed(0)
-    for k in range(40):
-        image, centres, _ = random_crop(sample, aug, np.random.default_rng(k), gen)
-        assert image.shape == (128, 128) and torch.isfinite(image).all()
-        for x, y in centres.round().int().tolist():
-            if 2 <= x < 126 and 2 <= y < 126:
-                contrast.append(float(image[y - 1:y + 2, x - 1:x + 2].mean() - image.mean()))
-    assert len(contrast) > 30
-    assert np.mean(np.array(contrast) < 0) > 0.97
 
 
 def test_tilt_spectrum_whitens_or_reddens_around_the_pivot():
