@@ -37,13 +37,18 @@ def score(model: str, target: dict, micrographs: list[Path], factor: float, work
     hydrapick.pick([str(m) for m in micrographs], out, model=None if model == "bundled" else model,
                    diameter_A=target["diameter_A"] * factor, pixel_size_A=target["apix"], threshold=0.05,
                    border_A=target["diameter_A"] / 2, device="cpu", num_threads=threads)
+    return true_diameter_ap(target, micrographs, out, work)
+
+
+def true_diameter_ap(target: dict, micrographs: list[Path], picks: Path, work: Path) -> float:
+    """AP of ``picks`` on ``micrographs`` with the box and the edge rule of the true diameter, whatever
+    diameter was typed, so only the typed diameter changes between runs."""
     truth = work / f"{target['name']}_truth"  # the truth of these micrographs only
     if not truth.exists():
         truth.mkdir()
         for m in micrographs:
             (truth / f"{m.stem}.star").symlink_to((target["truth"] / f"{m.stem}.star").resolve())
-    # The box and the edge rule of the true diameter for every factor: only the diameter typed changes.
-    result = evaluate_picks_files(truth, out, diameter_A=target["diameter_A"], pixel_size_A=target["apix"],
+    result = evaluate_picks_files(truth, picks, diameter_A=target["diameter_A"], pixel_size_A=target["apix"],
                                   border_A=target["diameter_A"] / 2, micrographs=micrographs[0].parent)
     return float(next(iter(result.reports.values())).ap)
 
