@@ -58,8 +58,8 @@ def merged_picks(target: dict, micrographs: list[Path], typed_A: float, scales: 
             if taken[i]:
                 continue
             near = (np.hypot(*(xy - xy[i]).T) < radius) & ~taken
-            best = [score[near & (run_of == k)].max() for k in range(len(scales))
-                    if (near & (run_of == k)).any()]
+            of_run = (near & (run_of == k) for k in range(len(scales)))
+            best = [score[here].max() for here in of_run if here.any()]
             taken |= near
             rows.append(f"{m.stem}\t{xy[i, 0]:.1f}\t{xy[i, 1]:.1f}\t{sum(best) / len(scales):.5f}\n")
     path = work / "merged.txt"

@@ -215,6 +215,16 @@ def quantise(image: torch.Tensor, levels: int, clip_percent: float) -> torch.Ten
     return torch.round((image.clamp(lo, hi) - lo) / (hi - lo) * (levels - 1))
 
 
+def random_denoise(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """`edge_preserving_denoise` at a random strength: 1-3 model px, range 0.3-1.5 guide deviations."""
+    return edge_preserving_denoise(image, float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.3, 1.5)))
+
+
+def random_clahe(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """`clahe` at a random strength: 4-12 tiles a side, clip limit 1.5-4."""
+    return clahe(image, int(rng.integers(4, 13)), float(rng.uniform(1.5, 4.0)))
+
+
 def random_preprocess(image: torch.Tensor, rng: np.random.Generator, generator: torch.Generator,
                       blur_max_px: float = BLUR_MAX_PX, denoisers: bool = False,
                       spectral_tilt: bool = False, bilateral_probability: float = 0.0,
@@ -237,25 +247,25 @@ def random_preprocess(image: torch.Tensor, rng: np.random.Generator, generator: 
         out = tilt_spectrum(out, float(rng.uniform(-1.5, 1.5)))
     if rng.random() < 0.6:
         if denoisers and rng.random() < 0.5:
-            out = edge_preserving_denoise(out, float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.3, 1.5)))
+            out = random_denoise(out, rng)
         else:
             out = gaussian_blur(out, float(rng.uniform(0.4, blur_max_px)))
     if bilateral_probability > 0 and rng.random() < bilateral_probability:
-        out = edge_preserving_denoise(out, float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.3, 1.5)))
+        out = random_denoise(out, rng)
     if rng.random() < 0.15:
         out = out + float(rng.uniform(0.2, 1.0)) * (out - gaussian_blur(out, float(rng.uniform(1.0, 3.0))))
     if rng.random() < 0.3:
         out = local_contrast(out, float(rng.uniform(6.0, 40.0)))
     if rng.random() < 0.25:
         if denoisers and rng.random() < 0.5:
-            out = clahe(out, int(rng.integers(4, 13)), float(rng.uniform(1.5, 4.0)))
+            out = random_clahe(out, rng)
         else:
             out = equalise(out)
     elif rng.random() < 0.2:
         lo = float(out.min())
         out = (out - lo + 1e-3).pow(float(rng.uniform(0.6, 1.6)))
     if clahe_probability > 0 and rng.random() < clahe_probability:
-        out = clahe(out, int(rng.integers(4, 13)), float(rng.uniform(1.5, 4.0)))
+        out = random_clahe(out, rng)
     if rng.random() < 0.5:
         out = quantise(out, int(rng.choice([64, 128, 256])), float(rng.uniform(0.0, 2.0)))
     # Picking normalises every micrograph the same way; training crops must look like what it produces.
