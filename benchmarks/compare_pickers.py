@@ -54,8 +54,9 @@ TOPAZ_VENV = ROOT / ".venv-topaz"
 # The hydrapick of this interpreter (the one whose evaluation scores the table), not whatever console script
 # named `hydrapick` comes first on PATH.
 HYDRAPICK = [sys.executable, "-m", "hydrapick"]
-PICKERS = ("hydrapick", "hydrapick-adapt", "relion-log", "topaz")
-# Run unless --pickers names them: hydrapick-adapt costs minutes per dataset on a CPU.
+PICKERS = ("hydrapick", "hydrapick-scales", "hydrapick-adapt", "relion-log", "topaz")
+# Run unless --pickers names them: hydrapick-adapt costs minutes per dataset on a CPU, hydrapick-scales
+# (pick --scales, --hydrapick-scales) a network pass per scale.
 DEFAULT_PICKERS = ("hydrapick", "relion-log", "topaz")
 
 
@@ -177,15 +178,18 @@ def simulated_datasets(workdir: Path, structures: list[Path], n_per_structure: i
 # --- pickers -----------------------------------------------------------------------------------------------
 
 def run_hydrapick(ds: Dataset, out_dir: Path, *, model: str | None, head: str | None, threshold: float,
-                  device: str, adapt: bool = False) -> Result:
-    """``hydrapick pick`` (with ``--adapt``: label-free adaptation on the dataset's own micrographs)."""
-    result = Result("hydrapick-adapt" if adapt else "hydrapick")
+                  device: str, adapt: bool = False, scales: str | None = None) -> Result:
+    """``hydrapick pick`` (with ``--adapt``: label-free adaptation on the dataset's own micrographs; with
+    ``scales``: ``--scales``, picked at several multiples of the diameter and merged)."""
+    result = Result("hydrapick-adapt" if adapt else "hydrapick-scales" if scales else "hydrapick")
     output = out_dir / f"{result.picker}.txt"
     command = [*HYDRAPICK, "pick", *map(str, ds.micrographs), "--diameter", f"{ds.diameter_A:g}",
                "--apix", f"{ds.pixel_size_A:g}", "--format", "topaz", "-o", str(output),
                "--threshold", f"{threshold:g}", "--device", device, "--quiet"]
     if adapt:
         command += ["--adapt", "--adapt-output", str(out_dir / "adapted.pt")]
+    if scales:
+        command += ["--scales", scales]
     if model:
         command += ["--model", model]
     if head:
@@ -430,6 +434,8 @@ def add_picker_options(parser: argparse.ArgumentParser) -> None:
     hp.add_argument("--hydrapick-threshold", type=float, default=0.05,
                     help="score cut for hydrapick's output; low, so that AP sees the whole curve "
                          "(default: 0.05)")
+    hp.add_argument("--hydrapick-scales", default="0.89,1,1.12",
+                    help="the hydrapick-scales picker's --scales (default: 0.89,1,1.12)")
     hp.add_argument("--device", default="cpu", help="device for hydrapick (default: cpu)")
     rl = parser.add_argument_group("RELION LoG (relion_autopick --LoG, RELION 3.1 on PATH)")
     rl.add_argument("--relion-diameters", default="0.8,1.2",
@@ -472,6 +478,10 @@ def run_pickers(ds: Dataset, folder: Path, args: argparse.Namespace) -> list[Res
     if "hydrapick" in pickers:
         results.append(run_hydrapick(ds, folder, model=args.model, head=args.head,
                                      threshold=args.hydrapick_threshold, device=args.device))
+    if "hydrapick-scales" in pickers:
+        results.append(run_hydrapick(ds, folder, model=args.model, head=args.head,
+                                     threshold=args.hydrapick_threshold, device=args.device,
+                                     scales=args.hydrapick_scales))
     if "hydrapick-adapt" in pickers:
         results.append(run_hydrapick(ds, folder, model=args.model, head=args.head,
                                      threshold=args.hydrapick_threshold, device=args.device, adapt=True))

@@ -150,6 +150,15 @@ def test_tta_option(project):
     assert not np.array_equal(np.sort(picks.score), np.sort(read_coordinates("plain.star").score))
 
 
+def test_scales_option(project):
+    result = run(*base_args("-o", "scales.star", "--scales", "0.89,1,1.12", "-q"))
+    assert result.exit_code == 0, result.output
+    assert_found(read_coordinates("scales.star"), project)
+    result = run(*base_args("-o", "bad.star", "--scales", "0.9;1.1"))
+    assert result.exit_code == 2 and "--scales" in result.output and "comma-separated" in result.output
+    assert not Path("bad.star").exists()
+
+
 def test_quiet_prints_nothing(project):
     result = run(*base_args("-o", "picks.star", "-q"))
     assert result.exit_code == 0 and result.output == ""

@@ -158,7 +158,7 @@ def test_pick_job_as_relion_runs_it_with_run_out_and_run_err(project):
     Path("default_pipeline.star").write_text("\n# version 30001\n\ndata_pipeline_general\n")
     exe = f"{sys.executable} -m hydrapick.relion.pick_job"
     command = relion_command(exe, "External/job008/", {"in_mic": "CtfFind/job003/micrographs_ctf.star"},
-                             pick_params())
+                             pick_params(("scales", "0.9,1,1.1")))
     Path("External/job008").mkdir(parents=True)
     final = command + " >> External/job008/run.out 2>> External/job008/run.err"
     env = {**os.environ, "PYTHONPATH": str(REPO)}

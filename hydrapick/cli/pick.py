@@ -50,6 +50,9 @@ _PICK_SHOWN_FAILURES = 20
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: average the network over the 8 rotations and mirror images of "
                    "each micrograph (about 8x slower; more accurate on unseen specimens).")
+@click.option("--scales", default="1", show_default=True,
+              help="Pick at these multiples of --diameter and merge the candidates, e.g. 0.89,1,1.12 when "
+                   "the diameter is known only to a quarter (one network pass per scale).")
 @click.option("--adapt", is_flag=True,
               help="First learn this dataset's particles and background from the micrographs themselves "
                    "(no labels; a new head, minutes on a CPU), then pick with it. A self-check on "
@@ -82,7 +85,7 @@ _PICK_SHOWN_FAILURES = 20
 def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path: str | None, head: str,
          diameter_A: float | None, pixel_size_A: float | None, threshold: float | None,
          min_distance_A: float | None, border_A: float | None, score_floor: float, device: str,
-         batch_size: int, threads: int | None, full_precision: bool, tta: bool, adapt: bool,
+         batch_size: int, threads: int | None, full_precision: bool, tta: bool, scales: str, adapt: bool,
          adapt_micrographs: int, adapt_objective: str, adapt_output: str | None, shard: str | None,
          skip_existing: bool, preview_dir: str | None, watch: bool, watch_timeout: float,
          poll_interval: float, quiet: bool) -> None:
@@ -104,9 +107,14 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
     from ..io import FormatError
     from ..io.inputs import InputError
     from ..picking import pick as run_pick
+    from ..picking.scales import parse_scales
     from ..picking.shards import parse_shard, shard_from_environment
 
     err = Console(stderr=True, quiet=quiet)
+    try:
+        parse_scales(scales)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scales") from None
     if (adapt_output or adapt_micrographs != AdaptConfig.micrographs
             or adapt_objective != AdaptConfig.objective) and not adapt:
         raise click.UsageError("--adapt-output, --adapt-micrographs and --adapt-objective need --adapt")
@@ -117,7 +125,7 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
         options = dict(head=head, diameter_A=diameter_A, pixel_size_A=pixel_size_A, threshold=threshold,
                        min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
                        device=device, batch_size=batch_size, num_threads=threads,
-                       mixed_precision=not full_precision, tta=tta, preview_dir=preview_dir,
+                       mixed_precision=not full_precision, tta=tta, scales=scales, preview_dir=preview_dir,
                        adapt=adapt_config,
                        adapt_output=adapt_output)
         if run_watch(micrographs, output, fmt, model_path, watch_timeout, poll_interval, shard, err, options):
@@ -133,7 +141,7 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
                               diameter_A=diameter_A, pixel_size_A=pixel_size_A, threshold=threshold,
                               min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
                               device=device, batch_size=batch_size, num_threads=threads,
-                              mixed_precision=not full_precision, tta=tta, shard=shard_spec,
+                              mixed_precision=not full_precision, tta=tta, scales=scales, shard=shard_spec,
                               skip_existing=skip_existing, preview_dir=preview_dir, progress=progress,
                               adapt=adapt_config or False,
                               adapt_output=adapt_output, adapt_progress=on_adapt)

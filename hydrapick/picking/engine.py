@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -46,6 +46,7 @@ from ..model.anchors import anchor_centres, detect_picks
 from .inference import auto_tile_px, infer, infer_symmetrised
 from .reading import Loaded, MicrographReader, as_input, batches, ordered_prefetch
 from .results import PickError, PickResult, failure_reason
+from .scales import merge_scales, parse_scales, scale_major
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,11 @@ class BatchPicker:
     """Runs the network on a batch of prepared micrographs and decodes each; a failing batch is retried
     one micrograph at a time, so only the micrograph at fault fails."""
 
-    def __init__(self, net: nn.Module, head: str, device: torch.device, decoder: Decoder, *,
-                 mixed_precision: bool, tta: bool, max_tile_px: int | None) -> None:
-        self.net, self.head, self.device, self.decoder = net, head, device, decoder
+    def __init__(self, net: nn.Module, head: str, device: torch.device, decoder: Decoder | Sequence[Decoder],
+                 *, mixed_precision: bool, tta: bool, max_tile_px: int | None) -> None:
+        # One decoder per scale of ``pick --scales``, chosen by `Loaded.scale_index`.
+        self.decoders = [decoder] if isinstance(decoder, Decoder) else list(decoder)
+        self.net, self.head, self.device = net, head, device
         self.tta, self.max_tile_px = tta, max_tile_px
         self.cuda = device.type == "cuda"
         self.half = torch.bfloat16 if not self.cuda or torch.cuda.is_bf16_supported() else torch.float16
@@ -153,13 +156,13 @@ class BatchPicker:
 
     def __call__(self, batch: list[Loaded]) -> list[PickResult]:
         if batch[0].error is not None:
-            return [self.decoder.failed(batch[0].item, batch[0].error)]
+            return [self.decoders[0].failed(batch[0].item, batch[0].error)]
         try:
             return self._run(batch)
         except Exception as exc:  # noqa: BLE001
             if len(batch) > 1:
                 return [r for b in batch for r in self([b])]
-            return [self.decoder.failed(batch[0].item, failure_reason(batch[0].item.path, exc))]
+            return [self.decoders[0].failed(batch[0].item, failure_reason(batch[0].item.path, exc))]
 
     @torch.inference_mode()
     def _run(self, batch: list[Loaded]) -> list[PickResult]:
@@ -174,7 +177,7 @@ class BatchPicker:
         with amp:
             run = infer_symmetrised if self.tta else infer
             outputs = run(self.net, images.to(self.device), self.head, max_tile_px=self.max_tile_px)
-        return [self.decoder(b, outputs[i]) for i, b in enumerate(batch)]
+        return [self.decoders[b.scale_index](b, outputs[i]) for i, b in enumerate(batch)]
 
 
 # --- the engine -----------------------------------------------------------------------------------------
@@ -200,7 +203,8 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
                      progress: Callable[[PickResult], None] | None = None,
                      max_tile_px: int | str | None = MAX_TILE_PX, num_workers: int | None = None,
                      num_threads: int | None = None, mixed_precision: bool = True,
-                     tta: bool = False) -> Iterator[PickResult]:
+                     tta: bool = False, scales: str | float | Sequence[float] | None = None,
+                     ) -> Iterator[PickResult]:
     """Pick particles on micrographs, one `PickResult` per micrograph, in input order.
 
     Parameters
@@ -248,6 +252,10 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
         Test-time augmentation: average the network's outputs over the 8 rotations and mirror images of
         each micrograph (`hydrapick.picking.inference.infer_symmetrised`). About 8x the network time; on
         held-out specimens the bundled model's AP rises by 0.01-0.04 (docs/picking.md).
+    scales : str or sequence of float, optional
+        Pick at each of these multiples of ``diameter_A`` ("0.89,1,1.12") and merge the candidates
+        (`hydrapick.picking.scales`): more tolerant of a diameter typed up to a quarter off, at one
+        network pass per scale. Default: the typed diameter alone.
 
     Yields
     ------
@@ -271,22 +279,49 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
     preprocess = metadata.get("preprocess") or {}
     clip = float(preprocess.get("clip_percentile", PreprocessConfig().clip_percentile))
     workers = num_workers or (min(8, usable_cpu_count()) if cuda else 1)
-    reader = MicrographReader(cfg, dev, diameter_A, clip, pixel_size_A)
-    decoder = Decoder(cfg, diameter_A, threshold, min_distance_A, border_A, score_floor)
+    factors = parse_scales(scales)
+    readers = [MicrographReader(cfg, dev, diameter_A * r, clip, pixel_size_A) for r in factors]
+    # Each scale's pass keeps its candidates min_distance_A apart, as the merge does.
+    decoders = [Decoder(cfg, diameter_A * r, threshold, min_distance_A, border_A, score_floor)
+                for r in factors]
     if cuda:
         torch.backends.cudnn.benchmark = True
     if max_tile_px == "auto":
         max_tile_px = auto_tile_px(net, head, TILE_ACTIVATION_BYTES)
     elif max_tile_px is not None and not isinstance(max_tile_px, int):
         raise ValueError(f"max_tile_px must be a number of pixels, 'auto' or None, not {max_tile_px!r}")
-    picker = BatchPicker(net, head, dev, decoder, mixed_precision=mixed_precision, tta=tta,
+    picker = BatchPicker(net, head, dev, decoders, mixed_precision=mixed_precision, tta=tta,
                          max_tile_px=max_tile_px)
+    pairs = list(scale_major(len(items), len(factors), batch_size))
+
+    def read(pair: tuple[int, int]) -> Loaded:
+        loaded = readers[pair[1]](items[pair[0]])
+        loaded.scale_index = pair[1]
+        return loaded
+
     # On the CPU, freed activations are kept for the next pass rather than page-faulted in afresh.
     with torch_threads(None if cuda else cpu_threads(num_threads)), \
             (nullcontext() if cuda else reuse_freed_memory()):
-        loaded = ordered_prefetch(items, reader, workers, depth=max(2 * batch_size, 2 * workers))
-        for batch in batches(loaded, batch_size):
-            for result in picker(batch):
-                if progress is not None:
-                    progress(result)
-                yield result
+        loaded = ordered_prefetch(pairs, read, workers, depth=max(2 * batch_size, 2 * workers))
+        passes = (result for batch in batches(loaded, batch_size) for result in picker(batch))
+        for result in _merged(passes, len(items), len(factors), batch_size, min_distance_A, diameter_A,
+                              score_floor):
+            if progress is not None:
+                progress(result)
+            yield result
+
+
+def _merged(passes: Iterator[PickResult], n_items: int, n_scales: int, chunk: int, min_distance_A: float,
+            diameter_A: float, score_floor: float) -> Iterator[PickResult]:
+    """Each micrograph's result, its passes at every scale merged, in input order (passes come in
+    `scale_major` order: one result per pass)."""
+    if n_scales == 1:
+        yield from passes
+        return
+    for start in range(0, n_items, chunk):
+        m = min(chunk, n_items - start)
+        got = [next(passes) for _ in range(m * n_scales)]
+        for j in range(m):
+            one = [got[k * m + j] for k in range(n_scales)]
+            size = one[0].pixel_size_A or 1.0
+            yield merge_scales(one, min_distance_A / size, diameter_A / size, score_floor)

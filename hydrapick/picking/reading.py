@@ -33,6 +33,7 @@ class Loaded:
     prepared: Prepared | None = None
     pixel_size_A: float | None = None
     error: str | None = None
+    scale_index: int = 0  # which of ``pick --scales`` it was prepared for
 
 
 def as_input(p: str | os.PathLike | MicrographInput) -> MicrographInput:

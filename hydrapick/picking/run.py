@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from .engine import (
     resolve_threshold,
 )
 from .outputs import PickOutputs, output_format, write_preview
+from .scales import parse_scales
 from .shards import parse_shard, select_shard
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
          skip_existing: bool = False, preview_dir: str | os.PathLike | None = None,
          preview_count: int = PREVIEW_COUNT, max_tile_px: int | str | None = MAX_TILE_PX,
          num_threads: int | None = None, mixed_precision: bool = True, tta: bool = False,
+         scales: str | float | Sequence[float] | None = None,
          adapt: bool | AdaptConfig = False, adapt_output: str | os.PathLike | None = None,
          progress: Callable[[PickProgress], None] | None = None,
          adapt_progress: Callable | None = None) -> PickReport:
@@ -165,7 +167,9 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
     threshold_given = threshold is not None
     threshold = resolve_threshold(metadata, head, threshold)
     diameter_A = resolve_diameter(metadata, head, diameter_A)
-    _check_particle_size(items, diameter_A, pixel_size_A, net.config)
+    scales = parse_scales(scales)
+    for r in scales:
+        _check_particle_size(items, diameter_A * r, pixel_size_A, net.config)
 
     outputs = None
     if output is not None:
@@ -205,7 +209,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
                                        min_distance_A=min_distance_A, border_A=border_A,
                                        score_floor=score_floor, device=device, batch_size=batch_size,
                                        max_tile_px=max_tile_px, num_threads=num_threads,
-                                       mixed_precision=mixed_precision, tta=tta):
+                                       mixed_precision=mixed_precision, tta=tta, scales=scales):
             if result.ok:
                 if outputs is not None:
                     outputs.write_micrograph(result)

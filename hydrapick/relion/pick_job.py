@@ -34,6 +34,7 @@ PARAMETERS = {
     "device": "auto, cpu, cuda or cuda:N (default auto)",
     "batch_size": "micrographs per forward pass",
     "tta": "test-time augmentation (yes/no)",
+    "scales": "pick at these multiples of the diameter and merge, e.g. 0.89,1,1.12 (default 1)",
     "relion_version": "4 or 5: node type labels of that version (default: from default_pipeline.star)",
 }
 
@@ -51,7 +52,7 @@ def pick_work(args: JobArgs) -> list[tuple[str, str]]:
                                 ("apix", "pixel_size_A", float),
                                 ("min_distance", "min_distance_A", float), ("border", "border_A", float),
                                 ("device", "device", str), ("batch_size", "batch_size", int),
-                                ("tta", "tta", flag)):
+                                ("tta", "tta", flag), ("scales", "scales", str)):
         value = args.take(label, convert)
         if value is not None:
             options[key] = value
