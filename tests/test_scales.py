@@ -3,8 +3,6 @@ candidates, then end to end with the tiny model of test_picking.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from test_picking import DIAMETER_A, match_fraction, trained_checkpoint, write_blob_micrographs
