@@ -106,6 +106,18 @@ def test_watch_times_out_on_an_empty_folder_and_checks_its_options(tmp_path):
         watch(tmp_path, tmp_path / "p.star", model=trained_checkpoint(), diameter_A=DIAMETER_A)
 
 
+def test_watch_picks_at_several_scales_as_pick_does(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("Movies"), 2, particles=4, seed=31)
+    options = dict(model=trained_checkpoint(), diameter_A=DIAMETER_A, scales="0.9,1,1.1")
+    report = watch("Movies", "AutoPick/job005", poll_s=0.05, timeout_s=0.5, **options)
+    assert report.done == 2 and not report.failures
+    direct = pick(["Movies/*.mrc"], "direct.star", **options)
+    watched = read_coordinates("AutoPick/job005", "relion")
+    assert len(watched) == len(direct.picks) > 0
+    np.testing.assert_allclose(np.sort(watched.score), np.sort(direct.picks.score), atol=1e-5)
+
+
 def test_watch_command_prints_a_live_summary(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_blob_micrographs(Path("Movies"), 2, particles=4)
