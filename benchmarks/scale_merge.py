@@ -30,12 +30,12 @@ DEFAULT_THRESHOLD = float(load_model(None)[1]["thresholds"]["generic"])
 
 
 def pick_at_scales(target: dict, micrographs: list[Path], typed_A: float, scales: list[float], work: Path,
-                 threads: int) -> Path:
+                   threads: int, tta: bool = False) -> Path:
     """`hydrapick pick --scales` on ``micrographs`` (candidates from score 0.05)."""
     out = work / "merged.star"
     hydrapick.pick([str(m) for m in micrographs], out, diameter_A=typed_A, pixel_size_A=target["apix"],
                    threshold=0.05, border_A=target["diameter_A"] / 2, device="cpu", num_threads=threads,
-                   scales=scales)
+                   scales=scales, tta=tta)
     return out
 
 
@@ -57,13 +57,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus", type=Path, default=ROOT / "cache/generic")
     parser.add_argument("--real", type=Path, default=ROOT.parent / "shared/data/real/empiar-10028")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tta", action="store_true", help="also --tta (8 rotations and mirror images)")
     args = parser.parse_args(argv)
     try:
         scales = list(parse_scales(args.scales))
     except ValueError as exc:
         raise SystemExit(f"--scales: {exc}") from None
 
-    print(f"scales {scales}; AP at {', '.join(f'{f:g}x' for f in FACTORS)} the true diameter")
+    print(f"scales {scales}{' with --tta' if args.tta else ''}; AP at "
+          f"{', '.join(f'{f:g}x' for f in FACTORS)} the true diameter")
     for t in targets(args.corpus, args.real):
         if t["name"] == "empiar10028":
             micrographs = [p for part in SPLITS[args.split] for p in (t[part] or [])]
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         for f in FACTORS:
             with tempfile.TemporaryDirectory() as w:
                 work = Path(w)
-                picks = pick_at_scales(t, micrographs, t["diameter_A"] * f, scales, work, args.threads)
+                picks = pick_at_scales(t, micrographs, t["diameter_A"] * f, scales, work, args.threads,
+                                       args.tta)
                 aps.append(true_diameter_ap(t, micrographs, picks, work))
                 if f == 1:
                     precision, recall = at_default_threshold(t, micrographs, picks, work)
