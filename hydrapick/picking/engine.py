@@ -251,7 +251,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
     tta : bool
         Test-time augmentation: average the network's outputs over the 8 rotations and mirror images of
         each micrograph (`hydrapick.picking.inference.infer_symmetrised`). About 8x the network time; on
-        held-out specimens the bundled model's AP rises by 0.01-0.04 (docs/picking.md).
+        held-out specimens the bundled model's AP rises by 0.003-0.010 (docs/picking.md).
     scales : str or sequence of float, optional
         Pick at each of these multiples of ``diameter_A`` ("0.89,1,1.12") and merge the candidates
         (`hydrapick.picking.scales`): more tolerant of a diameter typed up to a quarter off, at one
