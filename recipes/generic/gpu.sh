@@ -21,14 +21,15 @@ device=${DEVICE:-cuda}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 
 start=$SECONDS
-recipes/generic/make_corpus.sh cache/generic "$cores"
+recipes/generic/make_corpus.sh cache/generic "$cores"          # the held-out targets (and corpus.toml)
+N=20 recipes/generic/make_corpus.sh cache/generic20 "$cores"  # corpus20.toml: what gpu.toml trains on
 echo "corpus ready in $(( SECONDS - start )) s"
 
 resume=()
 [ -f "$run/checkpoint.pt" ] && resume=(--resume)
 start=$SECONDS
 set +e
-OMP_NUM_THREADS=2 timeout "${LIMIT:-600}" hydrapick train recipes/generic/corpus.toml \
+OMP_NUM_THREADS=2 timeout "${LIMIT:-600}" hydrapick train recipes/generic/corpus20.toml \
     --config recipes/generic/gpu.toml --loader-workers "$workers" --device "$device" -q -o "$run" \
     "${resume[@]}" ${TRAIN_ARGS:-}
 status=$?
