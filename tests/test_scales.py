@@ -39,10 +39,12 @@ def test_parse_scales_says_what_is_wrong(bad, message):
         parse_scales(bad)
 
 
-def test_scale_major_visits_each_pair_once_chunk_by_chunk():
-    pairs = list(scale_major(5, 2, 2))
+def test_scale_major_regroups_each_chunk_scale_by_scale():
+    per_item = [[(i, k) for k in range(2)] for i in range(5)]
+    pairs = list(scale_major(iter(per_item), 2))
     assert pairs == [(0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (3, 0), (2, 1), (3, 1), (4, 0), (4, 1)]
-    assert sorted(pairs) == [(i, k) for i in range(5) for k in range(2)]
+    assert list(scale_major([["a"], ["b"], ["c"]], 2)) == ["a", "b", "c"]  # one scale: input order
+    assert list(scale_major([], 4)) == []
 
 
 # --- merge_scales -----------------------------------------------------------------------------------------
@@ -106,6 +108,23 @@ def test_picking_at_three_scales_finds_the_particles_in_input_order(tmp_path):
     for a, b in zip(one, plain, strict=True):
         np.testing.assert_array_equal(np.c_[a.picks.x, a.picks.y, a.picks.score],
                                       np.c_[b.picks.x, b.picks.y, b.picks.score])
+
+
+def test_each_micrograph_is_read_once_whatever_the_scales(tmp_path, monkeypatch):
+    import hydrapick.io
+
+    truth = write_blob_micrographs(tmp_path, 3, particles=3, seed=14)
+    reads = []
+    original = hydrapick.io.read_micrograph
+
+    def counted(path, *args, **kwargs):
+        reads.append(str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(hydrapick.io, "read_micrograph", counted)
+    results = list(pick_micrographs(list(truth), model=trained_checkpoint(), diameter_A=DIAMETER_A,
+                                    pixel_size_A=2.0, scales="0.9,1,1.1", batch_size=2))
+    assert all(r.ok for r in results) and sorted(reads) == sorted(truth)
 
 
 def test_a_bad_micrograph_fails_once_among_scales(tmp_path):

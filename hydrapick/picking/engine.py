@@ -280,7 +280,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
     clip = float(preprocess.get("clip_percentile", PreprocessConfig().clip_percentile))
     workers = num_workers or (min(8, usable_cpu_count()) if cuda else 1)
     factors = parse_scales(scales)
-    readers = [MicrographReader(cfg, dev, diameter_A * r, clip, pixel_size_A) for r in factors]
+    reader = MicrographReader(cfg, dev, [diameter_A * r for r in factors], clip, pixel_size_A)
     # Each scale's pass keeps its candidates min_distance_A apart, as the merge does.
     decoders = [Decoder(cfg, diameter_A * r, threshold, min_distance_A, border_A, score_floor)
                 for r in factors]
@@ -292,17 +292,13 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
         raise ValueError(f"max_tile_px must be a number of pixels, 'auto' or None, not {max_tile_px!r}")
     picker = BatchPicker(net, head, dev, decoders, mixed_precision=mixed_precision, tta=tta,
                          max_tile_px=max_tile_px)
-    pairs = list(scale_major(len(items), len(factors), batch_size))
-
-    def read(pair: tuple[int, int]) -> Loaded:
-        loaded = readers[pair[1]](items[pair[0]])
-        loaded.scale_index = pair[1]
-        return loaded
-
     # On the CPU, freed activations are kept for the next pass rather than page-faulted in afresh.
     with torch_threads(None if cuda else cpu_threads(num_threads)), \
             (nullcontext() if cuda else reuse_freed_memory()):
-        loaded = ordered_prefetch(pairs, read, workers, depth=max(2 * batch_size, 2 * workers))
+        # Each micrograph is read once and prepared at every scale; its scales' passes follow in
+        # scale-major order within chunks of batch_size micrographs.
+        loaded = scale_major(ordered_prefetch(items, reader, workers, depth=max(2 * batch_size, 2 * workers)),
+                             batch_size)
         passes = (result for batch in batches(loaded, batch_size) for result in picker(batch))
         for result in _merged(passes, len(items), len(factors), batch_size, min_distance_A, diameter_A,
                               score_floor):
@@ -314,7 +310,7 @@ def pick_micrographs(paths: Iterable[str | os.PathLike | MicrographInput], *, mo
 def _merged(passes: Iterator[PickResult], n_items: int, n_scales: int, chunk: int, min_distance_A: float,
             diameter_A: float, score_floor: float) -> Iterator[PickResult]:
     """Each micrograph's result, its passes at every scale merged, in input order (passes come in
-    `scale_major` order: one result per pass)."""
+    `scale_major` order: one result per pass, a failed micrograph's included)."""
     if n_scales == 1:
         yield from passes
         return

@@ -44,16 +44,18 @@ def as_input(p: str | os.PathLike | MicrographInput) -> MicrographInput:
 
 
 class MicrographReader:
-    """Reads and prepares one micrograph (called in reader threads); errors become `Loaded.error`."""
+    """Reads one micrograph once and prepares it for each particle diameter of ``diameters_A`` (one for
+    plain picking, one per scale of ``pick --scales``); called in reader threads. Errors become
+    `Loaded.error`, on every scale's entry."""
 
-    def __init__(self, config: ModelConfig, device: torch.device, diameter_A: float, clip_percentile: float,
-                 pixel_size_A: float | None) -> None:
-        self.config, self.device, self.diameter_A = config, device, diameter_A
+    def __init__(self, config: ModelConfig, device: torch.device, diameters_A: Sequence[float],
+                 clip_percentile: float, pixel_size_A: float | None) -> None:
+        self.config, self.device, self.diameters_A = config, device, list(diameters_A)
         self.clip_percentile, self.pixel_size_A = clip_percentile, pixel_size_A
         self.cuda = device.type == "cuda"
         self._streams = threading.local()
 
-    def __call__(self, item: MicrographInput) -> Loaded:
+    def __call__(self, item: MicrographInput) -> list[Loaded]:
         from ..io import read_micrograph
 
         try:
@@ -63,18 +65,21 @@ class MicrographReader:
                 raise PickError(f"File '{item.path}' has no pixel size in its header; give one with --apix "
                                 "(pixel_size_A)")
             prepare_on = self._prepare_cuda if self.cuda else self._prepare_cpu
-            return Loaded(item, prepare_on(item, mic.data, mic.pixel_size_A), mic.pixel_size_A)
+            return [Loaded(item, prepared, mic.pixel_size_A, scale_index=k)
+                    for k, prepared in enumerate(prepare_on(item, mic.data, mic.pixel_size_A))]
         except Exception as exc:  # noqa: BLE001 - one bad micrograph must not stop a run of thousands
-            return Loaded(item, error=failure_reason(item.path, exc))
+            reason = failure_reason(item.path, exc)
+            return [Loaded(item, error=reason, scale_index=k) for k in range(len(self.diameters_A))]
 
-    def _prepare_cpu(self, item: MicrographInput, data: np.ndarray, pixel_size_A: float) -> Prepared:
+    def _prepare_cpu(self, item: MicrographInput, data: np.ndarray, pixel_size_A: float) -> list[Prepared]:
         # A copy: reads the memory-mapped file here, in the reader thread, into writable memory.
         data = np.array(data, dtype=np.float32)
         if not np.isfinite(data).all():
             raise PickError(f"File '{item.path}' contains NaN or infinite pixel values")
-        return prepare(data, pixel_size_A, self.diameter_A, self.config, clip_percentile=self.clip_percentile)
+        return [prepare(data, pixel_size_A, d, self.config, clip_percentile=self.clip_percentile)
+                for d in self.diameters_A]
 
-    def _prepare_cuda(self, item: MicrographInput, data: np.ndarray, pixel_size_A: float) -> Prepared:
+    def _prepare_cuda(self, item: MicrographInput, data: np.ndarray, pixel_size_A: float) -> list[Prepared]:
         stream = getattr(self._streams, "stream", None)
         if stream is None:
             stream = self._streams.stream = torch.cuda.Stream(self.device)
@@ -86,8 +91,8 @@ class MicrographReader:
             image = host.to(self.device, non_blocking=True)
             if not bool(torch.isfinite(image).all()):
                 raise PickError(f"File '{item.path}' contains NaN or infinite pixel values")
-            prepared = prepare(image, pixel_size_A, self.diameter_A, self.config,
-                               clip_percentile=self.clip_percentile, device=self.device)
+            prepared = [prepare(image, pixel_size_A, d, self.config, clip_percentile=self.clip_percentile,
+                                device=self.device) for d in self.diameters_A]
         stream.synchronize()
         return prepared
 

@@ -11,8 +11,10 @@ down, so the merged scores rank places by how consistently they look like partic
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -21,6 +23,8 @@ from ..picks import Picks
 from .results import PickResult
 
 __all__ = ["merge_scales", "parse_scales", "scale_major"]
+
+T = TypeVar("T")
 
 # Candidate passes further apart than this cannot be the same particle seen at another size, and a
 # diameter off by more than this is a unit mistake rather than an uncertainty.
@@ -54,17 +58,21 @@ def parse_scales(scales: str | float | Sequence[float] | None) -> tuple[float, .
     return tuple(dict.fromkeys(values))
 
 
-def scale_major(n_items: int, n_scales: int, chunk: int) -> Iterator[tuple[int, int]]:
-    """(item, scale) pairs: items in chunks of ``chunk``, each chunk's items at scale 0, then at scale 1...
+def scale_major(per_item: Iterable[Sequence[T]], chunk: int) -> Iterator[T]:
+    """Each item's entries (one per scale) regrouped: items in chunks of ``chunk``, each chunk's items at
+    scale 0, then at scale 1...
 
     So a chunk's micrographs at one scale have one shape and share a forward pass, and every micrograph's
-    passes are done once its chunk is.
+    passes are done once its chunk is. One scale: the items' entries in their order.
     """
-    for start in range(0, n_items, chunk):
-        stop = min(start + chunk, n_items)
-        for k in range(n_scales):
-            for i in range(start, stop):
-                yield i, k
+    it = iter(per_item)
+    while True:
+        got = list(itertools.islice(it, chunk))
+        if not got:
+            return
+        for k in range(len(got[0])):
+            for entries in got:
+                yield entries[k]
 
 
 def merge_scales(passes: Sequence[PickResult], radius_px: float, diameter_px: float,
