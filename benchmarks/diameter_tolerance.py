@@ -43,14 +43,21 @@ def score(model: str, target: dict, micrographs: list[Path], factor: float, work
 def true_diameter_ap(target: dict, micrographs: list[Path], picks: Path, work: Path) -> float:
     """AP of ``picks`` on ``micrographs`` with the box and the edge rule of the true diameter, whatever
     diameter was typed, so only the typed diameter changes between runs."""
+    return float(true_diameter_report(target, micrographs, picks, work).ap)
+
+
+def true_diameter_report(target: dict, micrographs: list[Path], picks: Path, work: Path,
+                         threshold: float | None = None):
+    """`true_diameter_ap`'s whole evaluation report (precision and recall at ``threshold`` too)."""
     truth = work / f"{target['name']}_truth"  # the truth of these micrographs only
     if not truth.exists():
         truth.mkdir()
         for m in micrographs:
             (truth / f"{m.stem}.star").symlink_to((target["truth"] / f"{m.stem}.star").resolve())
     result = evaluate_picks_files(truth, picks, diameter_A=target["diameter_A"], pixel_size_A=target["apix"],
-                                  border_A=target["diameter_A"] / 2, micrographs=micrographs[0].parent)
-    return float(next(iter(result.reports.values())).ap)
+                                  border_A=target["diameter_A"] / 2, micrographs=micrographs[0].parent,
+                                  thresholds=threshold)
+    return next(iter(result.reports.values()))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -168,8 +168,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
     threshold = resolve_threshold(metadata, head, threshold)
     diameter_A = resolve_diameter(metadata, head, diameter_A)
     scales = parse_scales(scales)
-    for r in scales:
-        _check_particle_size(items, diameter_A * r, pixel_size_A, net.config)
+    _check_particle_size(items, [diameter_A * r for r in scales], pixel_size_A, net.config)
 
     outputs = None
     if output is not None:
@@ -251,10 +250,11 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
                           adaptation=adaptation)
 
 
-def _check_particle_size(items: list[MicrographInput], diameter_A: float, pixel_size_A: float | None,
-                         config) -> None:
+def _check_particle_size(items: list[MicrographInput], diameters_A: Sequence[float],
+                         pixel_size_A: float | None, config) -> None:
     """A diameter or pixel size off by a unit fails here, in one line, rather than once per micrograph
-    after minutes of resampling: checked with the pixel size given, else the first micrograph's."""
+    after minutes of resampling: each diameter picked at (one per scale) checked with the pixel size
+    given, else the first micrograph's (its header read once)."""
     size = pixel_size_A if pixel_size_A is not None else next(
         (it.pixel_size_A for it in items if it.pixel_size_A is not None), None)
     if size is None and items:
@@ -265,7 +265,8 @@ def _check_particle_size(items: list[MicrographInput], diameter_A: float, pixel_
         except (FormatError, ValueError, OSError):
             return  # reported with the micrograph when it is picked
     if size is not None:
-        check_particle_size(diameter_A, size, config)
+        for diameter_A in diameters_A:
+            check_particle_size(diameter_A, size, config)
 
 
 def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_A, config, device,
