@@ -44,6 +44,9 @@ class TrainConfig:
     # probabilities on top of the blur and equalisation (`denoisers` takes half of those instead).
     bilateral_probability: float = 0.0
     clahe_probability: float = 0.0
+    # Chance per batch of mixing the crops' feature statistics in the body's early layers (MixStyle;
+    # `hydrapick.model.body.mix_styles`), a feature-level domain randomisation. 0: never.
+    mix_style: float = 0.0
     # Phase 1: single-head pretraining.
     pretrain_epochs: int = 200
     pretrain_lr: float = 1e-3
@@ -101,7 +104,7 @@ class TrainConfig:
                              f"got {self.blur_max_px}")
         if not 0 <= self.preprocess_probability <= 1:
             raise ValueError(f"preprocess_probability must be in [0, 1], got {self.preprocess_probability}")
-        for name in ("bilateral_probability", "clahe_probability"):
+        for name in ("bilateral_probability", "clahe_probability", "mix_style"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 

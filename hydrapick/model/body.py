@@ -46,6 +46,28 @@ class ResidualBlock(nn.Module):
         return self.relu(out + x)
 
 
+def mix_styles(x: torch.Tensor, alpha: float = 0.1, eps: float = 1e-6) -> torch.Tensor:
+    """Give each sample in the batch a random mix of its own and another sample's feature statistics.
+
+    Each channel's mean and standard deviation over the image (a crop's "style": contrast, noise level,
+    texture) are replaced by ``lam`` x its own + (1 - ``lam``) x those of a randomly paired sample, ``lam``
+    ~ Beta(``alpha``, ``alpha``) per sample; the normalised content is kept (MixStyle: Zhou et al., ICLR
+    2021). Training sees styles between the simulated conditions, so the network leans less on any one.
+    Statistics are taken without gradient, as in that method. Uses torch's global random state.
+    """
+    n = x.shape[0]
+    if n < 2:
+        return x
+    flat = x.float()
+    mu = flat.mean(dim=(2, 3), keepdim=True).detach()
+    sigma = (flat.var(dim=(2, 3), keepdim=True) + eps).sqrt().detach()
+    lam = torch.distributions.Beta(alpha, alpha).sample((n, 1, 1, 1)).to(x.device)
+    perm = torch.randperm(n, device=x.device)
+    mu_mix = lam * mu + (1 - lam) * mu[perm]
+    sigma_mix = lam * sigma + (1 - lam) * sigma[perm]
+    return (((flat - mu) / sigma) * sigma_mix + mu_mix).to(x.dtype)
+
+
 class Body(nn.Module):
     """Stem (two conv + GN + ReLU: the first ``stem_kernel`` wide with stride ``stem_stride``, the second
     3x3) and ``body_blocks`` blocks.
@@ -63,6 +85,9 @@ class Body(nn.Module):
             conv3x3(c, c), nn.GroupNorm(g, c), nn.ReLU(inplace=True),
         )
         self.blocks = nn.Sequential(*[ResidualBlock(c, g) for _ in range(config.body_blocks)])
+        # Chance per training batch of mixing feature statistics (`mix_styles`) after the stem and after
+        # the first block; set by the trainer (`[train] mix_style`), never active in eval mode.
+        self.mix_style = 0.0
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -78,4 +103,12 @@ class Body(nn.Module):
             nn.init.zeros_(block.norm2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x))
+        x = self.stem(x)
+        if not (self.training and self.mix_style > 0):
+            return self.blocks(x)
+        mix = float(torch.rand(())) < self.mix_style
+        for i, block in enumerate([None, *self.blocks]):
+            x = x if block is None else block(x)
+            if mix and i < 2:
+                x = mix_styles(x)
+        return x

@@ -88,6 +88,7 @@ class Trainer(RunCheckpoints):
         self.datasets = list(datasets)
         self.names = [d.name for d in self.datasets]
         self.model = model.to(device)
+        self.model.body.mix_style = config.mix_style
         self.config = config
         self.out_dir = Path(out_dir)
         self.device = device
