@@ -77,6 +77,24 @@ def resample(image: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> torch.
     return out[0, 0]
 
 
+def gaussian_lowpass(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Blur a 2D image with a Gaussian of standard deviation ``sigma_px`` (edges extended, not wrapped).
+
+    Separable, so it costs two 1D convolutions of 2 x ceil(3 sigma) + 1 taps.
+    """
+    if sigma_px <= 0:
+        return image
+    radius = max(1, int(np.ceil(3 * sigma_px)))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=image.device)
+    kernel = torch.exp(-0.5 * (taps / sigma_px) ** 2)
+    kernel = kernel / kernel.sum()
+    t = image.to(torch.float32)[None, None]
+    t = F.pad(t, (radius, radius, radius, radius), mode="replicate")
+    t = F.conv2d(t, kernel.view(1, 1, 1, -1))
+    t = F.conv2d(t, kernel.view(1, 1, -1, 1))
+    return t[0, 0]
+
+
 def normalise(image: torch.Tensor, clip_percentile: float = 0.1) -> torch.Tensor:
     """Zero median, unit robust standard deviation, extremes clipped.
 
@@ -145,7 +163,8 @@ class Prepared:
 def prepare(image: np.ndarray | torch.Tensor, pixel_size_A: float, diameter_A: float,
             model_config: ModelConfig, clip_percentile: float = 0.1,
             device: torch.device | str | None = None) -> Prepared:
-    """Resample ``image`` so the particle is ``model_config.particle_diameter_px`` wide, then normalise.
+    """Resample ``image`` so the particle is ``model_config.particle_diameter_px`` wide, low-pass it by
+    ``model_config.input_lowpass_px`` (when set), then normalise.
 
     Parameters
     ----------
@@ -167,5 +186,5 @@ def prepare(image: np.ndarray | torch.Tensor, pixel_size_A: float, diameter_A: f
                         else image)
     if device is not None:
         t = t.to(device)
-    small = resample(t, shape)
+    small = gaussian_lowpass(resample(t, shape), model_config.input_lowpass_px)
     return Prepared(normalise(small, clip_percentile), shape[0] / h, shape[1] / w, (h, w))

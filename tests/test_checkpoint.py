@@ -114,3 +114,16 @@ def test_load_to_a_named_device_and_plain_types_only(tmp_path):
     model, meta = load_checkpoint(path, map_location="cpu")
     assert next(model.parameters()).device.type == "cpu"
     assert meta["tags"] == ["a", "b"]  # tuples are stored as lists
+
+
+def test_input_lowpass_travels_with_the_model_and_older_files_load_without_it(tmp_path):
+    import dataclasses
+
+    model = HydraPicker(dataclasses.replace(TINY, input_lowpass_px=1.0), ["ds1"])
+    loaded, meta = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model))
+    assert loaded.config.input_lowpass_px == 1.0 and meta["model_config"]["input_lowpass_px"] == 1.0
+    # A file written before the field existed has no such key: it loads as "no low-pass".
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    del raw["metadata"]["model_config"]["input_lowpass_px"]
+    torch.save(raw, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")[0].config.input_lowpass_px == 0.0

@@ -50,3 +50,36 @@ def test_small_but_real_variation_is_scaled_up_not_discarded():
         image = (offset + sigma * rng.normal(size=(128, 128))).astype(np.float32)
         prepared = prepare(image, 1.0, 24.0, ModelConfig(particle_diameter_px=24.0))
         assert 0.5 < float(prepared.image.std()) < 2.0
+
+
+def test_input_lowpass_matches_a_reference_gaussian_and_is_off_by_default():
+    from scipy import ndimage
+
+    from hydrapick.preprocess import gaussian_lowpass
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(40, 52)).astype(np.float32)
+    blurred = gaussian_lowpass(torch.from_numpy(image), 1.5).numpy()
+    np.testing.assert_allclose(blurred, ndimage.gaussian_filter(image, 1.5, mode="nearest", truncate=3.0),
+                               atol=1e-5)
+    np.testing.assert_array_equal(gaussian_lowpass(torch.from_numpy(image), 0.0).numpy(), image)
+
+    config = ModelConfig.light(particle_diameter_px=32.0)
+    plain = prepare(image, 1.0, 32.0, config).image
+    smooth = prepare(image, 1.0, 32.0, ModelConfig.light(particle_diameter_px=32.0, input_lowpass_px=1.0)).image
+    assert config.input_lowpass_px == 0.0
+    # White noise: the low-pass removes most of its high-frequency energy, so neighbours correlate.
+    def neighbour_correlation(a):
+        a = a.numpy()
+        return np.corrcoef(a[:, 1:].ravel(), a[:, :-1].ravel())[0, 1]
+    assert abs(neighbour_correlation(plain)) < 0.2
+    assert neighbour_correlation(smooth) > 0.6
+
+
+def test_input_lowpass_range_is_checked():
+    import pytest
+
+    with pytest.raises(ValueError, match="input_lowpass_px"):
+        ModelConfig(input_lowpass_px=-1.0)
+    with pytest.raises(ValueError, match="input_lowpass_px"):
+        ModelConfig(particle_diameter_px=48.0, input_lowpass_px=20.0)

@@ -33,6 +33,10 @@ class ModelConfig:
     # particle's nearest anchor on the 16-px grid always overlaps it at IoU > 0.6 (docs/method.md).
     particle_diameter_px: float = 64.0
     match_iou: float = 0.6
+    # Standard deviation, in the model's pixels, of a Gaussian low-pass applied after resampling and before
+    # normalisation, at picking and fine-tuning alike (0: none). Part of the model, not a picking option:
+    # the threshold is calibrated with it (recipes/generic/lowpass23 measures it).
+    input_lowpass_px: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.in_channels, self.stem_stride, self.body_channels, self.group_norm_groups,
@@ -62,6 +66,9 @@ class ModelConfig:
             raise ValueError(f"match_iou must be in (0, 1), got {self.match_iou}")
         if not self.particle_diameter_px > 0:
             raise ValueError(f"particle_diameter_px must be positive, got {self.particle_diameter_px}")
+        if not 0 <= self.input_lowpass_px <= self.particle_diameter_px / 4:
+            raise ValueError(f"input_lowpass_px must be in [0, particle_diameter_px / 4], "
+                             f"got {self.input_lowpass_px}")
 
     @classmethod
     def thesis(cls, **overrides: Any) -> ModelConfig:
