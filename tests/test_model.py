@@ -223,3 +223,41 @@ def test_tiny_model_overfits_one_crop_of_blobs():
     assert len(centres) == len(truth)
     error = torch.cdist(truth, centres).min(dim=1).values
     assert error.max() < 3.0, error
+
+
+def test_mix_styles_swaps_feature_statistics_and_keeps_content():
+    from hydrapick.model.body import mix_styles
+
+    torch.manual_seed(0)
+    content = torch.randn(2, 3, 16, 16)
+    content = (content - content.mean(dim=(2, 3), keepdim=True)) / content.std(dim=(2, 3), keepdim=True,
+                                                                                 unbiased=False)
+    styles = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.5, 4.0]])[:, :, None, None]
+    x = content * 2.0 + styles
+    torch.manual_seed(1)
+    mixed = mix_styles(x, alpha=0.1)
+    mu = mixed.mean(dim=(2, 3))
+    # Each sample's channel means lie between the two samples' (a convex mix), and the normalised
+    # content is untouched.
+    low, high = torch.minimum(styles[0], styles[1]).flatten(), torch.maximum(styles[0], styles[1]).flatten()
+    assert torch.all(mu >= low - 1e-4) and torch.all(mu <= high + 1e-4)
+    normalised = (mixed - mixed.mean(dim=(2, 3), keepdim=True)) / mixed.std(dim=(2, 3), keepdim=True,
+                                                                            unbiased=False)
+    assert torch.allclose(normalised, content, atol=1e-3)
+    assert torch.equal(mix_styles(x[:1]), x[:1])  # nothing to mix with
+
+
+def test_mix_style_acts_only_in_training_and_only_when_set():
+    torch.manual_seed(0)
+    model = HydraPicker(TINY_STEM4_K5)
+    x = torch.randn(4, 1, 64, 64)
+    model.eval()
+    before = model(x)
+    model.body.mix_style = 1.0
+    assert torch.equal(model(x), before)  # never at picking
+    model.train()
+    torch.manual_seed(2)
+    mixed = model.body(x)
+    model.body.mix_style = 0.0
+    torch.manual_seed(2)
+    assert not torch.allclose(mixed, model.body(x))

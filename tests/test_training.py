@@ -254,6 +254,20 @@ def test_distributed_context_from_torchrun_environment():
     assert PHASES == ("pretrain", "multihead")
 
 
+def test_mix_style_changes_training_and_stays_deterministic(datasets, tmp_path):
+    config = TrainConfig(crop_px=96, batch_size=2, steps_per_epoch=3, pretrain_epochs=1, multihead_epochs=0,
+                         max_valid_tiles=2, seed=4)
+
+    def loss(name, **changes):
+        result = train(datasets[:1], tmp_path / name, config=dataclasses.replace(config, **changes),
+                       model_config=MODEL, device="cpu")
+        assert result.model.body.mix_style == changes.get("mix_style", 0.0)
+        return result.history[0]["train"]["loss"]
+
+    plain, mixed, again = loss("plain"), loss("mixed", mix_style=1.0), loss("again", mix_style=1.0)
+    assert mixed != plain and mixed == again
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="crop_px"):
         TrainConfig(crop_px=0)
@@ -261,6 +275,8 @@ def test_config_rejects_bad_values():
         TrainConfig(momentum=1.0)
     with pytest.raises(ValueError, match="at least 1"):
         TrainConfig(pretrain_epochs=0, multihead_epochs=0)
+    with pytest.raises(ValueError, match="mix_style"):
+        TrainConfig(mix_style=1.5)
 
 
 # --- the command -------------------------------------------------------------------------------------
