@@ -66,7 +66,8 @@ def test_input_lowpass_matches_a_reference_gaussian_and_is_off_by_default():
 
     config = ModelConfig.light(particle_diameter_px=32.0)
     plain = prepare(image, 1.0, 32.0, config).image
-    smooth = prepare(image, 1.0, 32.0, ModelConfig.light(particle_diameter_px=32.0, input_lowpass_px=1.0)).image
+    blurring = ModelConfig.light(particle_diameter_px=32.0, input_lowpass_px=1.0)
+    smooth = prepare(image, 1.0, 32.0, blurring).image
     assert config.input_lowpass_px == 0.0
     # White noise: the low-pass removes most of its high-frequency energy, so neighbours correlate.
     def neighbour_correlation(a):
