@@ -104,11 +104,11 @@ class Body(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        if not (self.training and self.mix_style > 0):
-            return self.blocks(x)
-        mix = float(torch.rand(())) < self.mix_style
-        for i, block in enumerate([None, *self.blocks]):
-            x = x if block is None else block(x)
-            if mix and i < 2:
+        mix = self.training and self.mix_style > 0 and float(torch.rand(())) < self.mix_style
+        if mix:
+            x = mix_styles(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if mix and i == 0:
                 x = mix_styles(x)
         return x
