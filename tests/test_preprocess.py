@@ -55,17 +55,18 @@ def test_small_but_real_variation_is_scaled_up_not_discarded():
 def test_input_lowpass_matches_a_reference_gaussian_and_is_off_by_default():
     from scipy import ndimage
 
-    from hydrapick.preprocess import gaussian_lowpass
+    from hydrapick.preprocess import gaussian_blur, normalise
 
     rng = np.random.default_rng(0)
     image = rng.normal(size=(40, 52)).astype(np.float32)
-    blurred = gaussian_lowpass(torch.from_numpy(image), 1.5).numpy()
-    np.testing.assert_allclose(blurred, ndimage.gaussian_filter(image, 1.5, mode="nearest", truncate=3.0),
+    blurred = gaussian_blur(torch.from_numpy(image), 1.5).numpy()  # the edges mirrored, 3 sigma wide
+    np.testing.assert_allclose(blurred, ndimage.gaussian_filter(image, 1.5, mode="mirror", truncate=3.0),
                                atol=1e-5)
-    np.testing.assert_array_equal(gaussian_lowpass(torch.from_numpy(image), 0.0).numpy(), image)
 
     config = ModelConfig.light(particle_diameter_px=32.0)
     plain = prepare(image, 1.0, 32.0, config).image
+    # Off: the image at the model's scale (here already) is only normalised.
+    np.testing.assert_array_equal(plain.numpy(), normalise(torch.from_numpy(image)).numpy())
     blurring = ModelConfig.light(particle_diameter_px=32.0, input_lowpass_px=1.0)
     smooth = prepare(image, 1.0, 32.0, blurring).image
     assert config.input_lowpass_px == 0.0

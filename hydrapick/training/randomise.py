@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import BLUR_MAX_PX
-from ..preprocess import normalise
+from ..preprocess import gaussian_blur, normalise
 
 
 @dataclass(frozen=True)
@@ -67,35 +67,6 @@ def zoom(image: torch.Tensor, centres: torch.Tensor, out_px: int) -> tuple[torch
                         align_corners=False, antialias=True)[0, 0]
     s = out_px / size
     return out, (centres + 0.5) * s - 0.5
-
-
-def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-x * x / (2 * sigma * sigma))
-    return k / k.sum()
-
-
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of an (H, W) image, edges reflected.
-
-    Wide windows (sigma > 4 px) are computed on a 4x average-pooled image and upsampled: the result is
-    smooth anyway, and the cost stays a few milliseconds per crop.
-    """
-    if sigma > 4 and min(image.shape) >= 16:
-        small = F.avg_pool2d(image[None, None], 4, ceil_mode=True)[0, 0]
-        blurred = gaussian_blur(small, sigma / 4)
-        out = F.interpolate(blurred[None, None], size=image.shape, mode="bilinear", align_corners=False)
-        return out[0, 0]
-    k = _gaussian_kernel(sigma)
-    r = (len(k) - 1) // 2
-    h, w = image.shape
-    if r >= min(h, w):
-        return torch.full_like(image, float(image.mean()))
-    t = image[None, None]
-    t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    t = F.conv2d(F.pad(t, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
-    return t[0, 0]
 
 
 def local_contrast(image: torch.Tensor, sigma: float) -> torch.Tensor:
