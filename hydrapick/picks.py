@@ -21,7 +21,8 @@ def micrograph_key(name: str) -> str:
     ``mic_001_autopick.star`` and ``mic_001`` all match.
     """
     stem = PurePath(str(name).replace("\\", "/")).name
-    for ext in (".mrcs", ".mrc", ".star", ".box", ".cbox", ".txt", ".cs", ".tif", ".tiff", ".png"):
+    for ext in (".mrcs", ".mrc", ".star", ".box", ".cbox", ".txt", ".cs", ".tif", ".tiff", ".png", ".jpg",
+                ".jpeg"):
         if stem.lower().endswith(ext):
             stem = stem[: -len(ext)]
             break

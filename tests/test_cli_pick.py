@@ -175,7 +175,7 @@ def test_apix_overrides_the_header(project):
 
 @pytest.mark.parametrize("args, message", [
     (["Movies/*.mrc", "-o", "x.star"], "bundled generic model"),
-    (["nothing/*.mrc", "--diameter", "72", "-o", "x.star"], "no MRC micrographs match"),
+    (["nothing/*.mrc", "--diameter", "72", "-o", "x.star"], "no MRC, TIFF, PNG or JPEG micrographs match"),
     (["Movies/*.mrc", "--diameter", "72", "-o", "x.box"], "holds one micrograph"),
     (["Movies/*.mrc", "--diameter", "72", "-o", "x.star", "--shard", "2/2"], "shard"),
     (["Movies/*.mrc", "--diameter", "72", "-o", "x.star", "--skip-existing"], "folder output"),

@@ -38,7 +38,7 @@ n_micrographs = 0
     with pytest.raises(ManifestError) as info:
         read_manifest(path)
     problems = info.value.problems
-    expected = ["unknown top-level key 'colour'", "nowhere/*.mrc' matches no MRC micrographs",
+    expected = ["unknown top-level key 'colour'", "nowhere/*.mrc' matches no MRC, TIFF, PNG or JPEG",
                 "missing_folder' does not exist", "pixel_size_A must be a positive", "unknown key 'shape'",
                 "'diameter_A' (particle diameter in Å) is missing", "'mic_000' is in both 'valid' and 'test'",
                 "'generic' is reserved", "n_micrographs must be a positive integer"]

@@ -163,13 +163,13 @@ def test_gather_inputs_paths_globs_folders_and_duplicates(tmp_path, monkeypatch)
 def test_gather_inputs_errors_name_the_problem(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no MRC micrographs match 'x/\\*.mrc'"):
+    with pytest.raises(InputError, match="no MRC, TIFF, PNG or JPEG micrographs match 'x/\\*.mrc'"):
         gather_inputs(["x/*.mrc"])
     # A missing micrograph is listed: reading it reports "does not exist" and the run picks the rest.
     assert [m.path for m in gather_inputs(["missing.mrc"])] == ["missing.mrc"]
     with pytest.raises(InputError, match="'missing' does not exist"):
         gather_inputs(["missing"])
-    with pytest.raises(InputError, match="folder 'empty' holds no MRC"):
+    with pytest.raises(InputError, match="folder 'empty' holds no MRC, TIFF, PNG or JPEG micrographs"):
         gather_inputs(["empty"])
     with pytest.raises(InputError, match="no micrographs given"):
         gather_inputs([])

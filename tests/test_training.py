@@ -313,7 +313,7 @@ def test_train_command_reports_manifest_problems(tmp_path):
     (tmp_path / "m.toml").write_text('[datasets.x]\nmicrographs = "none/*.mrc"\ncoordinates = "c"\n')
     result = CliRunner().invoke(cli, ["train", str(tmp_path / "m.toml"), "-o", str(tmp_path / "o")])
     assert result.exit_code == 1
-    assert "3 problems" in result.output and "matches no MRC micrographs" in result.output
+    assert "3 problems" in result.output and "matches no MRC, TIFF, PNG or JPEG micrographs" in result.output
     assert "Traceback" not in result.output
     bad = CliRunner().invoke(cli, ["train", str(tmp_path / "m.toml"), "-o", str(tmp_path / "o"),
                                    "--steps-per-epoch", "0"])

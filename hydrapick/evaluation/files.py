@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import check_writable
+from ..io.mrc import no_pixel_size
 from ..picks import Picks, micrograph_key
 from ..version import __version__
 from .coordinates import CoordinateSet, check_inside, drop_near_edge, find_micrographs, load_coordinates
@@ -272,7 +273,7 @@ def _resolve_box(box_px, diameter_A, pixel_size_A, headers: _MicrographHeaders) 
     boxes = {}
     for key, path, _, apix in headers.items():
         if apix is None:
-            raise ValueError(f"{path}: the header has no pixel size; give --apix")
+            raise ValueError(f"{no_pixel_size(path)}; give --apix")
         boxes[key] = diameter_A / apix
     return boxes
 
@@ -289,7 +290,7 @@ def _resolve_border(border_A, pixel_size_A, headers: _MicrographHeaders):
     for key, path, shape, header_apix in headers.items():
         apix = pixel_size_A or header_apix
         if apix is None:
-            raise ValueError(f"{path}: the header has no pixel size; give --apix")
+            raise ValueError(f"{no_pixel_size(path)}; give --apix")
         shapes[key], border[key] = shape, border_A / apix
     return shapes, border
 

@@ -50,7 +50,7 @@ def fmt(value: float) -> str:
 def name_without_extension(name: str | os.PathLike) -> str:
     """File name without folders and image extension (``Movies/mic_1.mrc`` -> ``mic_1``)."""
     base = Path(str(name).replace("\\", "/")).name
-    for ext in (".mrc.gz", ".mrc.bz2", ".mrcs", ".mrc", ".tiff", ".tif", ".png", ".jpg"):
+    for ext in (".mrc.gz", ".mrc.bz2", ".mrcs", ".mrc", ".tiff", ".tif", ".png", ".jpg", ".jpeg"):
         if base.lower().endswith(ext):
             return base[: -len(ext)]
     return base

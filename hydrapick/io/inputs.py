@@ -3,8 +3,8 @@
 A facility hands hydrapick thousands of micrographs in whatever form its pipeline produced them. This
 module is the one place that turns every such form into one ordered, de-duplicated list of
 `MicrographInput` (`gather_inputs`); `micrograph_files` expands one glob or folder, `is_glob` and
-`is_micrograph` (by `MICROGRAPH_SUFFIXES`) classify a name. Picking cuts the list into SLURM shards
-(`hydrapick.picking.shards`).
+`is_micrograph` (by `MICROGRAPH_SUFFIXES`: MRC files and TIFF, PNG or JPEG pictures) classify a name.
+Picking cuts the list into SLURM shards (`hydrapick.picking.shards`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import missing
+from .images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".mrc.gz", ".mrc.bz2")
+MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".mrc.gz", ".mrc.bz2", *IMAGE_SUFFIXES)
+MICROGRAPH_KINDS = "MRC, TIFF, PNG or JPEG"  # what MICROGRAPH_SUFFIXES name, for messages
 LIST_SUFFIXES = (".star", ".txt", ".lst", ".list")
 _GLOB_CHARS = set("*?[")
 
@@ -38,8 +40,9 @@ class MicrographInput:
     path : str
         File to read.
     name : str
-        Name written to the outputs (``_rlnMicrographName``): the path as the user or the list gave it,
-        made relative to the working folder when it lies inside it, as RELION expects.
+        Name written to the outputs (``_rlnMicrographName``): a RELION STAR file's name exactly as
+        written there; otherwise the path as the user or the list gave it, made relative to the working
+        folder when it lies inside it.
     pixel_size_A : float or None
         Pixel size given by the list (RELION optics group); None to use the MRC header.
     """
@@ -56,10 +59,10 @@ def gather_inputs(specs: Iterable[str | os.PathLike | MicrographInput], *, pixel
     Parameters
     ----------
     specs : iterable of str, path or MicrographInput
-        Each one is an MRC file, a glob (``Movies/*.mrc``, ``**`` recurses), a folder (its MRC files),
-        a RELION micrographs STAR file (``_rlnMicrographName``; the optics block's pixel size is used),
-        or a text list (``.txt``/``.lst``: one path per line, ``#`` comments); a `MicrographInput` is
-        taken as it is.
+        Each one is a micrograph file (MRC, TIFF, PNG, JPEG), a glob (``Movies/*.mrc``, ``**``
+        recurses), a folder (its micrograph files), a RELION micrographs STAR file
+        (``_rlnMicrographName``; the optics block's pixel size is used), or a text list
+        (``.txt``/``.lst``: one path per line, ``#`` comments); a `MicrographInput` is taken as it is.
     pixel_size_A : float, optional
         Overrides every pixel size (lists' and headers'); stored on each input.
 
@@ -99,8 +102,11 @@ def gather_inputs(specs: Iterable[str | os.PathLike | MicrographInput], *, pixel
             for m in micrograph_files(text):
                 add(m, _display_name(m), None)
         elif is_micrograph_list(text):
-            for path, size in _read_list(text):
-                add(path, _display_name(path), size)
+            # A STAR file's names are RELION's keys (Extract matches them string for string): kept as
+            # written. A text list's paths are relative to the list, so they are named as found.
+            star = text.lower().endswith(".star")
+            for path, written, size in _read_list(text):
+                add(path, written if star else _display_name(path), size)
         elif os.path.exists(text) or is_micrograph(text):
             # A missing micrograph named on its own is one bad micrograph among many: the reader reports
             # it ("does not exist", "is a symlink loop") and the run picks the others.
@@ -113,7 +119,7 @@ def gather_inputs(specs: Iterable[str | os.PathLike | MicrographInput], *, pixel
 
 
 def micrograph_files(spec: str | os.PathLike) -> list[str]:
-    """The MRC micrographs (`MICROGRAPH_SUFFIXES`) matching a glob (``**`` recurses) or in a folder.
+    """The micrographs (`MICROGRAPH_SUFFIXES`) matching a glob (``**`` recurses) or in a folder.
 
     Returns
     -------
@@ -129,22 +135,22 @@ def micrograph_files(spec: str | os.PathLike) -> list[str]:
     if is_glob(text) and not os.path.exists(text):
         matches = sorted(m for m in glob.glob(text, recursive=True) if is_micrograph(m))
         if not matches:
-            raise InputError(f"no MRC micrographs match '{text}'")
+            raise InputError(f"no {MICROGRAPH_KINDS} micrographs match '{text}'")
     elif os.path.isdir(text):
         matches = sorted(str(p) for p in Path(text).iterdir() if p.is_file() and is_micrograph(p.name))
         if not matches:
-            raise InputError(f"folder '{text}' holds no MRC micrographs (*.mrc)")
+            raise InputError(f"folder '{text}' holds no {MICROGRAPH_KINDS} micrographs")
     else:
         raise InputError(f"'{text}' is neither a glob nor a folder of micrographs")
     return matches
 
 
-def _read_list(path: str) -> list[tuple[str, float | None]]:
-    from .mrc import read_micrograph_list
+def _read_list(path: str) -> list[tuple[str, str, float | None]]:
+    from .mrc import micrograph_list_entries
 
     if not os.path.exists(path):
         raise InputError(f"micrograph list '{path}' does not exist")
-    entries = read_micrograph_list(path)
+    entries = micrograph_list_entries(path)
     if not entries:
         raise InputError(f"micrograph list '{path}' names no micrographs")
     return entries

@@ -1,4 +1,5 @@
-"""Micrographs: MRC files in, MRC files out, and lists of micrographs.
+"""Micrographs: MRC files (and TIFF, PNG or JPEG pictures, `hydrapick.io.images`) in, MRC files out,
+and lists of micrographs.
 
 Data are returned as stored (``data[y, x]``, any MRC mode, memory-mapped when possible) so that a
 folder of thousands of 4k x 4k micrographs costs no memory until a part of an image is used.
@@ -18,6 +19,7 @@ import numpy as np
 from . import _star
 from .atomic import atomic_path
 from .errors import FormatError, check_file, describe
+from .images import image_kind, is_image, read_image
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +55,28 @@ class Micrograph:
 
 def read_micrograph(path: str | os.PathLike, pixel_size_A: float | None = None,
                     mmap: bool = True) -> Micrograph:
-    """Read a 2D micrograph from an MRC file.
+    """Read a 2D micrograph from an MRC file or a TIFF, PNG or JPEG picture.
 
     Parameters
     ----------
     path : path
-        ``.mrc`` (or ``.mrcs`` with one section; ``.gz``/``.bz2`` compressed files are read into memory).
+        ``.mrc`` (or ``.mrcs`` with one section; ``.gz``/``.bz2`` compressed files are read into memory),
+        or ``.tif``/``.tiff``/``.png``/``.jpg``/``.jpeg`` (`hydrapick.io.images.read_image`: read into
+        memory, colour made grey, no pixel size).
     pixel_size_A : float, optional
-        Overrides the header's pixel size.
+        Overrides the header's pixel size; a picture's only pixel size.
     mmap : bool
-        Memory-map the data (default); the array stays valid after the file is closed.
+        Memory-map the data (default; MRC only); the array stays valid after the file is closed.
 
     Raises
     ------
     FormatError
         Missing, truncated or corrupt file, an unsupported mode, or a stack/volume with more than
-        one section.
+        one section (a picture with more than one frame).
     """
+    if is_image(path):
+        data = _as_2d(read_image(check_file(path, f"a {image_kind(path)} micrograph")), Path(path))
+        return Micrograph(data=data, pixel_size_A=_override(pixel_size_A), path=str(path))
     path = check_file(path, "an MRC micrograph")
     use_mmap = mmap and not path.name.lower().endswith(_COMPRESSED)
     try:
@@ -89,17 +96,29 @@ def read_micrograph(path: str | os.PathLike, pixel_size_A: float | None = None,
     if data is None:
         raise FormatError(f"{describe(path)} has no data block", path)
     data = _as_2d(data, path)
-    if pixel_size_A is not None:
-        if not pixel_size_A > 0:
-            raise ValueError(f"pixel_size_A must be positive, got {pixel_size_A}")
-        size: float | None = float(pixel_size_A)
-    elif voxel_x > 0 and not np.isclose(voxel_x, 1.0):
+    size = _override(pixel_size_A)
+    if size is None and voxel_x > 0 and not np.isclose(voxel_x, 1.0):
         # The header holds float32: 5.36 is stored as 5.3600001335; give back the value that was meant.
-        size = float(str(np.float32(voxel_x)))
-    else:
         # 0 is "unset"; 1.0 is what many tools write when they do not know the pixel size.
-        size = None
+        size = float(str(np.float32(voxel_x)))
     return Micrograph(data=data, pixel_size_A=size, path=str(path))
+
+
+def _override(pixel_size_A: float | None) -> float | None:
+    if pixel_size_A is None:
+        return None
+    if not pixel_size_A > 0:
+        raise ValueError(f"pixel_size_A must be positive, got {pixel_size_A}")
+    return float(pixel_size_A)
+
+
+def no_pixel_size(path: str | os.PathLike) -> str:
+    """The start of the one line saying that micrograph ``path`` has no pixel size (callers add how to
+    give one): ``File 'a.mrc' has no pixel size in its header`` or ``File 'a.png' has no pixel size (a
+    PNG image carries none)``."""
+    if is_image(path):
+        return f"{describe(path)} has no pixel size (a {image_kind(path)} image carries none)"
+    return f"{describe(path)} has no pixel size in its header"
 
 
 def _as_2d(data: np.ndarray, path: Path) -> np.ndarray:
@@ -185,6 +204,8 @@ def write_micrograph(path: str | os.PathLike, data: np.ndarray, pixel_size_A: fl
 def read_micrograph_list(path: str | os.PathLike) -> list[tuple[str, float | None]]:
     """Micrograph paths listed in a RELION micrographs STAR file or a plain text file.
 
+    `micrograph_list_entries` also gives each name exactly as the list wrote it.
+
     Relative paths are resolved against the list's folder; for a STAR file, RELION stores them
     relative to its project folder, so the project folder (two levels above a ``jobNNN`` folder) is
     tried first when the file is inside a job folder.
@@ -201,6 +222,15 @@ def read_micrograph_list(path: str | os.PathLike) -> list[tuple[str, float | Non
     list of (str, float or None)
         Each micrograph's path and its pixel size in Angstrom when the list gives one.
     """
+    return [(file, size) for file, _, size in micrograph_list_entries(path)]
+
+
+def micrograph_list_entries(path: str | os.PathLike) -> list[tuple[str, str, float | None]]:
+    """`read_micrograph_list`'s entries with each name as written: ``(path to read, name, pixel size)``.
+
+    RELION finds a micrograph's coordinates by its ``_rlnMicrographName`` string for string, so outputs
+    name a STAR file's micrographs by that string, never by the resolved path.
+    """
     path = Path(path)
     if path.suffix.lower() == ".star":
         entries = _star_micrograph_list(path)
@@ -216,7 +246,7 @@ def read_micrograph_list(path: str | os.PathLike) -> list[tuple[str, float | Non
         if not entries:
             raise FormatError(f"{describe(path)} lists no micrographs", path)
     bases = _star.project_dirs(path)
-    return [(_resolve(name, bases), size) for name, size in entries]
+    return [(_resolve(name, bases), name, size) for name, size in entries]
 
 
 def _resolve(name: str, bases: list[Path]) -> str:

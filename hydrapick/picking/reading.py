@@ -57,13 +57,13 @@ class MicrographReader:
 
     def __call__(self, item: MicrographInput) -> list[Loaded]:
         from ..io import read_micrograph
+        from ..io.mrc import no_pixel_size
 
         try:
             size = self.pixel_size_A if self.pixel_size_A is not None else item.pixel_size_A
             mic = read_micrograph(item.path, pixel_size_A=size)
             if mic.pixel_size_A is None:
-                raise PickError(f"File '{item.path}' has no pixel size in its header; give one with --apix "
-                                "(pixel_size_A)")
+                raise PickError(f"{no_pixel_size(item.path)}; give one with --apix (pixel_size_A)")
             prepare_on = self._prepare_cuda if self.cuda else self._prepare_cpu
             return [Loaded(item, prepared, mic.pixel_size_A, scale_index=k)
                     for k, prepared in enumerate(prepare_on(item, mic.data, mic.pixel_size_A))]

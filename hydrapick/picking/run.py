@@ -277,6 +277,7 @@ def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_
     from ..device import resolve_device, torch_threads
     from ..io import read_micrograph
     from ..io.atomic import check_writable
+    from ..io.mrc import no_pixel_size
     from ..training.adapt import adapt, spread
 
     if head != PICK_HEAD:
@@ -290,7 +291,7 @@ def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_
     for item in spread(items, config.micrographs):
         size = pixel_size_A or item.pixel_size_A or read_micrograph(item.path).pixel_size_A
         if not size:
-            raise ValueError(f"'{item.path}' has no pixel size in its header: give --apix")
+            raise ValueError(f"{no_pixel_size(item.path)}; give --apix")
         chosen.append((item.path, item.name, float(size)))
     with torch_threads(num_threads):
         result = adapt(net, metadata, chosen, diameter_A, config=config, device=resolve_device(device),

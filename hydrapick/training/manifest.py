@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..io.coordinates import check_one_file_per_micrograph
-from ..io.inputs import MICROGRAPH_SUFFIXES, is_micrograph_list
+from ..io.inputs import MICROGRAPH_KINDS, MICROGRAPH_SUFFIXES, is_micrograph_list
 from ..picks import Picks, micrograph_key
 from .simulated import SimulatedSource, is_finite_number, parse_simulated, resolve_path
 from .splits import SPLITS, split_names
@@ -268,13 +268,13 @@ def _coordinate_entries(table: dict[str, Any], key: str, where: str, base: Path,
 
 
 def check_micrograph_entry(entry: str, where: str, problems: list[str]) -> None:
-    """Add a problem when ``entry`` (file, folder or glob) names no MRC micrograph."""
+    """Add a problem when ``entry`` (file, folder or glob) names no micrograph (`MICROGRAPH_SUFFIXES`)."""
     if is_glob(entry) and not os.path.exists(entry):
         if not expand_micrographs(entry):
-            problems.append(f"{where}.micrographs: '{entry}' matches no MRC micrographs")
+            problems.append(f"{where}.micrographs: '{entry}' matches no {MICROGRAPH_KINDS} micrographs")
     elif os.path.isdir(entry):
         if not expand_micrographs(entry):
-            problems.append(f"{where}.micrographs: folder '{entry}' holds no MRC micrographs")
+            problems.append(f"{where}.micrographs: folder '{entry}' holds no {MICROGRAPH_KINDS} micrographs")
     elif not os.path.exists(entry):
         problems.append(f"{where}.micrographs: '{entry}' does not exist")
 
@@ -306,6 +306,7 @@ def resolve_dataset_files(spec: DatasetSpec, problems: list[str], *, valid_fract
     Test micrographs are only named in the split, not read.
     """
     from ..io import FormatError, read_micrograph
+    from ..io.mrc import no_pixel_size
 
     where = where or f"datasets.{spec.name}"
     paths: dict[str, str] = {}
@@ -353,8 +354,8 @@ def resolve_dataset_files(spec: DatasetSpec, problems: list[str], *, valid_fract
             problems.append(f"{where}: {exc}")
             continue
         if mic.pixel_size_A is None:
-            problems.append(f"{where}: '{path}' has no pixel size in its header; give it (pixel_size_A in "
-                            "a manifest, --apix on the command line)")
+            problems.append(f"{where}: {no_pixel_size(path)}; give it (pixel_size_A in a manifest, --apix "
+                            "on the command line)")
             continue
         mine_ignored = ignore[ignore_keys == key] if len(ignore) else Picks.empty()
         h, w = mic.shape
