@@ -1,7 +1,7 @@
 """Apply the generic model's adoption rule to a candidate: measure it beside the shipped model, decide.
 
-The rule of stages 4-8 (recipes/generic/randomise.toml, denoised.toml, mixed.toml, mixed2.toml,
-mixed3.toml), fixed before their figures were seen: the candidate replaces the shipped model if
+The accuracy rule (stages 4-8 and most since; every stage's rule and verdict: recipes/generic/HISTORY.md),
+fixed before their figures were seen: the candidate replaces the shipped model if
 
   (a) the mean zero-shot AP over the simulated held-out targets (4hhb, 6b7n, 6msm) drops by no more than
       0.005 (benchmarks/generic_model.py --no-finetune), and

@@ -63,9 +63,9 @@ def bundle(run_model: Path, output: Path = OUTPUT, earlier: list[Path] | None = 
     stages = list(before) + [_stage(p) for p in (earlier or [])] + [_stage(run_model)]
     training = dict(meta.get("training") or {})
     provenance = {
-        "recipe": "recipes/generic (make_corpus.sh, datasets.txt, corpus.toml; stages train.toml, "
-                  "continue.toml, continue2.toml, randomise.toml or gpu.toml, each with --init from the "
-                  "one before: docs/model.md)",
+        "recipe": "recipes/generic (make_corpus.sh, datasets.txt, corpus.toml, corpus20.toml; stages "
+                  "train.toml ... randomise16.toml or gpu.toml, each with --init from the one before: "
+                  "recipes/generic/HISTORY.md)",
         "recipe_sha256": {p.name: _sha256(p) for p in sorted(RECIPE.glob("*")) if p.is_file()},
         "git_commit_of_bundling": _git_commit(),
         "run_model_sha256": _sha256(run_model),
