@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 import starfile
 from test_picking import DIAMETER_A, trained_checkpoint
-from test_relion_external import APIX, N_MICS, make_project
+from test_relion_external import (
+    APIX,
+    N_MICS,
+    make_project,
+    relion45_extract_lookup,
+    star_column_bytes,
+    vary_star_names,
+)
 
 from hydrapick.io import read_coordinates, read_micrograph
 from hydrapick.picking import pick
@@ -31,7 +38,10 @@ def project(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(shutil.which("relion_preprocess") is None,
                     reason="relion_preprocess not installed (Debian package 'relion'; .ci/run installs it)")
-def test_relion_preprocess_extracts_every_pick_at_its_place(project):
+def test_relion_preprocess_extracts_every_pick_at_its_place(project, tmp_path):
+    # Names as a project may hold them (absolute, ./, //): RELION copies them into particles.star as
+    # written, and RELION 4/5 find coordinates by them string for string.
+    vary_star_names(tmp_path, project)
     report = pick(["CtfFind/job003/micrographs_ctf.star"], "AutoPick/job006", model=trained_checkpoint(),
                   diameter_A=DIAMETER_A)
     picks = read_coordinates("AutoPick/job006", "relion")
@@ -46,6 +56,11 @@ def test_relion_preprocess_extracts_every_pick_at_its_place(project):
     assert done.returncode == 0, done.stdout + done.stderr
     particles = starfile.read("Extract/job007/particles.star")["particles"]
     assert len(particles) == len(picks)
+    mics, index = "CtfFind/job003/micrographs_ctf.star", "AutoPick/job006/autopick.star"
+    names = star_column_bytes(index, "_rlnMicrographName")
+    assert names == star_column_bytes(mics, "_rlnMicrographName")
+    assert set(star_column_bytes("Extract/job007/particles.star", "_rlnMicrographName")) == set(names)
+    assert all(relion45_extract_lookup(mics, index).values())  # RELION 4/5's --coord_list would find each
     # Each particle is the micrograph's box around its pick: RELION truncates the coordinate to a pixel and
     # puts it at the box's centre pixel, BOX/2 (Preprocessing::extractParticlesFromOneFrame).
     checked = 0
@@ -64,7 +79,8 @@ def test_relion_preprocess_extracts_every_pick_at_its_place(project):
     version = subprocess.run(["relion_preprocess", "--version"], capture_output=True, text=True).stdout
     print(f"REAL READER relion_preprocess ({' '.join(version.split()[:3])}): extracted {len(particles)} "
           f"particles from {particles['rlnMicrographName'].nunique()} micrographs; hydrapick picked "
-          f"{len(picks)}; {checked} boxes equal the micrograph around their pick")
+          f"{len(picks)}; {checked} boxes equal the micrograph around their pick; the {len(names)} names "
+          "of autopick.star equal the input STAR's and particles.star's byte for byte")
 
 
 def test_cryosparc_tools_loads_the_cs_file(project):

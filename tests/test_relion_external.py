@@ -212,6 +212,87 @@ def test_finetune_job_trains_a_head_from_manual_picks_and_the_pick_job_uses_it(p
     assert len(starfile.read("External/job011/autopick.star")) == N_MICS
 
 
+# --- RELION 4/5 Extract finds coordinates by the micrograph name, string for string -----------------------
+
+def star_column_bytes(path: str | os.PathLike, label: str) -> list[bytes]:
+    """The raw bytes of column ``label`` in the first loop of a STAR file that has it.
+
+    Its own reader (neither hydrapick's nor starfile's), so nothing is normalised on the way: unquoted
+    tokens, as RELION's MetaDataTable reads them.
+    """
+    labels: list[bytes] = []
+    in_header = False
+    values: list[bytes] = []
+    for raw in Path(path).read_bytes().splitlines():
+        line = raw.strip()
+        if line.startswith(b"data_") or line == b"loop_":
+            if values:
+                return values
+            labels, in_header = [], line == b"loop_"
+        elif line.startswith(b"_") and in_header:
+            labels.append(line.split()[0])
+        elif line and not line.startswith(b"#") and labels:
+            in_header = False
+            if label.encode() in labels:
+                values.append(line.split()[labels.index(label.encode())])
+    return values
+
+
+def relion45_extract_lookup(mics_star: str | os.PathLike, index_star: str | os.PathLike,
+                            ) -> dict[bytes, bytes]:
+    """Which coordinate file RELION 4/5 Extract reads for each micrograph of ``mics_star``.
+
+    RELION 4/5 pass the picking job's ``autopick.star`` as ``--coord_list``: ``Preprocessing::initialise``
+    (src/preprocessing.cpp) fills ``std::map<FileName, FileName> micname2coordname`` from its
+    ``_rlnMicrographName``/``_rlnMicrographCoordinates`` rows, and ``extractParticlesFromFieldOfView``
+    looks each micrograph of the input STAR up with ``micname2coordname[fn_mic]``: an exact string
+    match, and a name not found gives "" (no file) and the micrograph is skipped without a word.
+    Returns {input name: coordinate file, or b"" when skipped}.
+    """
+    index = dict(zip(star_column_bytes(index_star, "_rlnMicrographName"),
+                     star_column_bytes(index_star, "_rlnMicrographCoordinates"), strict=True))
+    return {name: index.get(name, b"") for name in star_column_bytes(mics_star, "_rlnMicrographName")}
+
+
+def vary_star_names(root: Path, truth: dict[str, np.ndarray], outside: Path | None = None,
+                    ) -> dict[str, np.ndarray]:
+    """Rewrite the project's micrographs STAR with names in forms RELION keeps as written: an absolute
+    path, ``./``, a doubled slash, and with ``outside``, ``../`` out of the project (a micrograph copied
+    there); returns {new name: centres}."""
+    import shutil
+
+    old = list(truth)
+    third = old[2]
+    if outside is not None:
+        outside.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / old[2], outside / "mic_002.mrc")
+        third = f"../{outside.name}/mic_002.mrc"
+    forms = [str(root / old[0]), "./" + old[1], third, old[3].replace("Movies/", "Movies//")] + old[4:]
+    star = root / "CtfFind/job003/micrographs_ctf.star"
+    blocks = starfile.read(star)
+    blocks["micrographs"]["rlnMicrographName"] = forms
+    starfile.write(blocks, star, overwrite=True)
+    return {new: truth[o] for new, o in zip(forms, old, strict=True)}
+
+
+def test_pick_job_index_keeps_the_star_files_micrograph_names_byte_for_byte(tmp_path, monkeypatch):
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    truth = vary_star_names(root, make_project(root), tmp_path / "outside")
+    mics = "CtfFind/job003/micrographs_ctf.star"
+    command = relion_command("hydrapick-relion-pick", "External/job012/", {"in_mic": mics}, pick_params())
+    assert pick_job.main(shlex.split(command)[1:]) == 0, Path("External/job012/run.err").read_text()
+    index = "External/job012/autopick.star"
+    assert star_column_bytes(index, "_rlnMicrographName") == star_column_bytes(mics, "_rlnMicrographName")
+    found = relion45_extract_lookup(mics, index)
+    assert len(found) == N_MICS and all(found.values()), found  # every micrograph found by RELION 4/5
+    for name, coords in found.items():
+        picks = read_coordinates(coords.decode(), "star")
+        recall, _ = match_fraction(picks, truth[name.decode()], 0.15 * DIAMETER_A / APIX)
+        assert recall >= 0.8, (name, recall)
+
+
 def test_console_scripts_are_declared_and_point_at_the_job_mains():
     import configparser
     import importlib

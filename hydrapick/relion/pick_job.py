@@ -13,12 +13,11 @@ Parameters (RELION "Params" tab, ``--LABEL VALUE``): see `PARAMETERS` and docs/r
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..io.inputs import MicrographInput, gather_inputs
+from ..io.inputs import gather_inputs
 from ..io.relion_pipeline import coordinates_node_label
 from .job import JobArgs, JobError, check_abort, console_main, flag
 
@@ -68,7 +67,8 @@ def pick_work(args: JobArgs) -> list[tuple[str, str]]:
         else:
             options.update(adapt=True, adapt_output=adapted)
     label = coordinates_node_label(args.project_dir, relion_version)
-    items = _job_inputs(mics, args)
+    # Named exactly as in the STAR file: RELION 4/5 Extract looks the coordinates up by that string.
+    items = gather_inputs([mics])
     print(f"picking {len(items)} micrographs from {mics} into {args.output_name}", flush=True)
 
     def each(event) -> None:
@@ -88,21 +88,6 @@ def pick_work(args: JobArgs) -> list[tuple[str, str]]:
     print(f"{len(report.picks)} picks on {done} micrographs ({report.n_skipped} picked by an earlier run, "
           f"{report.n_failed} failed); threshold {report.threshold:.3g}", flush=True)
     return [(args.node_name("autopick.star"), label)]
-
-
-def _job_inputs(mics: str, args: JobArgs) -> list[MicrographInput]:
-    """The micrographs of ``--in_mics``, named as RELION names them (relative to the project folder).
-
-    Extraction finds a micrograph's coordinates by that name, so it must be the STAR file's own.
-    """
-    project = args.project_dir
-    items = gather_inputs([mics])
-    out = []
-    for it in items:
-        rel = os.path.relpath(os.path.abspath(it.path), project)
-        name = it.path if rel.startswith("..") else rel.replace(os.sep, "/")
-        out.append(MicrographInput(path=it.path, name=name, pixel_size_A=it.pixel_size_A))
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
