@@ -259,3 +259,28 @@ def test_pick_adapt_with_the_count_prior_objective(tmp_path):
     result = CliRunner().invoke(cli, ["pick", str(tmp_path / "mics"), "--diameter", str(DIAMETER_A),
                                       "--adapt-objective", "count-prior", "-o", str(tmp_path / "p.star")])
     assert result.exit_code == 2 and "need --adapt" in result.output
+
+
+def test_adapt_on_too_few_micrographs_keeps_the_generic_head_and_claims_no_check(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("Movies"), 2, pixel_size_A=2.0, particles=6, seed=7)
+    plain = pick(["Movies/mic_000.mrc"], None, model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    report = pick(["Movies/mic_000.mrc"], None, model=trained_checkpoint(), diameter_A=DIAMETER_A,
+                  adapt=FAST, adapt_output="adapted.pt")
+    info = report.adaptation
+    # One micrograph leaves none to hold out: nothing can be checked, so nothing adapted is used.
+    assert not info["kept"] and info["held_out"] == [] and "too few" in info["reason"]
+    assert not Path("adapted.pt").exists()
+    assert report.threshold == pytest.approx(plain.threshold) and len(report.picks) == len(plain.picks)
+    for given in (["Movies/mic_000.mrc"], ["Movies/mic_000.mrc", "Movies/mic_001.mrc"]):
+        result = CliRunner().invoke(cli, ["pick", *given, "--model", trained_checkpoint(), "--diameter",
+                                          str(DIAMETER_A), "-o", "p.star", "--adapt"])
+        assert result.exit_code == 0, result.output
+        assert "generic head kept" in result.output and "too few" in result.output
+        assert "held-out micrographs" not in result.output.replace("needs", "")
+    # Asking to learn from fewer than 3 leaves nothing to check either: refused at once.
+    with pytest.raises(ValueError, match="micrographs"):
+        AdaptConfig(micrographs=2)
+    result = CliRunner().invoke(cli, ["pick", "Movies", "-o", "p.star", "--adapt", "--adapt-micrographs", "2",
+                                      "--diameter", str(DIAMETER_A)])
+    assert result.exit_code == 2

@@ -6,7 +6,14 @@ import sys
 
 import click
 
-from ..config import ADAPT_OBJECTIVES, PICK_BATCH_SIZE, PICK_HEAD, SCORE_FLOOR, AdaptConfig
+from ..config import (
+    ADAPT_MIN_MICROGRAPHS,
+    ADAPT_OBJECTIVES,
+    PICK_BATCH_SIZE,
+    PICK_HEAD,
+    SCORE_FLOOR,
+    AdaptConfig,
+)
 from .group import cli
 from .options import device_option, quiet_option, threads_option
 from .pick_display import adapt_progress, adapt_summary, pick_progress, pick_summary
@@ -59,8 +66,11 @@ _PICK_SHOWN_FAILURES = 20
                    "held-out micrographs decides whether it is used; if not, the generic head picks. "
                    "Experimental: not yet measured better than the generic head on average "
                    "(docs/picking.md).")
-@click.option("--adapt-micrographs", type=click.IntRange(min=1), default=AdaptConfig.micrographs,
-              show_default=True, help="Learn from at most this many micrographs, spread over the run.")
+@click.option("--adapt-micrographs", type=click.IntRange(min=ADAPT_MIN_MICROGRAPHS),
+              default=AdaptConfig.micrographs, show_default=True,
+              help="Learn from at most this many micrographs, spread over the run (with --watch: wait for "
+                   f"this many). Fewer than {ADAPT_MIN_MICROGRAPHS} leave none to hold out for the "
+                   "self-check: the generic head then picks.")
 @click.option("--adapt-objective", type=click.Choice(ADAPT_OBJECTIVES), default=AdaptConfig.objective,
               show_default=True,
               help="What adaptation does with places that are neither confident picks nor empty: leave "

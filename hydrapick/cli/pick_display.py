@@ -62,7 +62,10 @@ def adapt_progress(console, quiet: bool):
 
 
 def adapt_summary(report: dict, console) -> None:
-    check = report.get("self_check") or {}
+    check = report.get("self_check")
+    if check is None:  # adaptation did not run (too few micrographs to check it)
+        console.print(f"adaptation: [yellow]generic head kept[/yellow]: {report['reason']}")
+        return
     seeds = ", ".join(str(s["particles"]) for s in report.get("seeds", []))
     console.print(f"adaptation: learnt from {len(report['micrographs'])} micrographs "
                   f"({len(report.get('held_out', []))} held out for the self-check), {report['rounds']} "

@@ -25,11 +25,11 @@ from .model import (
     PreprocessConfig,
 )
 from .simulation import SimulationConfig
-from .training import ADAPT_OBJECTIVES, AdaptConfig, FinetuneConfig, TrainConfig
+from .training import ADAPT_MIN_MICROGRAPHS, ADAPT_OBJECTIVES, AdaptConfig, FinetuneConfig, TrainConfig
 
 __all__ = [
-    "ADAPT_OBJECTIVES", "BLUR_MAX_PX", "CALIBRATION_RULES", "FALLBACK_THRESHOLD", "MAX_TILE_PX",
-    "MIN_DISTANCE_FRACTION", "PARTICLE_SIZE_RANGE", "PICK_BATCH_SIZE", "PICK_HEAD", "PREVIEW_COUNT",
-    "SCORE_FLOOR", "TILE_ACTIVATION_BYTES", "AdaptConfig", "FinetuneConfig", "ModelConfig",
+    "ADAPT_MIN_MICROGRAPHS", "ADAPT_OBJECTIVES", "BLUR_MAX_PX", "CALIBRATION_RULES", "FALLBACK_THRESHOLD",
+    "MAX_TILE_PX", "MIN_DISTANCE_FRACTION", "PARTICLE_SIZE_RANGE", "PICK_BATCH_SIZE", "PICK_HEAD",
+    "PREVIEW_COUNT", "SCORE_FLOOR", "TILE_ACTIVATION_BYTES", "AdaptConfig", "FinetuneConfig", "ModelConfig",
     "PreprocessConfig", "SimulationConfig", "TrainConfig", "from_dict", "to_dict",
 ]

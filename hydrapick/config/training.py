@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from .base import BLUR_MAX_PX, check_calibration
 
 ADAPT_OBJECTIVES = ("ignore", "count-prior")
+# The fewest micrographs adaptation learns from: one is held out for the self-check, two to learn from.
+ADAPT_MIN_MICROGRAPHS = 3
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ class AdaptConfig:
     frozen_blocks: int = 2
     positive_fraction: float = 0.8
     uncertain_score: float = 0.05
-    holdout: float = 0.25  # share of the adaptation micrographs kept for the self-check (at least 1 of 3+)
+    holdout: float = 0.25  # share of the adaptation micrographs kept for the self-check (at least 1)
     min_recovery: float = 0.8  # the adapted head must find this share of the generic head's surest picks
     max_count_ratio: float = 2.0  # ... and pick between 1/ratio and ratio times as many particles
     min_candidate_ratio: float = 0.5  # ... and keep this share of its candidates above uncertain_score
@@ -160,8 +162,12 @@ class AdaptConfig:
         for name in ("positive_fraction", "min_recovery", "interpolation", "min_candidate_ratio"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"adapt {name} must be in (0, 1], got {getattr(self, name)}")
-        if not 0 <= self.uncertain_score < 1 or not 0 <= self.holdout < 1:
-            raise ValueError("adapt uncertain_score and holdout must be in [0, 1)")
+        if self.micrographs < ADAPT_MIN_MICROGRAPHS:
+            raise ValueError(f"adapt micrographs must be >= {ADAPT_MIN_MICROGRAPHS} (one is held out for the "
+                             f"self-check), got {self.micrographs}")
+        if not 0 <= self.uncertain_score < 1 or not 0 < self.holdout < 1:
+            raise ValueError("adapt uncertain_score must be in [0, 1) and holdout in (0, 1) (the self-check "
+                             "needs held-out micrographs)")
         if self.max_count_ratio < 1 or self.lr <= 0 or self.count_weight < 0:
             raise ValueError("adapt max_count_ratio must be >= 1, lr > 0 and count_weight >= 0")
 

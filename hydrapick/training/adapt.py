@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import FALLBACK_THRESHOLD, AdaptConfig, FinetuneConfig, ModelConfig
+from ..config import ADAPT_MIN_MICROGRAPHS, FALLBACK_THRESHOLD, AdaptConfig, FinetuneConfig, ModelConfig
 from ..model import GENERIC_HEAD, HydraPicker
 from ..model.anchors import anchor_centres, detect_picks
 from ..model.head import full_resolution_blocks
@@ -152,21 +152,29 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
                          f"{ADAPTED_HEAD}) instead of adapting again")
     base_threshold = float((metadata.get("thresholds") or {}).get(GENERIC_HEAD) or FALLBACK_THRESHOLD)
     chosen = spread(list(micrographs), config.micrographs)
+    if len(chosen) < ADAPT_MIN_MICROGRAPHS:
+        # Nothing would be left to hold out: a check on the training micrographs themselves passes
+        # whatever was learnt, so an unchecked head is never used.
+        reason = (f"{len(chosen)} micrograph{'s' if len(chosen) != 1 else ''} too few for the self-check "
+                  f"(it needs at least {ADAPT_MIN_MICROGRAPHS}: one held out, the rest to learn from)")
+        log.warning("adaptation not run (%s); picking with the generic head", reason)
+        return AdaptResult(model, metadata, GENERIC_HEAD, base_threshold, False,
+                           {"micrographs": [name for _, name, _ in chosen], "held_out": [], "rounds": 0,
+                            "seeds": [], "kept": False, "reason": reason})
     samples = load_unlabelled(chosen, diameter_A, mc)
     # A network whose head halves the resolution at once has no full-resolution block to freeze.
     frozen = min(config.frozen_blocks, full_resolution_blocks(mc))
     maps = compute_features(model, samples, device=device, frozen_blocks=frozen, progress=progress)
-    n_check = max(1, round(config.holdout * len(maps))) if len(maps) >= 3 and config.holdout > 0 else 0
+    n_check = max(1, round(config.holdout * len(maps)))
     # Held-out micrographs are spread over the run, as the training ones are.
-    check_idx = set(np.linspace(0, len(maps) - 1, n_check + 2)[1:-1].round().astype(int)) if n_check \
-        else set()
+    check_idx = set(np.linspace(0, len(maps) - 1, n_check + 2)[1:-1].round().astype(int))
     fit = [m for i, m in enumerate(maps) if i not in check_idx]
-    check = [m for i, m in enumerate(maps) if i in check_idx] or fit
+    check = [m for i, m in enumerate(maps) if i in check_idx]
 
     generic = candidates(model, GENERIC_HEAD, maps, config.uncertain_score, device)
     n_est = [int((p.score >= base_threshold).sum()) for p in generic]
     report: dict[str, Any] = {
-        "micrographs": [m.name for m in maps], "held_out": [m.name for m in check if m not in fit],
+        "micrographs": [m.name for m in maps], "held_out": [m.name for m in check],
         "rounds": config.rounds, "generic_threshold": base_threshold,
         "estimated_particles_per_micrograph": float(np.mean(n_est)) if n_est else 0.0, "seeds": []}
     current = generic
@@ -241,5 +249,6 @@ def self_check(generic: Sequence[Picks], adapted: Sequence[Picks], n_est: Sequen
     if not kept_share >= config.min_candidate_ratio:
         return False, (f"the adapted head keeps {kept_share:.0%} of the generic head's candidates on "
                        f"held-out micrographs (needs {config.min_candidate_ratio:.0%})"), report
+    held = f"{len(check)} held-out micrograph{'s' if len(check) != 1 else ''}"
     return True, (f"seed recovery {recovery:.0%}, count ratio {ratio:.2f}, candidates kept {kept_share:.0%} "
-                  "on held-out micrographs"), report
+                  f"on {held}"), report
