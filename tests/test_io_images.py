@@ -83,6 +83,10 @@ def test_bad_pictures_are_named_in_one_line(tmp_path):
     frames[0].save(tmp_path / "movie.tif", save_all=True, append_images=frames[1:])
     with pytest.raises(FormatError, match=r"movie.tif' holds 3 frames \(a movie or a stack\)"):
         read_micrograph(tmp_path / "movie.tif")
+    full = _save(tmp_path / "full.png", np.random.default_rng(1).integers(0, 256, (64, 64)).astype(np.uint8))
+    (tmp_path / "cut.png").write_bytes(full.read_bytes()[:2000])
+    with pytest.raises(FormatError, match="cut.png' is not a readable PNG image: image file is truncated"):
+        read_micrograph(tmp_path / "cut.png")
     with pytest.raises(FormatError, match="missing.jpg' does not exist"):
         read_micrograph(tmp_path / "missing.jpg")
 

@@ -31,7 +31,8 @@ from .group import cli
 @click.option("--image-height", type=int, help="Micrograph height in pixels for --flip-y-* "
                                                 "(default: from each micrograph in --micrographs).")
 @click.option("--micrographs", "micrographs_path", type=click.Path(),
-              help="Folder (or glob) of the MRC micrographs: heights for --flip-y-*, pixel size, overlays.")
+              help="Folder (or glob) of the micrographs (MRC, TIFF, PNG, JPEG): heights for --flip-y-*, "
+                   "pixel size (MRC header), overlays.")
 @click.option("--border", "border_A", type=float,
               help="Leave out true particles and picks whose centre is closer than this to the micrograph "
                    "edge, in Angstrom (needs --micrographs): compares pickers with different edge rules "

@@ -23,7 +23,8 @@ from .training_display import TrainDisplay, invocation
               help="Base checkpoint (default: the bundled generic model).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write: the base model plus the new head.")
-@click.option("--apix", "pixel_size_A", type=float, help="Pixel size in Angstrom (default: MRC header).")
+@click.option("--apix", "pixel_size_A", type=float,
+              help="Pixel size in Angstrom (default: MRC header; TIFF, PNG and JPEG need it).")
 @click.option("--coordinate-format", type=click.Choice(["star", "relion", "box", "cbox", "topaz", "cs"]),
               help="Coordinate format (default: from the file extension).")
 @click.option("--flip-y", is_flag=True, help="Mirror y of the coordinates (y -> height - 1 - y).")

@@ -37,7 +37,8 @@ _PICK_SHOWN_FAILURES = 20
 @click.option("--diameter", "diameter_A", type=float,
               help="Particle diameter in Angstrom (required unless the head records one).")
 @click.option("--apix", "pixel_size_A", type=float,
-              help="Pixel size in Angstrom for every micrograph (default: from the STAR list or MRC header).")
+              help="Pixel size in Angstrom for every micrograph (default: from the STAR list or MRC header; "
+                   "TIFF, PNG and JPEG micrographs need it).")
 @click.option("--threshold", type=float,
               help="Score cut for the main output (default: the calibrated threshold stored with the head).")
 @click.option("--min-distance", "min_distance_A", type=float,
@@ -101,9 +102,9 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
          poll_interval: float, quiet: bool) -> None:
     """Pick particles in micrographs with the bundled generic model or a fine-tuned one.
 
-    MICROGRAPHS are MRC files, globs ('Movies/*.mrc'), folders, a RELION micrographs STAR file or a text
-    list of paths. Coordinates are written in pixels of the micrographs as read. A micrograph that cannot
-    be read is reported and skipped; the exit status is then 3.
+    MICROGRAPHS are MRC (or TIFF, PNG, JPEG) files, globs ('Movies/*.mrc'), folders, a RELION
+    micrographs STAR file or a text list of paths. Coordinates are written in pixels of the micrographs
+    as read. A micrograph that cannot be read is reported and skipped; the exit status is then 3.
 
     \b
     Examples:

@@ -1,5 +1,5 @@
-"""Input and output: micrographs (MRC) and particle coordinates (RELION STAR, EMAN box, crYOLO cbox,
-Topaz text, cryoSPARC .cs).
+"""Input and output: micrographs (MRC; TIFF, PNG and JPEG read) and particle coordinates (RELION STAR,
+EMAN box, crYOLO cbox, Topaz text, cryoSPARC .cs).
 
 Coordinates are always in pixels of the micrograph as read (``data[y, x]``), origin at the centre of
 the first pixel, y down; ``flip_y`` is the only, explicit, change of convention. See docs/formats.md.
