@@ -192,3 +192,30 @@ def test_bad_options_give_one_clear_line(project, args, message, monkeypatch):
     assert result.exit_code == 1, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_sigterm_stops_the_command_with_the_lock_released_and_a_non_zero_status(project, monkeypatch, capsys):
+    import os
+    import signal
+    import sys
+
+    from hydrapick.cli.group import main
+    from hydrapick.picking import outputs
+
+    original = outputs.PickOutputs.write_micrograph
+
+    def write_then_signal(self, result):
+        original(self, result)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(outputs.PickOutputs, "write_micrograph", write_then_signal)
+    monkeypatch.setattr(sys, "argv", ["hydrapick", "pick", *base_args("-o", "AutoPick/job009")])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert "SIGTERM" in capsys.readouterr().err
+    assert len(list(Path("AutoPick/job009").rglob("*_autopick.star"))) == 2  # candidates/ and main: one mic
+    assert not list(Path("AutoPick/job009").glob(".*.lock"))
+    monkeypatch.setattr(outputs.PickOutputs, "write_micrograph", original)
+    assert run(*base_args("-o", "AutoPick/job009", "--skip-existing")).exit_code == 0
+    assert_found(read_coordinates("AutoPick/job009", "relion"), project)

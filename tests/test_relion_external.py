@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,62 @@ def test_pick_job_abort_then_continue(project, monkeypatch):
     assert (job / EXIT_SUCCESS).is_file() and not (job / EXIT_ABORTED).exists()
     for i, name in enumerate(written[:3]):  # not picked again (the index writer rewrites the same rows)
         assert (job / "Movies" / f"mic_{i:03d}_autopick.star").read_text() == first[name]
+    _check_pick_outputs(job, project)
+
+
+def test_pick_job_continue_with_other_parameters_is_refused(project, monkeypatch):
+    """A Continue after an abort, with another diameter and threshold: refused, nothing mixed."""
+    job = Path("External/job013")
+    mics = {"in_mic": "CtfFind/job003/micrographs_ctf.star"}
+    written = []
+    original = pick_outputs.PickOutputs.write_micrograph
+
+    def write_then_abort(self, result):
+        original(self, result)
+        written.append(result.name)
+        if len(written) == 2:
+            (job / ABORT_NOW).write_text("")
+
+    monkeypatch.setattr(pick_outputs.PickOutputs, "write_micrograph", write_then_abort)
+    argv = shlex.split(relion_command("hydrapick-relion-pick", f"{job}/", mics, pick_params()))[1:]
+    assert pick_job.main(argv) == 2
+    (job / ABORT_NOW).unlink()
+    changed = pick_params(("threshold", "0.5"))
+    changed[0] = ("diameter", "86.4")
+    argv = shlex.split(relion_command("hydrapick-relion-pick", f"{job}/", mics, changed))[1:]
+    assert pick_job.main(argv) == 1
+    assert (job / EXIT_FAILURE).is_file() and len(written) == 2
+    reason = (job / "run.err").read_text()
+    assert "other settings" in reason and "diameter_A 72 there, 86.4 now" in reason and "threshold" in reason
+    assert "new job" in reason
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_pick_job_stopped_by_sigterm_or_sighup_releases_the_lock_and_says_aborted(project, monkeypatch,
+                                                                                  signum):
+    """SLURM's time limit and scancel send SIGTERM (a closed terminal SIGHUP): the job must end as RELION
+    can see, with its lock released so that Continue, on this node or another, picks the rest."""
+    job = Path("External/job014")
+    argv = shlex.split(relion_command("hydrapick-relion-pick", f"{job}/",
+                                      {"in_mic": "CtfFind/job003/micrographs_ctf.star"}, pick_params()))[1:]
+    written = []
+    original = pick_outputs.PickOutputs.write_micrograph
+
+    def write_then_signal(self, result):
+        original(self, result)
+        written.append(result.name)
+        if len(written) == 2:
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(pick_outputs.PickOutputs, "write_micrograph", write_then_signal)
+    before = signal.getsignal(signum)
+    status = pick_job.main(argv)
+    assert status == 128 + signum and len(written) == 2
+    assert (job / EXIT_ABORTED).is_file() and not (job / EXIT_SUCCESS).exists()
+    assert not list(job.glob(".hydrapick-pick*.lock"))
+    assert signal.getsignal(signum) == before  # the handler is the job's only while it runs
+    monkeypatch.setattr(pick_outputs.PickOutputs, "write_micrograph", original)
+    assert pick_job.main(argv) == 0
     _check_pick_outputs(job, project)
 
 

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..io.signals import Terminated, stop_on_signals
 from ..version import __version__
 
 
@@ -25,7 +26,14 @@ def cli(verbose: int) -> None:
 
 def main() -> None:
     try:
-        cli(prog_name="hydrapick")
+        # SIGTERM (a batch system's time limit, scancel) and SIGHUP end the run as Ctrl-C does: the output
+        # lock is released, finished micrographs are kept, and the status is not 0.
+        with stop_on_signals():
+            cli(prog_name="hydrapick")
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Terminated as stop:
+        click.echo(f"hydrapick: stopped by {stop.name}; finished micrographs are kept (a folder output "
+                   "continues with --skip-existing)", err=True)
+        sys.exit(stop.exit_status)

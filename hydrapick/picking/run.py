@@ -31,7 +31,7 @@ from .engine import (
     resolve_diameter,
     resolve_threshold,
 )
-from .outputs import PickOutputs, output_format, write_preview
+from .outputs import PickOutputs, output_format, pick_settings, write_preview
 from .scales import parse_scales
 from .shards import parse_shard, select_shard
 
@@ -173,6 +173,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
     outputs = None
     if output is not None:
         outputs = PickOutputs(output, output_format(output, format), items, shard)
+        outputs.check_not_inputs(specs, items)
         if skip_existing and not outputs.folder:
             raise ValueError("skip_existing needs a folder output (--format relion or box): combined files "
                              "are only written at the end of a run")
@@ -187,6 +188,13 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
                 net, metadata, head, threshold, items, diameter_A, pixel_size_A,
                 adapt if isinstance(adapt, AdaptConfig) else AdaptConfig(), device, num_threads,
                 adapt_output, adapt_progress, user_threshold=threshold_given)
+        if outputs is not None:
+            outputs.record_settings(pick_settings(
+                net, head, diameter_A=diameter_A, threshold=threshold, scales=scales, tta=tta,
+                min_distance_A=min_distance_A, border_A=border_A, pixel_size_A=pixel_size_A,
+                model_source=str(adapt_output) if adaptation and adaptation.get("saved") else
+                (os.fspath(model) if isinstance(model, (str, os.PathLike)) else None)),
+                items, continuing=skip_existing)
         skipped: list[MicrographInput] = []
         todo = items
         if skip_existing and outputs is not None:

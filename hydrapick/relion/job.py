@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io import relion_pipeline as control
+from ..io.signals import Terminated, stop_on_signals
 
 # The inputs RELION passes by name (External job "Input" tab), and what the executable itself receives.
 INPUT_OPTIONS = ("in_movies", "in_mics", "in_parts", "in_coords", "in_3dref", "in_mask")
@@ -140,7 +141,8 @@ def check_abort(job_dir: Path) -> None:
 
 def run_job(argv: Sequence[str] | None, work: Callable[[JobArgs], list[tuple[str, str]]],
             what: str) -> int:
-    """Run ``work`` as an External job; returns the exit status (0 success, 1 failure, 2 aborted).
+    """Run ``work`` as an External job; returns the exit status (0 success, 1 failure, 2 aborted,
+    128 + N when signal N, SIGTERM or SIGHUP, stopped it: ``RELION_JOB_EXIT_ABORTED`` is written then).
 
     ``work`` returns the job's output nodes ``[(name, type label)]``, written to
     ``RELION_OUTPUT_NODES.star`` before ``RELION_JOB_EXIT_SUCCESS``.
@@ -155,13 +157,23 @@ def run_job(argv: Sequence[str] | None, work: Callable[[JobArgs], list[tuple[str
     job.mkdir(parents=True, exist_ok=True)
     control.clear_exit_files(job)
     print(f"{what}: {' '.join(argv)}", flush=True)
+    code = None
     try:
-        nodes = work(args)
-        control.write_output_nodes(job, nodes)
+        with stop_on_signals():
+            nodes = work(args)
+            control.write_output_nodes(job, nodes)
         status = control.EXIT_SUCCESS
     except JobAborted:
         print(f"{what}: aborted ({control.ABORT_NOW} found); run the job again with Continue to finish it",
               flush=True)
+        status = control.EXIT_ABORTED
+    except (Terminated, KeyboardInterrupt) as exc:
+        # A time limit, scancel, a closed terminal or Ctrl-C: the lock is released on the way here, and
+        # RELION is told the job stopped, so that Continue picks the rest.
+        stop = exc.name if isinstance(exc, Terminated) else "an interrupt"
+        code = exc.exit_status if isinstance(exc, Terminated) else 130
+        _report_error(job, f"{what}: stopped by {stop}; finished micrographs are kept, Continue the job "
+                           "to finish it", None)
         status = control.EXIT_ABORTED
     except Exception as exc:  # noqa: BLE001 - every failure must end in RELION_JOB_EXIT_FAILURE
         reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -171,7 +183,7 @@ def run_job(argv: Sequence[str] | None, work: Callable[[JobArgs], list[tuple[str
         status = control.EXIT_FAILURE
     control.write_exit(job, status)
     print(f"{what}: {status}", flush=True)
-    return EXIT_CODES[status]
+    return EXIT_CODES[status] if code is None else code
 
 
 def console_main(argv: Sequence[str] | None, work: Callable[[JobArgs], list[tuple[str, str]]],
