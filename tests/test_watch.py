@@ -7,6 +7,7 @@ stopped by RELION's abort file half-way; a second one (the restart) picks the re
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -147,3 +148,258 @@ def test_watch_adapts_once_and_a_restart_reuses_the_adapted_head(tmp_path):
     (tmp_path / "Movies" / "mic_000.mrc").rename(tmp_path / "Movies" / "mic_new.mrc")
     second = watch(tmp_path / "Movies", job, **kwargs)
     assert second.adaptation is None and second.done == 4
+
+
+# --- a facility's session, one poll at a time (issue 36) -------------------------------------------------
+# `watch` sleeps between polls through its module's `time`; the tests replace that clock so each pause
+# plays the next step of the session (a copy, a rename, a replacement) and advances the clock by the poll
+# interval: the session is the same at every run, and takes no wall time.
+
+
+class _Microscope:
+    """A fake clock for `hydrapick.picking.watch`: the i-th pause between polls runs ``steps[i]``."""
+
+    def __init__(self, steps):
+        self.steps = list(steps)
+        self.now = 0.0
+        self.polls = 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        if self.polls < len(self.steps) and self.steps[self.polls] is not None:
+            self.steps[self.polls]()
+        self.polls += 1
+        self.now += seconds
+
+
+def _session(monkeypatch, steps) -> _Microscope:
+    import hydrapick.picking.watch as watch_module
+
+    scope = _Microscope(steps)
+    monkeypatch.setattr(watch_module, "time", scope)
+    return scope
+
+
+def _copy(source: Path, target: Path):
+    def step() -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+    return step
+
+
+def _events():
+    """A progress callback and the names it saw picked (a Counter) and the errors it saw."""
+    picked: Counter[str] = Counter()
+    errors: list[str] = []
+
+    def seen(event) -> None:
+        if event.name is not None and event.n_picks is not None:
+            picked[Path(event.name).name] += 1
+        if event.error is not None:
+            errors.append(event.error)
+    return seen, picked, errors
+
+
+TINY_ADAPT = dict(micrographs=4, rounds=1, steps=20, batch_size=4, crop_px=96)
+
+
+def test_watch_adapt_waits_for_its_micrographs_when_they_arrive_slower_than_the_polls(tmp_path, monkeypatch):
+    from hydrapick.config import AdaptConfig
+
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("source"), 4, particles=6, seed=11)
+    names = [f"mic_{i:03d}.mrc" for i in range(4)]
+    steps = []
+    for name in names:  # one micrograph every third poll: each arrival is followed by idle polls
+        steps += [_copy(Path("source") / name, Path("Movies") / name), None, None]
+    _session(monkeypatch, steps)
+    seen, picked, errors = _events()
+    report = watch("Movies", "job", model=trained_checkpoint(), diameter_A=DIAMETER_A, poll_s=1.0,
+                   timeout_s=5.0, progress=seen, adapt=AdaptConfig(**TINY_ADAPT))
+    info = report.adaptation
+    assert info is not None and len(info["micrographs"]) == 4 and len(info["held_out"]) == 1
+    assert info["kept"], info["reason"]
+    assert report.done == 4 and not errors and picked == {n: 1 for n in names}
+    # Every micrograph was picked with the adapted head: as a plain run with the saved model picks them.
+    plain = pick(["source/*.mrc"], None, model="job/adapted.pt", head="adapted")
+    watched = read_coordinates("job", "relion")
+    assert len(watched) == len(plain.picks) > 0
+    np.testing.assert_allclose(np.sort(watched.score), np.sort(plain.picks.score), atol=1e-5)
+
+
+def test_watch_adapt_with_too_few_micrographs_keeps_the_generic_head_and_says_so(tmp_path, monkeypatch):
+    from hydrapick.config import AdaptConfig
+
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("Movies"), 2, particles=6, seed=11)
+    _session(monkeypatch, [])
+    report = watch("Movies", "job", model=trained_checkpoint(), diameter_A=DIAMETER_A, poll_s=1.0,
+                   timeout_s=3.0, adapt=AdaptConfig(**TINY_ADAPT))
+    info = report.adaptation
+    # The session ended with 2 micrographs of the 4 asked for: too few for a held-out self-check.
+    assert report.stopped == "timeout" and report.done == 2
+    assert info is not None and not info["kept"] and info["held_out"] == []
+    assert "too few" in info["reason"] and "on held-out" not in info["reason"]
+    assert not Path("job/adapted.pt").exists()
+    plain = pick(["Movies/*.mrc"], None, model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    assert len(read_coordinates("job", "relion")) == len(plain.picks) > 0
+
+
+def test_watch_refuses_an_adapted_model_that_was_never_checked(tmp_path):
+    from hydrapick.checkpoint import load_checkpoint, save_checkpoint
+    from hydrapick.config import AdaptConfig
+
+    model, meta = load_checkpoint(trained_checkpoint())
+    model.add_head("adapted")
+    # What hydrapick wrote before the fix: adapted on one micrograph, "checked" on that micrograph.
+    meta = {**meta, "thresholds": {**meta["thresholds"], "adapted": 0.6},
+            "adaptation": {"micrographs": ["Movies/mic_000.mrc"], "held_out": [], "kept": True}}
+    save_checkpoint(tmp_path / "job" / "adapted.pt", model, meta)
+    with pytest.raises(ValueError, match="held-out"):
+        watch(tmp_path / "Movies", tmp_path / "job", model=trained_checkpoint(), diameter_A=DIAMETER_A,
+              poll_s=0.05, max_polls=1, adapt=AdaptConfig(**TINY_ADAPT))
+
+
+def test_watch_picks_again_a_micrograph_that_changed_after_it_was_picked(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("Movies"), 2, particles=4, seed=3)
+    write_blob_micrographs(Path("other"), 2, particles=6, seed=4)
+    target = Path("Movies/mic_001.mrc")
+
+    def replace() -> None:  # a re-transfer overwrites the file in place with other content
+        mtime = target.stat().st_mtime_ns
+        target.write_bytes(Path("other/mic_001.mrc").read_bytes())
+        os.utime(target, ns=(mtime + 10**9, mtime + 10**9))
+
+    _session(monkeypatch, [None, replace])
+    seen, picked, errors = _events()
+    with caplog.at_level("WARNING", logger="hydrapick.picking.watch"):
+        report = watch("Movies", "job", model=trained_checkpoint(), diameter_A=DIAMETER_A, poll_s=1.0,
+                       timeout_s=4.0, progress=seen)
+    assert "Movies/mic_001.mrc changed after it was picked" in caplog.text
+    assert picked == {"mic_000.mrc": 1, "mic_001.mrc": 2} and not errors
+    assert report.repicked == ["Movies/mic_001.mrc"] and report.done == 2 and report.picked == 2
+    # Its picks are those of the new content, and the index lists it once.
+    fresh = pick(["other/mic_001.mrc"], None, model=trained_checkpoint(), diameter_A=DIAMETER_A).picks
+    rows = starfile.read("job/Movies/mic_001_autopick.star")
+    assert len(rows) == len(fresh) != len(read_coordinates("job/Movies/mic_000_autopick.star", "star"))
+    np.testing.assert_allclose(np.sort(rows["rlnCoordinateX"]), np.sort(fresh.x), atol=0.01)
+    index = starfile.read("job/autopick.star")
+    assert sorted(index["rlnMicrographName"]) == ["Movies/mic_000.mrc", "Movies/mic_001.mrc"]
+
+
+def test_watch_holds_its_lock_for_the_whole_session(tmp_path, monkeypatch):
+    from hydrapick.io.lock import OutputLockedError
+
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("Movies"), 1, particles=4)
+    raised: list[BaseException | None] = []
+
+    def second_run() -> None:  # another run into the same job folder while the watcher waits
+        def run() -> None:
+            try:
+                pick(["Movies/mic_000.mrc"], "job", model=trained_checkpoint(), diameter_A=DIAMETER_A)
+                raised.append(None)
+            except Exception as exc:  # noqa: BLE001 - the test inspects it
+                raised.append(exc)
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    _session(monkeypatch, [None, None, second_run])
+    report = watch("Movies", "job", model=trained_checkpoint(), diameter_A=DIAMETER_A, poll_s=1.0,
+                   timeout_s=5.0)
+    assert len(raised) == 1 and isinstance(raised[0], OutputLockedError), raised
+    assert report.done == 1 and not report.failures
+    assert not list(Path("job").glob(".*.lock"))  # released at the end
+
+
+def test_watch_decides_failures_from_the_final_state_and_retries_a_fixed_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("source"), 2, particles=4)
+    whole = Path("source/mic_000.mrc").read_bytes()
+    Path("Movies").mkdir()
+    Path("Movies/mic_000.mrc").write_bytes(whole[:len(whole) // 2])  # a copy that stalled half-way
+    broken = Path("Movies/mic_001.mrc")
+    good = Path("source/mic_001.mrc").read_bytes()
+    broken.write_bytes(bytes(1024) + good[1024:])  # a damaged header: unreadable
+
+    def fix() -> None:
+        Path("Movies/mic_000.mrc").write_bytes(whole)  # the copy completes
+        # The damaged file is copied again with its timestamp kept (cp -p, rsync -a): same size and mtime.
+        st = broken.stat()
+        broken.write_bytes(good)
+        os.utime(broken, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    _session(monkeypatch, [None, None, fix])
+    result = CliRunner().invoke(cli, ["pick", "Movies", "-o", "job", "--watch", "--poll-interval", "1",
+                                      "--watch-timeout", "4", "--model", trained_checkpoint(),
+                                      "--diameter", str(DIAMETER_A)])
+    assert "failed" in result.output  # each was reported when it failed ...
+    assert result.exit_code == 0, result.output  # ... but both were picked in the end
+    assert "2 micrographs in job" in result.output and "0 failed" in result.output
+    index = starfile.read("job/autopick.star")
+    assert sorted(index["rlnMicrographName"]) == ["Movies/mic_000.mrc", "Movies/mic_001.mrc"]
+
+
+def test_watch_follows_a_relion_star_list_and_refuses_a_single_file(tmp_path, monkeypatch):
+    from hydrapick.io import write_micrograph
+
+    monkeypatch.chdir(tmp_path)
+    truth = write_blob_micrographs(Path("MotionCorr/job002/Movies"), 2, pixel_size_A=2.0, particles=4)
+    for path in truth:  # headers that say 1 A: the STAR file's optics group (2 A) must win
+        from hydrapick.io import read_micrograph
+
+        write_micrograph(path, read_micrograph(path).data, 1.0)
+    star = Path("CtfFind/job003/micrographs_ctf.star")
+
+    def listing(*names: str):
+        def step() -> None:
+            star.parent.mkdir(parents=True, exist_ok=True)
+            star.write_text(
+                "\ndata_optics\n\nloop_\n_rlnOpticsGroupName #1\n_rlnOpticsGroup #2\n"
+                "_rlnMicrographPixelSize #3\nopticsGroup1 1 2.0\n\ndata_micrographs\n\nloop_\n"
+                "_rlnMicrographName #1\n_rlnOpticsGroup #2\n"
+                + "".join(f"MotionCorr/job002/Movies/{n} 1\n" for n in names))
+        return step
+
+    _session(monkeypatch, [listing("mic_000.mrc"), None, None, listing("mic_000.mrc", "mic_001.mrc")])
+    seen, picked, errors = _events()
+    report = watch(str(star), "AutoPick/job004", model=trained_checkpoint(), diameter_A=DIAMETER_A,
+                   poll_s=1.0, timeout_s=4.0, progress=seen)
+    assert report.done == 2 and not errors and picked == {"mic_000.mrc": 1, "mic_001.mrc": 1}
+    plain = pick([str(star)], None, model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    watched = read_coordinates("AutoPick/job004", "relion")
+    assert len(watched) == len(plain.picks) > 0
+    np.testing.assert_allclose(np.sort(watched.score), np.sort(plain.picks.score), atol=1e-5)
+    # One micrograph is not something to watch: refused at once, with what to do instead.
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="without --watch"):
+        watch("MotionCorr/job002/Movies/mic_000.mrc", "job", model=trained_checkpoint(),
+              diameter_A=DIAMETER_A, poll_s=1.0, timeout_s=3600)
+    assert time.monotonic() - started < 1  # the fake clock: no poll happened
+    result = CliRunner().invoke(cli, ["pick", "MotionCorr/job002/Movies/mic_000.mrc", "-o", "job", "--watch",
+                                      "--model", trained_checkpoint(), "--diameter", str(DIAMETER_A)])
+    assert result.exit_code == 2 and "without --watch" in result.output
+    assert "watching" not in result.output
+
+
+def test_folder_watch_skips_dotfiles_and_reports_an_empty_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("source"), 2, particles=4)
+    write_blob_micrographs(Path("Movies"), 1, particles=4)
+    hidden = Path("Movies/.mic_001.mrc")  # rsync's temporary name, renamed when the copy is complete
+    steps = [_copy(Path("source/mic_001.mrc"), hidden), None, None,
+             lambda: hidden.rename("Movies/mic_001.mrc"), None, lambda: Path("Movies/mic_002.mrc").touch()]
+    _session(monkeypatch, steps)
+    seen, picked, errors = _events()
+    report = watch("Movies", "job", model=trained_checkpoint(), diameter_A=DIAMETER_A, poll_s=1.0,
+                   timeout_s=4.0, progress=seen)
+    assert picked == {"mic_000.mrc": 1, "mic_001.mrc": 1}
+    index = starfile.read("job/autopick.star")
+    assert sorted(index["rlnMicrographName"]) == ["Movies/mic_000.mrc", "Movies/mic_001.mrc"]
+    # The zero-byte file is reported (it stayed empty to the end), not silently left out.
+    assert [Path(p).name for p, _ in report.failures] == ["mic_002.mrc"]
+    assert "empty" in report.failures[0][1] and errors

@@ -11,24 +11,31 @@ def run_watch(micrographs: tuple[str, ...], output: str, fmt: str | None, model_
     from ..checkpoint import CheckpointError
     from ..io import FormatError
     from ..io.inputs import InputError
-    from ..picking.watch import watch
+    from ..picking.watch import check_watchable, watch
 
     if len(micrographs) != 1:
         raise click.UsageError("--watch takes one folder or quoted glob ('Movies/*.mrc')")
     if shard:
         raise click.UsageError("--watch does not shard; run one watcher per folder")
+    try:
+        check_watchable(micrographs[0])
+    except InputError as exc:
+        raise click.UsageError(str(exc)) from None
 
     def line(event) -> None:
         if event.name is None and event.error is None:
             return
         what = (f"[red]failed[/red] {event.error}" if event.error is not None
-                else f"{event.name}: {event.n_picks} picks")
+                else f"{event.name}: {event.n_picks} picks" + (" (again: it changed)" if event.again else ""))
         console.print(f"{what} | {event.done} done, {event.picks_per_micrograph:.1f} picks/micrograph, "
                       f"{event.micrographs_per_minute:.1f} micrographs/min"
                       + (f", {event.failed} failed" if event.failed else ""), highlight=False)
 
     console.print(f"watching {micrographs[0]} every {poll_s:g} s (stop after {timeout_s:g} s without a new "
                   f"micrograph, or when {output}/RELION_JOB_ABORT_NOW appears)", highlight=False)
+    if options.get("adapt") is not None:
+        console.print(f"--adapt: nothing is picked until {options['adapt'].micrographs} micrographs have "
+                      "arrived to learn from (or the session ends)", highlight=False)
     try:
         report = watch(micrographs[0], output, format=fmt, model=model_path, poll_s=poll_s,
                        timeout_s=timeout_s, progress=line, **options)
@@ -40,8 +47,9 @@ def run_watch(micrographs: tuple[str, ...], output: str, fmt: str | None, model_
         adapt_summary(report.adaptation, console)
     reason = {"timeout": f"nothing new for {timeout_s:g} s", "abort": "abort file found"}.get(report.stopped,
                                                                                             report.stopped)
-    console.print(f"stopped ({reason}): {report.done} micrographs in {output} ({report.picked} picked now, "
-                  f"{report.skipped} from an earlier run), {report.picks} picks, "
+    again = f", {len(report.repicked)} of them again after they changed" if report.repicked else ""
+    console.print(f"stopped ({reason}): {report.done} micrographs in {output} ({report.picked} picked "
+                  f"now{again}, {report.skipped} from an earlier run), {report.picks} picks, "
                   f"{len(report.failures)} failed", highlight=False)
     for _, reason in report.failures:
         click.echo(f"failed: {reason}", err=True)

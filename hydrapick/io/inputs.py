@@ -137,7 +137,10 @@ def micrograph_files(spec: str | os.PathLike) -> list[str]:
         if not matches:
             raise InputError(f"no {MICROGRAPH_KINDS} micrographs match '{text}'")
     elif os.path.isdir(text):
-        matches = sorted(str(p) for p in Path(text).iterdir() if p.is_file() and is_micrograph(p.name))
+        # Hidden files are left out, as the glob form leaves them out: rsync and many copy tools write
+        # ``.name.mrc`` and rename it when complete.
+        matches = sorted(str(p) for p in Path(text).iterdir()
+                         if p.is_file() and is_micrograph(p.name) and not p.name.startswith("."))
         if not matches:
             raise InputError(f"folder '{text}' holds no {MICROGRAPH_KINDS} micrographs")
     else:

@@ -13,10 +13,15 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OutputError
+
+# Locks held with ``shared_within``, by absolute path, and the thread holding each: taking one again in that
+# thread is a block nested in the same run, not a second run.
+_HELD: dict[str, int] = {}
 
 
 class OutputLockedError(OutputError):
@@ -24,7 +29,7 @@ class OutputLockedError(OutputError):
 
 
 @contextlib.contextmanager
-def output_lock(lock: str | os.PathLike, what: str) -> Iterator[Path]:
+def output_lock(lock: str | os.PathLike, what: str, *, shared_within: bool = False) -> Iterator[Path]:
     """Hold the lock file ``lock`` for the duration of the block.
 
     Parameters
@@ -33,6 +38,9 @@ def output_lock(lock: str | os.PathLike, what: str) -> Iterator[Path]:
         The lock file; its folder is created when missing.
     what : str
         What the lock protects, for the message (e.g. ``"output 'picks.star'"``).
+    shared_within : bool
+        Blocks nested in this one, in the same thread, share the lock instead of being refused (a watch
+        session holds its folder's lock throughout and picks into it batch by batch).
 
     Raises
     ------
@@ -40,6 +48,11 @@ def output_lock(lock: str | os.PathLike, what: str) -> Iterator[Path]:
         Another live process holds the lock (or a process on another host does).
     """
     lock = Path(lock)
+    key = os.path.abspath(lock)
+    if _HELD.get(key) == threading.get_ident():
+        # Held already by this thread (a watch session picking batch by batch): the outer block releases it.
+        yield lock
+        return
     lock.parent.mkdir(parents=True, exist_ok=True)
     me = f"{os.getpid()} {socket.gethostname()}\n"
     for attempt in range(2):
@@ -59,9 +72,13 @@ def output_lock(lock: str | os.PathLike, what: str) -> Iterator[Path]:
         with os.fdopen(fd, "w") as f:
             f.write(me)
         break
+    if shared_within:
+        _HELD[key] = threading.get_ident()
     try:
         yield lock
     finally:
+        if shared_within:
+            _HELD.pop(key, None)
         with contextlib.suppress(OSError):
             if lock.read_text() == me:
                 lock.unlink()

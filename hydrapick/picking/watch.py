@@ -1,12 +1,18 @@
-"""Picking while data arrives: watch a folder or glob and pick each micrograph once it is complete.
+"""Picking while data arrives: watch a folder, glob or micrographs list; pick each micrograph once complete.
 
-`watch` polls a folder or glob (``hydrapick pick DIR_OR_GLOB --watch``). A micrograph is picked once its
-size and modification time are the same at two polls in a row (so a file still being copied is left
-alone), into a job folder (RELION or .box), through `hydrapick.picking.run.pick` with ``skip_existing``:
-every micrograph's files are written as soon as it is picked, the folder's index (``autopick.star``) is
-rewritten atomically after each batch with every micrograph done so far, a micrograph with outputs is
-never picked again, and a restarted watch continues from what is on disk. It stops when
-``timeout_s`` pass without anything new, or when ``RELION_JOB_ABORT_NOW`` appears in the output folder.
+`watch` polls a folder or glob (``hydrapick pick DIR_OR_GLOB --watch``; hidden ``.name.mrc`` files, which
+copy tools rename when complete, are left out), or follows a micrographs list that grows (a RELION
+``micrographs_ctf.star``, or a text list). A micrograph is picked once its size and modification time are
+the same at two polls in a row (so a file still being copied is left alone), into a job folder (RELION or
+.box), through `hydrapick.picking.run.pick` with ``skip_existing``: every micrograph's files are written as
+soon as it is picked, the folder's index (``autopick.star``) is rewritten atomically after each batch with
+every micrograph done so far, a micrograph with outputs is not picked again, and a restarted watch
+continues from what is on disk. A micrograph whose size or modification time changes after it was picked
+(a stalled copy that resumed, a file replaced) is picked again, with a warning; one that could not be
+read is tried again whenever its file changes (its status change time included, so a ``chmod`` counts),
+and the failures reported are those left at the end. The session holds the folder's lock from start to
+end. It stops when ``timeout_s`` pass without anything new, or when ``RELION_JOB_ABORT_NOW`` appears in
+the output folder.
 """
 
 from __future__ import annotations
@@ -19,7 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import PICK_HEAD, AdaptConfig
-from ..io.inputs import InputError, MicrographInput, gather_inputs, micrograph_files
+from ..io import FormatError
+from ..io.atomic import check_writable
+from ..io.inputs import (
+    InputError,
+    MicrographInput,
+    gather_inputs,
+    is_glob,
+    is_micrograph,
+    is_micrograph_list,
+    micrograph_files,
+)
+from ..io.lock import output_lock
 from ..io.relion_pipeline import abort_requested
 from ..training.adapt import ADAPTED_HEAD
 from .engine import model_and_metadata, resolve_diameter
@@ -30,13 +47,17 @@ log = logging.getLogger(__name__)
 
 WATCH_FORMATS = ("relion", "box")
 
+_Stat = tuple[int, int, int]  # size, mtime_ns, ctime_ns
+_Ready = list[tuple[MicrographInput, _Stat]]
+
 
 @dataclass
 class WatchProgress:
     """The live state of a `watch`, passed to its ``progress`` callback after each micrograph.
 
     ``done`` counts every micrograph with outputs in the folder (earlier runs included), ``picks`` their
-    picks; ``picked`` and ``seconds`` are this session's, for the rate.
+    picks, ``failed`` the micrographs failing now; ``picked`` and ``seconds`` are this session's, for the
+    rate. ``again``: this micrograph was picked before and changed since.
     """
 
     done: int
@@ -47,6 +68,7 @@ class WatchProgress:
     name: str | None = None
     n_picks: int | None = None
     error: str | None = None
+    again: bool = False
 
     @property
     def picks_per_micrograph(self) -> float:
@@ -59,7 +81,12 @@ class WatchProgress:
 
 @dataclass
 class WatchReport:
-    """What a `watch` did: ``stopped`` is ``"timeout"``, ``"abort"`` or ``"polls"`` (``max_polls``)."""
+    """What a `watch` did: ``stopped`` is ``"timeout"``, ``"abort"`` or ``"polls"`` (``max_polls``).
+
+    ``picked`` counts the micrographs picked in this session (each once, however often it changed);
+    ``failures`` are those still unreadable at the end; ``repicked`` names the micrographs picked again
+    because their file changed after they were picked.
+    """
 
     done: int
     picks: int
@@ -70,10 +97,24 @@ class WatchReport:
     stopped: str = "timeout"
     output: Path | None = None
     adaptation: dict | None = None  # what `--adapt` learnt on the first micrographs, if it ran
+    repicked: list[str] = field(default_factory=list)
 
 
 class _Stop(Exception):
     """Raised from pick's progress callback when the abort file appears (pick stops between micrographs)."""
+
+
+def check_watchable(spec: str | os.PathLike) -> None:
+    """Raise `InputError` when ``spec`` names one file rather than a folder, glob or micrographs list.
+
+    A folder or glob may match nothing yet, and a list may not exist yet: they are followed as they come.
+    """
+    text = os.fspath(spec)
+    if os.path.isdir(text) or (is_glob(text) and not os.path.exists(text)) or is_micrograph_list(text):
+        return
+    if os.path.exists(text) or is_micrograph(text):
+        raise InputError(f"--watch follows a folder, a quoted glob ('Movies/*.mrc') or a micrographs list "
+                         f"(STAR or text); '{text}' is a single file: pick it without --watch")
 
 
 def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | None = None, model=None,
@@ -85,156 +126,271 @@ def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | N
     Parameters
     ----------
     spec : path or glob
-        A folder (its MRC files) or a glob (``Movies/*.mrc``; ``**`` recurses); it may match nothing yet.
+        A folder (its MRC files), a glob (``Movies/*.mrc``; ``**`` recurses), or a micrographs list
+        (RELION STAR or text) that grows; it may match nothing yet. Not a single micrograph.
     output : path
-        The job folder (``format`` ``"relion"``, the default, or ``"box"``).
+        The job folder (``format`` ``"relion"``, the default, or ``"box"``). It is locked for the whole
+        session: another run into it is refused.
     poll_s : float
         Seconds between looks at the folder; a micrograph is picked at the second look that finds it
         unchanged.
     timeout_s : float or None
-        Stop when this long passes without a new or growing micrograph (None: never).
+        Stop when this long passes without a new or changing micrograph (None: never).
     max_polls : int, optional
         Stop after this many looks (tests, cron-like use).
     progress : callable, optional
         Called with a `WatchProgress` after each micrograph.
     adapt : AdaptConfig, optional
-        Adapt once (`hydrapick.picking.run.pick`'s ``adapt``) on the first ``adapt.micrographs``
-        micrographs to arrive (fewer when the arrivals pause first), save the adapted model to
-        ``adapt_output`` (default ``<output>/adapted.pt``) and pick everything with it; a restarted
-        watch reuses that file instead of adapting again.
+        Adapt once (`hydrapick.picking.run.pick`'s ``adapt``) when ``adapt.micrographs`` micrographs have
+        arrived (nothing is picked before), save the adapted model to ``adapt_output`` (default
+        ``<output>/adapted.pt``) and pick everything with it when its self-check passed. A session that
+        ends with fewer adapts on those (too few to check keeps the generic head). A restarted watch reuses
+        the saved model instead of adapting again.
     **pick_options
         Passed to `hydrapick.picking.run.pick` (``head``, ``diameter_A``, ``threshold``, ``device`` ...).
 
     Returns
     -------
     WatchReport
+
+    Raises
+    ------
+    InputError
+        ``spec`` is a single file.
+    OutputLockedError
+        Another run is writing to ``output``.
     """
     fmt = output_format(output, format)
     if fmt not in WATCH_FORMATS:
         raise ValueError(f"watching writes a job folder; use --format relion or box, not {fmt}")
     if "skip_existing" in pick_options or "shard" in pick_options:
         raise ValueError("watch always continues from the folder's outputs and does not shard")
+    check_watchable(spec)
     output = Path(output)
     net_meta = model_and_metadata(model)  # loaded once for the whole session
     adapted_path = Path(adapt_output) if adapt_output is not None else output / "adapted.pt"
     if adapt is not None and adapted_path.exists():
         net_meta = model_and_metadata(str(adapted_path))
+        _check_adapted(net_meta[1], adapted_path)
         pick_options = {**pick_options, "head": ADAPTED_HEAD}
         adapt = None
-    started = time.monotonic()
-    last_activity = started
-    seen: dict[str, tuple[int, int]] = {}
-    failed: dict[str, tuple[int, int]] = {}
-    done: list[MicrographInput] = []
-    done_paths: set[str] = set()
-    report = WatchReport(done=0, picks=0, picked=0, skipped=0, output=output)
-    polls = 0
-    while True:
-        if abort_requested(output):
-            report.stopped = "abort"
-            break
-        current = _stat_all(spec)
-        if set(current) != set(seen) or any(seen.get(p) != s for p, s in current.items()):
-            last_activity = time.monotonic()
-        ready = [p for p, s in current.items()
-                 if p not in done_paths and s[0] > 0 and seen.get(p) == s and failed.get(p) != s]
-        paused = current == seen
-        seen = current
-        if ready and adapt is not None and len(ready) < adapt.micrographs and not paused:
-            ready = []  # wait for enough micrographs to adapt on, unless the arrivals have paused
-        if ready and adapt is not None:
-            # Adapt once on the first arrivals (nothing is picked twice: they are picked below with
-            # the rest), then pick everything with the adapted head when its self-check passed.
-            net, meta = net_meta
-            head = pick_options.get("head", PICK_HEAD)
-            opts = pick_options
-            net, meta, head, _, report.adaptation = adapt_for_run(
-                net, meta, head, None, gather_inputs(ready)[:adapt.micrographs],
-                resolve_diameter(meta, head, opts.get("diameter_A")), opts.get("pixel_size_A"), adapt,
-                opts.get("device", "auto"), opts.get("num_threads"), adapted_path, None, user_threshold=True)
-            net_meta = (net, meta)
-            pick_options = {**pick_options, "head": head}
-            adapt = None
-        if ready:
-            new = gather_inputs(ready)
-            stopped = _pick_batch(done, new, output, fmt, net_meta, report, started, failed, current,
-                                  progress, pick_options)
-            done_paths.update(it.path for it in done)
-            last_activity = time.monotonic()
-            if stopped:
+    # The folder is this session's from its start to its end: another run is refused at its start, and
+    # none can take the lock between two batches (the batches' own claims are nested in this one).
+    folder = PickOutputs(output, fmt, [], None)
+    check_writable(folder.path, "output")
+    with output_lock(folder.lock_file, f"output '{folder.path}'", shared_within=True):
+        session = _Session(spec, output, fmt, net_meta, progress, adapt, adapted_path, pick_options)
+        return session.run(poll_s, timeout_s, max_polls)
+
+
+def _check_adapted(metadata: dict, path: Path) -> None:
+    """Refuse an adapted model that no held-out micrograph checked (written before that was required)."""
+    if not (metadata.get("adaptation") or {}).get("held_out"):
+        raise ValueError(f"'{path}' was adapted without a self-check on held-out micrographs (fewer than 3 "
+                         "micrographs); delete it to adapt again on enough micrographs")
+
+
+class _Session:
+    """One watch session's state: what was seen at the last poll, picked (and at which size), failed."""
+
+    def __init__(self, spec, output: Path, fmt: str, net_meta, progress, adapt: AdaptConfig | None,
+                 adapted_path: Path, pick_options: dict) -> None:
+        self.source = _Source(spec)
+        self.output, self.fmt, self.net_meta, self.progress = output, fmt, net_meta, progress
+        self.adapt, self.adapted_path, self.pick_options = adapt, adapted_path, pick_options
+        self.report = WatchReport(done=0, picks=0, picked=0, skipped=0, output=output)
+        self.started = time.monotonic()
+        self.seen: dict[str, tuple[int, int]] = {}  # size and mtime at the last poll
+        self.picked: dict[str, tuple[int, int]] = {}  # size and mtime each was picked at
+        self.failed: dict[str, tuple[_Stat, str]] = {}  # the file as it failed, and why
+        self.done: list[MicrographInput] = []
+        self.picked_now: set[str] = set()
+
+    def run(self, poll_s: float, timeout_s: float | None, max_polls: int | None) -> WatchReport:
+        report = self.report
+        last_activity = self.started
+        polls = 0
+        held: _Ready = []  # ready, waiting for enough micrographs to adapt on
+        current: dict[str, tuple[MicrographInput, _Stat]] = {}
+        while True:
+            if abort_requested(self.output):
                 report.stopped = "abort"
                 break
-        polls += 1
-        if max_polls is not None and polls >= max_polls:
-            report.stopped = "polls"
-            break
-        if timeout_s is not None and time.monotonic() - last_activity >= timeout_s:
-            report.stopped = "timeout"
-            break
-        time.sleep(poll_s)
-    report.seconds = time.monotonic() - started
-    return report
+            current = self.source.poll()
+            sizes = {path: stat[:2] for path, (_, stat) in current.items()}
+            if sizes != self.seen:
+                last_activity = time.monotonic()
+            self._forget_changed(current)
+            ready = [(item, stat) for path, (item, stat) in current.items()
+                     if path not in self.picked and self.seen.get(path) == stat[:2]
+                     and (path not in self.failed or self.failed[path][0] != stat)]
+            self.seen = sizes
+            ready = self._report_empty(ready)
+            held = []
+            if ready and self.adapt is not None and len(ready) < self.adapt.micrographs:
+                held, ready = ready, []
+            if ready:
+                if self._batch(ready):
+                    report.stopped = "abort"
+                    break
+                last_activity = time.monotonic()
+            polls += 1
+            if max_polls is not None and polls >= max_polls:
+                report.stopped = "polls"
+                break
+            if timeout_s is not None and time.monotonic() - last_activity >= timeout_s:
+                report.stopped = "timeout"
+                break
+            time.sleep(poll_s)
+        if held and report.stopped != "abort":
+            # The session ends with fewer micrographs than adaptation waited for: adapt on those (too
+            # few to check keeps the generic head), then pick them.
+            self._batch(held)
+        # The failures are those left at the end: not a file fixed and picked later, nor one removed.
+        report.failures = [(path, reason) for path, (_, reason) in self.failed.items() if path in current]
+        report.failures += [(item.path, f"'{item.name}' is listed in '{self.source.text}' but does not exist")
+                            for item in self.source.missing]
+        report.seconds = time.monotonic() - self.started
+        return report
 
+    def _forget_changed(self, current: dict) -> None:
+        """Remove the outputs of micrographs whose file changed after they were picked (and has stopped
+        changing), so that they are picked again."""
+        for path, was in list(self.picked.items()):
+            if path not in current:
+                continue  # removed: its picks stay
+            item, stat = current[path]
+            if stat[:2] == was or self.seen.get(path) != stat[:2]:
+                continue
+            log.warning("%s changed after it was picked (%d -> %d bytes, modified again); picking it again",
+                        item.name, was[0], stat[0])
+            outputs = PickOutputs(self.output, self.fmt, [item], None)
+            outputs.main_file(item).unlink(missing_ok=True)  # first: the main file marks a finished one
+            outputs.candidates_file(item).unlink(missing_ok=True)
+            del self.picked[path]
+            self.done = [it for it in self.done if it.path != path]
+            if item.name not in self.report.repicked:
+                self.report.repicked.append(item.name)
 
-def _pick_batch(done: list[MicrographInput], new: list[MicrographInput], output: Path, fmt: str, net_meta,
-                report: WatchReport, started: float, failed: dict[str, tuple[int, int]],
-                sizes: dict[str, tuple[int, int]], progress, pick_options: dict) -> bool:
-    """Pick ``new`` into ``output`` beside ``done``; returns True when stopped by the abort file."""
-    items = done + new
-    earlier = len(done)
-    base_done, base_picks = report.done, report.picks
+    def _report_empty(self, ready: _Ready) -> _Ready:
+        """Record the zero-byte files among ``ready`` as failed (tried again when they change)."""
+        out = []
+        for item, stat in ready:
+            if stat[0] > 0:
+                out.append((item, stat))
+                continue
+            error = f"'{item.path}' is empty (0 bytes); it is picked once it is written"
+            self.failed[item.path] = (stat, error)
+            self._tell(WatchProgress(**self._counts(), name=item.name, error=error))
+        return out
 
-    def each(event: PickProgress) -> None:
-        if event.result is not None:
-            result = event.result
-            if result.ok:
-                report.picked += 1
-            if progress is not None:
-                progress(WatchProgress(done=base_done + event.done - event.failed,
-                                       picks=base_picks + event.picks, failed=len(report.failures)
-                                       + event.failed, picked=report.picked,
-                                       seconds=time.monotonic() - started, name=result.name,
-                                       n_picks=len(result.selected) if result.ok else None,
-                                       error=result.error))
-        if abort_requested(output):
-            raise _Stop
+    def _counts(self) -> dict:
+        return dict(done=self.report.done, picks=self.report.picks, failed=len(self.failed),
+                    picked=self.report.picked, seconds=time.monotonic() - self.started)
 
-    try:
-        run = pick(items, output, format=fmt, model=net_meta, skip_existing=True, progress=each,
-                   **pick_options)
-    except _Stop:
-        # Index what was finished (each picked micrograph's files are on disk already), then stop.
-        outputs = PickOutputs(output, fmt, items, None)
-        finished = [it for it in items if outputs.exists(it)]
-        done[:] = finished
-        if finished:
-            run = pick(finished, output, format=fmt, model=net_meta, skip_existing=True, **pick_options)
-            report.done, report.picks = run.n_micrographs, len(run.picks)
-        return True
-    bad = {path for path, _ in run.failures}
-    for path, reason in run.failures:
-        failed[path] = sizes.get(path, (0, 0))  # tried again only if the file changes
-        report.failures.append((path, reason))
-    done[:] = [it for it in items if it.path not in bad]
-    report.skipped += run.n_skipped - earlier  # new micrographs whose outputs an earlier run wrote
-    report.done, report.picks = len(done), len(run.picks)
-    if progress is not None:
-        progress(WatchProgress(done=report.done, picks=report.picks, failed=len(report.failures),
-                               picked=report.picked, seconds=time.monotonic() - started))
-    return False
+    def _tell(self, event: WatchProgress) -> None:
+        if self.progress is not None:
+            self.progress(event)
 
+    def _adapt(self, items: list[MicrographInput]) -> None:
+        """Adapt once on ``items`` (they are picked with the rest after); pick with the adapted head when
+        its self-check passed."""
+        net, meta = self.net_meta
+        opts = self.pick_options
+        head = opts.get("head", PICK_HEAD)
+        net, meta, head, _, self.report.adaptation = adapt_for_run(
+            net, meta, head, None, items, resolve_diameter(meta, head, opts.get("diameter_A")),
+            opts.get("pixel_size_A"), self.adapt, opts.get("device", "auto"), opts.get("num_threads"),
+            self.adapted_path, None, user_threshold=True)
+        self.net_meta = (net, meta)
+        self.pick_options = {**opts, "head": head}
+        self.adapt = None
 
-def _stat_all(spec: str | os.PathLike) -> dict[str, tuple[int, int]]:
-    """``{path: (size, mtime_ns)}`` of the micrographs matching ``spec`` now (empty when none yet)."""
-    try:
-        paths = micrograph_files(spec)
-    except InputError:
-        return {}
-    out = {}
-    for path in paths:
+    def _batch(self, ready: _Ready) -> bool:
+        """Pick ``ready`` into the folder beside what is done; True when stopped by the abort file."""
+        new = [item for item, _ in ready]
+        stats = {item.path: stat for item, stat in ready}
+        if self.adapt is not None:
+            self._adapt(new)
+        items = self.done + new
+        earlier = len(self.done)
+        report = self.report
+        base_done, base_picks = report.done, report.picks
+        again = set(report.repicked)
+
+        def each(event: PickProgress) -> None:
+            if event.result is not None:
+                result = event.result
+                if result.ok:
+                    self.failed.pop(result.path, None)
+                    self.picked_now.add(result.path)
+                    report.picked = len(self.picked_now)
+                else:
+                    self.failed[result.path] = (stats[result.path], result.error or "unknown error")
+                self._tell(WatchProgress(
+                    done=base_done + event.done - event.failed, picks=base_picks + event.picks,
+                    failed=len(self.failed), picked=report.picked, seconds=time.monotonic() - self.started,
+                    name=result.name, n_picks=len(result.selected) if result.ok else None,
+                    error=result.error, again=result.ok and result.name in again))
+            if abort_requested(self.output):
+                raise _Stop
+
         try:
-            st = os.stat(path)
-        except OSError:  # removed between the listing and the stat
-            continue
-        out[path] = (st.st_size, st.st_mtime_ns)
-    return out
+            run = pick(items, self.output, format=self.fmt, model=self.net_meta, skip_existing=True,
+                       progress=each, **self.pick_options)
+        except _Stop:
+            # Index what was finished (each picked micrograph's files are on disk already), then stop.
+            outputs = PickOutputs(self.output, self.fmt, items, None)
+            self.done = [it for it in items if outputs.exists(it)]
+            if self.done:
+                run = pick(self.done, self.output, format=self.fmt, model=self.net_meta, skip_existing=True,
+                           **self.pick_options)
+                report.done, report.picks = run.n_micrographs, len(run.picks)
+            return True
+        bad = {path for path, _ in run.failures}
+        for item in new:
+            if item.path not in bad:
+                self.picked[item.path] = stats[item.path][:2]
+        self.done = [it for it in items if it.path not in bad]
+        report.skipped += run.n_skipped - earlier  # new micrographs whose outputs an earlier run wrote
+        report.done, report.picks = len(self.done), len(run.picks)
+        self._tell(WatchProgress(**self._counts()))
+        return False
+
+
+class _Source:
+    """The micrographs ``spec`` names at each poll: a folder's or a glob's, or a list's as it grows."""
+
+    def __init__(self, spec: str | os.PathLike) -> None:
+        self.text = os.fspath(spec)
+        self.is_list = (not os.path.isdir(self.text) and not is_glob(self.text)
+                        and is_micrograph_list(self.text))
+        self.listed: list[MicrographInput] = []
+        self.missing: list[MicrographInput] = []  # listed, but not on disk at the last poll
+
+    def poll(self) -> dict[str, tuple[MicrographInput, _Stat]]:
+        """``{path: (input, (size, mtime_ns, ctime_ns))}`` of the micrographs there now."""
+        if self.is_list:
+            if os.path.exists(self.text):
+                try:
+                    self.listed = gather_inputs([self.text])
+                except (InputError, FormatError, OSError) as exc:
+                    # Being rewritten, most likely: the last listing stands until the next poll.
+                    log.debug("list '%s' not read this time: %s", self.text, exc)
+            items = self.listed
+        else:
+            try:
+                items = gather_inputs(micrograph_files(self.text))
+            except InputError:  # nothing there yet
+                items = []
+        out: dict[str, tuple[MicrographInput, _Stat]] = {}
+        self.missing = []
+        for item in items:
+            try:
+                st = os.stat(item.path)
+            except OSError:  # not there yet (a list), or removed between the listing and the stat
+                if self.is_list:
+                    self.missing.append(item)
+                continue
+            out[item.path] = (item, (st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        return out
