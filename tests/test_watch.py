@@ -365,11 +365,15 @@ def test_watch_follows_a_relion_star_list_and_refuses_a_single_file(tmp_path, mo
                 + "".join(f"MotionCorr/job002/Movies/{n} 1\n" for n in names))
         return step
 
-    _session(monkeypatch, [listing("mic_000.mrc"), None, None, listing("mic_000.mrc", "mic_001.mrc")])
+    _session(monkeypatch, [listing("mic_000.mrc"), None, None, listing("mic_000.mrc", "mic_001.mrc"), None,
+                           None, listing("mic_000.mrc", "mic_001.mrc", "mic_404.mrc")])
     seen, picked, errors = _events()
     report = watch(str(star), "AutoPick/job004", model=trained_checkpoint(), diameter_A=DIAMETER_A,
                    poll_s=1.0, timeout_s=4.0, progress=seen)
     assert report.done == 2 and not errors and picked == {"mic_000.mrc": 1, "mic_001.mrc": 1}
+    # A listed micrograph that never appeared is reported at the end, not left out without a word.
+    assert [(Path(p).name, "does not exist" in r) for p, r in report.failures] == [("mic_404.mrc", True)]
+    listing("mic_000.mrc", "mic_001.mrc")()
     plain = pick([str(star)], None, model=trained_checkpoint(), diameter_A=DIAMETER_A)
     watched = read_coordinates("AutoPick/job004", "relion")
     assert len(watched) == len(plain.picks) > 0
