@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the separate virtual environment in which benchmarks/compare_pickers.py runs Topaz.
+# Build the separate virtual environment in which the benchmarks (benchmarks/harness.py) run Topaz.
 #
 # Topaz (PyPI "topaz-em", GPLv3) is only used as a comparison picker; it is never imported by hydrapick.
 # Its wheel requires torchvision, for which no CPU build matching torch 2.13.0 is available here, so the

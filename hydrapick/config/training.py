@@ -183,7 +183,7 @@ class FinetuneConfig:
     seed: int = 0
     # 150 steps of 4 crops of 256 px (4 particle diameters; ~8 passes over 5 micrographs of 4k pixels)
     # keep fine-tuning, with its 2-fold cross-validated calibration (about one extra training), within
-    # a few minutes on a 2-core CPU (benchmarks/finetune_speed.py).
+    # a few minutes on a 2-core CPU (benchmarks/finetune.py --parts finetune).
     steps: int = 150
     batch_size: int = 4
     crop_px: int = 256  # in model pixels; rounded down to whole anchor cells

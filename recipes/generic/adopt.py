@@ -4,9 +4,9 @@ The accuracy rule (stages 4-8 and most since; every stage's rule and verdict: re
 fixed before their figures were seen: the candidate replaces the shipped model if
 
   (a) the mean zero-shot AP over the simulated held-out targets (4hhb, 6b7n, 6msm) drops by no more than
-      0.005 (benchmarks/generic_model.py --no-finetune), and
-  (b) the mean AP over EMPIAR-10028's train and valid micrographs and their preprocessed variants rises
-      (benchmarks/preprocess_variants.py --split trainvalid --pickers hydrapick).
+      0.005 (zero-shot at the labelled diameter, picked and scored by benchmarks/harness.py), and
+  (b) the mean AP over EMPIAR-10028's train and valid micrographs and their preprocessed renderings rises
+      (benchmarks/renderings.py, as `benchmarks/tolerance.py --renderings all` scores them).
 
 `--rule speed` applies the rule of a model made for speed (stage 9, recipes/generic/fast48.toml): (b)
 becomes "drops by no more than 0.005", the accuracy the speed issue lets an optimisation cost.
@@ -20,42 +20,44 @@ part in the decision.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import harness as h  # noqa: E402
+from renderings import RENDERINGS, render  # noqa: E402
+
 SIM_DROP_LIMIT = 0.005
 REAL_DROP_LIMIT_SPEED = 0.005  # `--rule speed`: a faster model may lose this much real AP, no more
-TOPAZ_VENV = ROOT / ".venv-topaz"
-TOPAZ_VARIANT = "topaz-denoise"  # rendered by Topaz itself (benchmarks/preprocess_variants.py)
+
+
+def ap(ds: h.Dataset, model: str | None, out: Path, threads: int) -> float:
+    """Zero-shot AP of ``model`` (None: the shipped one) on ``ds`` at the labelled diameter."""
+    result = h.run_hydrapick(ds, out, model=model, threads=threads)
+    if result.error:
+        raise SystemExit(result.error)
+    return float(h.score(result, ds).ap)
 
 
 def zero_shot(model: str | None, label: str, out: Path, threads: int) -> dict[str, float]:
-    """AP per target, zero-shot (benchmarks/generic_model.py)."""
-    command = [sys.executable, str(ROOT / "benchmarks/generic_model.py"), "--no-finetune", "--label", label,
-               "--out", str(out), "--threads", str(threads)]
-    if model:
-        command += ["--model", model]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    rows = json.loads((out / label / "summary.json").read_text())["rows"]
-    return {r["target"]: r["zero_shot"]["ap"] for r in rows}
+    """AP per simulated held-out target, and on EMPIAR-10028's test split (reported only)."""
+    sets = h.simulated_targets() + h.real_sets(["empiar-10028"], split="test")
+    return {("empiar10028" if ds.name == "empiar-10028" else ds.name): ap(ds, model, out / label / ds.name,
+                                                                          threads) for ds in sets}
 
 
-def variants(model: str | None, out: Path, topaz_venv: Path) -> dict[str, float]:
-    """AP per preprocessing variant of EMPIAR-10028 train+valid (benchmarks/preprocess_variants.py)."""
-    command = [sys.executable, str(ROOT / "benchmarks/preprocess_variants.py"), "--split", "trainvalid",
-               "--pickers", "hydrapick", "--out", str(out), "--topaz-venv", str(topaz_venv)]
-    if model:
-        command += ["--model", model]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+def variants(model: str | None, label: str, out: Path, topaz_venv: Path, threads: int) -> dict[str, float]:
+    """AP per rendering of EMPIAR-10028 train+valid (renderings made once, shared by both models)."""
+    real = h.real_sets(["empiar-10028"], split="train,valid")[0]
     aps = {}
-    for summary in sorted((out / "trainvalid").glob("*/summary.json")):
-        hydrapick = json.loads(summary.read_text())["pickers"]["hydrapick"]
-        if hydrapick.get("scores"):
-            aps[summary.parent.name] = hydrapick["scores"]["ap"]
+    for rendering in RENDERINGS:
+        try:
+            rds = render(real, rendering, out / "renderings" / rendering.name, topaz_venv)
+        except RuntimeError as exc:
+            print(f"{rendering.name}: left out: {exc}")
+            continue
+        aps[rendering.name] = ap(rds, model, out / label / rendering.name, threads)
     return aps
 
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("candidate", help="model.pt of the candidate run")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/adopt")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--topaz-venv", type=Path, default=TOPAZ_VENV,
+    parser.add_argument("--topaz-venv", type=Path, default=h.TOPAZ_VENV,
                         help="Topaz environment for the topaz-denoise variant (benchmarks/topaz_setup.sh)")
     parser.add_argument("--rule", choices=("accuracy", "speed"), default="accuracy",
                         help="accuracy: the real mean must rise; speed: it may drop by up to "
@@ -79,12 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     sims, real = {}, {}
     for label, model in (("shipped", None), ("candidate", args.candidate)):
         sims[label] = zero_shot(model, label, args.out / "zero_shot", args.threads)
-        if label == "candidate":  # the same Topaz-Denoise renderings: Topaz runs once, not per model
-            rendered = args.out / "variants_shipped" / "trainvalid" / TOPAZ_VARIANT / "micrographs"
-            if rendered.is_dir():
-                shutil.copytree(rendered, args.out / "variants_candidate" / "trainvalid" / TOPAZ_VARIANT
-                                / "micrographs", dirs_exist_ok=True)
-        real[label] = variants(model, args.out / f"variants_{label}", args.topaz_venv)
+        real[label] = variants(model, label, args.out / "variants", args.topaz_venv, args.threads)
     targets = [t for t in sims["shipped"] if t != "empiar10028"]
     names = sorted(set(real["shipped"]) & set(real["candidate"]))
     if set(real["shipped"]) != set(real["candidate"]):

@@ -43,6 +43,7 @@ fi
 python recipes/generic/bundle.py "$run/model.pt" -o "$run/generic.pt" --compute "$(
     nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "$device") GPU, $cores CPU cores"
 [ "${SCORE:-1}" = 0 ] && exit 0
-python benchmarks/generic_model.py --model "$run/generic.pt" --label gpu --no-finetune \
-    --threads "$cores" --out "$run/eval"
-python benchmarks/generic_model.py --label bundled --no-finetune --threads "$cores" --out "$run/eval-bundled"
+# Zero-shot on every real set and the simulated held-out targets, beside the bundled model.
+python benchmarks/compare.py --pickers hydrapick --hydrapick-variant gpu="--model $run/generic.pt" \
+    --hydrapick-variant bundled="" --device "$device" --threads "$cores" --out "$run/eval" \
+    --results "$run/eval/compare.json"

@@ -1,40 +1,33 @@
-"""Picking speed by detector and particle size: hydrapick beside RELION's LoG picker (and Topaz).
+"""Picking speed by detector and particle size: hydrapick beside RELION's LoG picker and Topaz.
 
-Run from the repository root::
-
-    python benchmarks/speed_matrix.py --quick          # 3 cells (one per detector), 10 micrographs each
-    python benchmarks/speed_matrix.py                  # all 9 cells: K2, K3, Falcon 4 x 100, 150, 300 A
-    python benchmarks/speed_matrix.py --count 20 --cells K3:100 F4:150
-    python benchmarks/speed_matrix.py --quick --relion-log gui full   # LoG also at full size
+    python benchmarks/speed.py --quick          # 3 cells (one per detector), 10 micrographs each
+    python benchmarks/speed.py                  # all 9 cells: K2, K3, Falcon 4 x 100, 150, 300 A
+    python benchmarks/speed.py --count 20 --cells K3:100 F4:150
+    python benchmarks/speed.py --quick --relion-log gui full   # LoG also at full size
 
 For each cell (a detector at its usual pixel size, a particle diameter) ``--count`` float32 MRC
 micrographs of noise with dark blobs of the particle size are written to ``--work`` (reused when present),
-and each picker runs on all of them as a command, exactly as a user would run it:
+and each picker of the harness runs on all of them as a command, exactly as a user would run it, timed
+by the harness (wall, user + system CPU and the peak resident set of each process):
 
-- ``hydrapick pick <mics> --diameter D --apix P --device cpu -o picks.star --quiet`` (the whole command:
-  start-up, imports, model loading, reading, picking, writing);
+- ``hydrapick pick <mics> --diameter D --apix P --device cpu`` (the whole command: start-up, imports,
+  model loading, reading, picking, writing);
 - hydrapick in-process: ``hydrapick.pick`` in one Python process after one warm-up micrograph, so start-up
   and model loading are left out (seconds per micrograph of the steady state);
-- RELION 3.1's Laplacian-of-Gaussian blob picker (``relion_autopick --LoG --LoG_diam_min 0.8D
-  --LoG_diam_max 1.2D``, one process, one core), when ``relion_autopick`` is on PATH, in up to two
-  configurations (``--relion-log``):
+- RELION 3.1's LoG picker (``relion_autopick --LoG``, diameters 0.8-1.2 x D, ``--lowpass 20``, RELION's
+  default threshold, one process, one core) in up to two configurations (``--relion-log``):
 
-  - ``gui`` (default): ``--shrink 0 --lowpass 20``, what RELION's GUI runs for a LoG job by default
-    (its "Maximum resolution to consider" of 20 A). ``--shrink 0`` makes the picker work on the
-    micrograph Fourier-cropped to ``2 * round(size * apix / lowpass)`` px (about 380-480 px here), which is
-    what makes LoG fast;
-  - ``full``: RELION's command-line defaults (``--shrink 1``): LoG on the micrograph at full size (padded
-    to a square of its longer side). ``--lowpass`` alone changes nothing for LoG (it only sets the
-    downscaled size when ``--shrink 0``; otherwise it filters template-matching references), so this is
-    also what the accuracy comparison's ``--lowpass 20`` without ``--shrink 0`` runs;
-- Topaz (``topaz preprocess -s S`` to about 16 px per particle diameter, then ``topaz extract -m
-  resnet16_u64 -r R -x S``, both ``-d -1``: CPU, Topaz's default threads) when the environment of
-  benchmarks/topaz_setup.sh exists at .venv-topaz (or ``--topaz-venv``).
+  - ``gui`` (default): ``--shrink 0``, what RELION's GUI runs for a LoG job by default: the picker works
+    on the micrograph Fourier-cropped to ``2 * round(size * apix / lowpass)`` px (about 380-480 px here),
+    which is what makes LoG fast;
+  - ``full``: RELION's command-line default (``--shrink 1``): LoG on the micrograph at full size (padded
+    to a square of its longer side), as the accuracy comparison runs it;
+- Topaz (``topaz preprocess -s S``, S derived from the diameter as in every benchmark, then ``topaz
+  extract -m resnet16_u64``, CPU) when ``.venv-topaz`` (or ``--topaz-venv``) exists.
 
-Each command runs under ``/usr/bin/time -v`` for its peak memory (largest resident set of the process).
-Rows for CUDA are added by themselves when ``torch.cuda.is_available()``. Seconds per micrograph are the
-command's wall time over the micrographs; CPU seconds (user + system) per micrograph are printed beside
-them because on a shared machine they are the steadier figure.
+Rows for CUDA are added when ``torch.cuda.is_available()``. Only speed and memory are measured (noise
+micrographs have no truth worth scoring). At the end, one line a cell against the speed targets:
+``hydrapick pick`` within 2x of LoG's seconds per micrograph, Topaz at least 5x slower.
 """
 
 from __future__ import annotations
@@ -43,24 +36,22 @@ import argparse
 import functools
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import harness as h
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-TOPAZ = ROOT / ".venv-topaz" / "bin" / "topaz"
+TOPAZ = h.TOPAZ_VENV / "bin" / "topaz"
 
 # Detector: (rows, columns, usual pixel size in A) of a motion-corrected, counted micrograph.
 DETECTORS = {"K2": (3710, 3838, 1.06), "K3": (4092, 5760, 0.83), "F4": (4096, 4096, 0.93)}
 PARTICLES_A = (100.0, 150.0, 300.0)
 QUICK_CELLS = ("K3:100", "F4:150", "K2:300")
 # relion_autopick --LoG options of each configuration (see the module docstring).
-RELION_LOG = {"gui": ("--shrink", "0", "--lowpass", "20"), "full": ()}
+RELION_LOG = {"gui": ("--shrink", "0"), "full": ()}
 
 
 @functools.cache  # one model load per run, not one per cell
@@ -97,34 +88,6 @@ def write_micrographs(folder: Path, shape: tuple[int, int], count: int, pixel_si
     return paths
 
 
-def timed(command: list[str], cwd: Path | None = None) -> dict:
-    """Run ``command`` under /usr/bin/time -v: wall, user + system seconds and peak RSS (MB)."""
-    started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", *command], cwd=cwd, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    err = proc.stderr
-
-    def field(name: str) -> float:
-        m = re.search(rf"{re.escape(name)}: ([\d.:]+)", err)
-        return float(m.group(1)) if m else float("nan")
-
-    if proc.returncode != 0:
-        print(f"  failed ({proc.returncode}): {' '.join(command[:3])} ...\n{err[-2000:]}", file=sys.stderr)
-    return {"wall_s": wall, "cpu_s": field("User time (seconds)") + field("System time (seconds)"),
-            "peak_MB": field("Maximum resident set size (kbytes)") / 1024, "ok": proc.returncode == 0}
-
-
-def micrographs_star(paths: list[Path], pixel_size_A: float, out: Path) -> Path:
-    """A RELION 3.1 micrographs STAR file (optics group + micrograph names) for relion_autopick."""
-    lines = ["data_optics", "loop_", "_rlnOpticsGroupName #1", "_rlnOpticsGroup #2",
-             "_rlnMicrographPixelSize #3", "_rlnVoltage #4", "_rlnSphericalAberration #5",
-             "_rlnAmplitudeContrast #6", f"opticsGroup1 1 {pixel_size_A:.4f} 300 2.7 0.1", "",
-             "data_micrographs", "loop_", "_rlnMicrographName #1", "_rlnOpticsGroup #2"]
-    lines += [f"{p.resolve()} 1" for p in paths]
-    out.write_text("\n".join(lines) + "\n")
-    return out
-
-
 INPROCESS = r"""
 import json, resource, sys, time
 import hydrapick
@@ -142,20 +105,25 @@ def run_cell(detector: str, diameter_A: float, count: int, inprocess_count: int,
     rows_px, cols_px, apix = DETECTORS[detector]
     folder = work / f"{detector}_{rows_px}x{cols_px}_{apix}A_{int(diameter_A)}A"
     paths = write_micrographs(folder / "micrographs", (rows_px, cols_px), count, apix, diameter_A)
+    ds = h.Dataset(f"{detector}:{diameter_A:g}", paths, folder / "no-truth", diameter_A, apix)
     scale = bundled_particle_px() / (diameter_A / apix)
-    model_px = f"{round(rows_px * scale)}x{round(cols_px * scale)}"
     cell = dict(detector=detector, shape=f"{rows_px}x{cols_px}", apix=apix, diameter_A=diameter_A,
-                model_px=model_px, count=count)
+                model_px=f"{round(rows_px * scale)}x{round(cols_px * scale)}", count=count)
     rows = []
+
+    def add(picker: str, result: h.Result) -> None:
+        rows.append(dict(cell, picker=picker, n=count, wall_s=result.seconds, cpu_s=result.cpu_seconds,
+                         peak_MB=result.peak_MB, ok=not result.error))
+        if result.error:
+            print(f"  {picker}: {result.error}", file=sys.stderr)
+
     for device in devices:
-        r = timed([sys.executable, "-m", "hydrapick", "pick", *map(str, paths), "--diameter", str(diameter_A),
-                   "--apix", str(apix), "--device", device, "-o", str(folder / f"hydrapick_{device}.star"),
-                   "--quiet"], cwd=ROOT)
-        rows.append(dict(cell, picker=f"hydrapick pick ({device})", n=count, **r))
+        add(f"hydrapick pick ({device})",
+            h.run_hydrapick(ds, folder, name=f"hydrapick_{device}", device=device))
         k = min(inprocess_count, count) + 1
         inner = [str(p) for p in paths[:k]]
         proc = subprocess.run([sys.executable, "-c", INPROCESS, json.dumps([inner, diameter_A, apix, device]),
-                               str(folder / f"inprocess_{device}.star")], cwd=ROOT, capture_output=True,
+                               str(folder / f"inprocess_{device}.star")], cwd=h.ROOT, capture_output=True,
                               text=True)
         if proc.returncode == 0:
             res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -164,31 +132,13 @@ def run_cell(detector: str, diameter_A: float, count: int, inprocess_count: int,
                              ok=True))
         else:
             print(proc.stderr[-2000:], file=sys.stderr)
-    if shutil.which("relion_autopick"):
-        star = micrographs_star(paths, apix, folder / "micrographs.star")
-        for config in relion_log:
-            odir = folder / f"relion_log_{config}"
-            shutil.rmtree(odir, ignore_errors=True)
-            odir.mkdir()
-            # RELION runs in the cell's folder, so both paths are given relative to it.
-            r = timed(["relion_autopick", "--i", star.name, "--odir", odir.name + "/", "--pickname",
-                       "autopick", "--LoG", "--LoG_diam_min", f"{0.8 * diameter_A:g}", "--LoG_diam_max",
-                       f"{1.2 * diameter_A:g}", *RELION_LOG[config], "--angpix", str(apix)], cwd=folder)
-            rows.append(dict(cell, picker=f"relion LoG {config} {' '.join(RELION_LOG[config])}".rstrip(),
-                             n=count, **r))
+    for config in relion_log:
+        options = RELION_LOG[config]
+        add(f"relion LoG {config} {' '.join(options)}".rstrip(),
+            h.run_relion_log(ds, folder, name=f"relion_log_{config}", lowpass_A=20.0,
+                             adjust_threshold=0.0, extra=list(options), default_run=False))
     if TOPAZ.exists():
-        shrink = max(1, round(diameter_A / apix / 16))
-        pre = folder / "topaz_pre"
-        shutil.rmtree(pre, ignore_errors=True)
-        pre.mkdir()
-        a = timed([str(TOPAZ), "preprocess", "-s", str(shrink), "-d", "-1", "-o", str(pre) + "/",
-                   *map(str, paths)])
-        radius = max(1, round(diameter_A / apix / 2 / shrink))
-        b = timed([str(TOPAZ), "extract", "-m", "resnet16_u64", "-r", str(radius), "-x", str(shrink),
-                   "-d", "-1", "-o", str(folder / "topaz.txt"), *map(str, sorted(pre.glob("*.mrc")))])
-        rows.append(dict(cell, picker="topaz preprocess + extract", n=count, wall_s=a["wall_s"] + b["wall_s"],
-                         cpu_s=a["cpu_s"] + b["cpu_s"], peak_MB=max(a["peak_MB"], b["peak_MB"]),
-                         ok=a["ok"] and b["ok"]))
+        add("topaz preprocess + extract", h.run_topaz(ds, folder, venv=TOPAZ.parents[1]))
     for row in rows:
         log.append(row)
         print_row(row)
@@ -252,9 +202,10 @@ def main() -> None:
     p.add_argument("--cells", nargs="*", help="cells as DETECTOR:DIAMETER, e.g. K3:100 (default: all 9)")
     p.add_argument("--count", type=int, default=10, help="micrographs per cell for the commands")
     p.add_argument("--inprocess-count", type=int, default=5, help="micrographs timed in-process")
-    p.add_argument("--work", type=Path, default=ROOT / "cache" / "speed_matrix",
+    p.add_argument("--work", type=Path, default=h.CACHE / "speed",
                    help="folder for micrographs and outputs (reused)")
-    p.add_argument("--json", type=Path, help="write every row here")
+    p.add_argument("--results", type=Path, help="results file (default: benchmarks/results/speed.json for "
+                                                "all 9 cells, cache/benchmarks/speed.json otherwise)")
     p.add_argument("--relion-log", nargs="+", choices=sorted(RELION_LOG), default=["gui"],
                    help="RELION LoG configurations to run (default: gui; 'gui full' runs both)")
     p.add_argument("--topaz-venv", type=Path, default=TOPAZ.parents[1],
@@ -285,8 +236,11 @@ def main() -> None:
     print_verdicts(log)
     if "cuda" in devices:
         print_verdicts(log, "cuda")
-    if args.json:
-        args.json.write_text(json.dumps(log, indent=1))
+    args.subset = bool(args.cells or args.quick)
+    rows = [dict(r, s_per_mic=round(r["wall_s"] / max(1, r["n"]), 3),
+                 cpu_s_per_mic=round(r["cpu_s"] / max(1, r["n"]), 3) if r["cpu_s"] == r["cpu_s"] else None,
+                 peak_MB=round(r["peak_MB"])) for r in log]
+    print(f"\nresults: {h.write_results(h.results_path('speed', args), 'speed', rows)}")
 
 
 if __name__ == "__main__":
