@@ -77,17 +77,17 @@ def means(rows: list[dict]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = h.parse(h.accuracy_parser(__doc__, VARIANTS), argv)
 
-    rows = []
+    rows, path = [], h.results_path("compare", args)
+    scoring = "box = labelled diameter, IoU > 0.6, truth and picks >= half a diameter from the edge"
     for ds in h.datasets(args):
         print(ds.describe(), flush=True)
         for r in compare(ds, args):
             rows.append(r.row())
             print(h.table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
-    rows += means([r for r in rows])
+        h.write_results(path, "compare", rows, scoring=scoring, complete=False)  # what a stopped run keeps
+    rows += means(rows)
     print("\n" + h.table(rows, COLUMNS))
-    path = h.write_results(h.results_path("compare", args), "compare", rows,
-                           scoring="box = labelled diameter, IoU > 0.6, truth and picks >= half a diameter "
-                                   "from the edge")
+    h.write_results(path, "compare", rows, scoring=scoring, complete=True)
     print(f"\nresults: {path}")
     return 0
 

@@ -162,18 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     args.renderings = [known[n] for n in names]
     args.subset = args.no_scale or bool(args.oracle_flags)  # not the standard run: results go to cache/
 
-    scale, rendered = [], []
+    scale, rendered, path = [], [], h.results_path("tolerance", args)
     for ds in h.datasets(args):
         print(ds.describe(), flush=True)
         if not args.no_scale:
             scale += scale_rows(ds, args)
         rendered += rendering_rows(ds, args)
+        h.write_results(path, "tolerance", scale + rendered, complete=False)  # what a stopped run keeps
     if scale:
         print("\nAP by the diameter typed (x the labelled one), beside the best fixed scale\n"
               + h.table(scale, SCALE_COLUMNS))
     if rendered:
         print("\nAP by rendering, at the labelled diameter\n" + h.table(rendered, RENDERING_COLUMNS))
-    path = h.write_results(h.results_path("tolerance", args), "tolerance", scale + rendered)
+    h.write_results(path, "tolerance", scale + rendered, complete=True)
     print(f"\nresults: {path}")
     return 0
 
