@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 
 import harness as h
 import numpy as np
@@ -75,16 +76,20 @@ def means(rows: list[dict]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = h.parse(h.accuracy_parser(__doc__, VARIANTS), argv)
+    parser = h.accuracy_parser(__doc__, VARIANTS)
+    parser.add_argument("--jobs", type=int, default=1, help="sets run side by side (default: 1; timings are "
+                                                           "then shared-machine figures)")
+    args = h.parse(parser, argv)
 
     rows, path = [], h.results_path("compare", args)
     scoring = "box = labelled diameter, IoU > 0.6, truth and picks >= half a diameter from the edge"
-    for ds in h.datasets(args):
-        print(ds.describe(), flush=True)
-        for r in compare(ds, args):
-            rows.append(r.row())
-            print(h.table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
-        h.write_results(path, "compare", rows, scoring=scoring, complete=False)  # what a stopped run keeps
+    sets = h.datasets(args)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for ds, results in zip(sets, pool.map(compare, sets, [args] * len(sets)), strict=True):
+            print(ds.describe(), flush=True)
+            rows += [r.row() for r in results]
+            print(h.table(rows[-len(results):], COLUMNS), flush=True)
+            h.write_results(path, "compare", rows, scoring=scoring, complete=False)  # kept if stopped
     rows += means(rows)
     print("\n" + h.table(rows, COLUMNS))
     h.write_results(path, "compare", rows, scoring=scoring, complete=True)
