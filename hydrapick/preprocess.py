@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import PARTICLE_SIZE_RANGE, ModelConfig
+from .config import OUTLIER_SIGMAS, PARTICLE_SIZE_RANGE, ModelConfig
 from .picks import Picks
 
 
@@ -107,11 +107,13 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return t[0, 0]
 
 
-def normalise(image: torch.Tensor, clip_percentile: float = 0.1) -> torch.Tensor:
-    """Zero median, unit robust standard deviation, extremes clipped.
+def _robust_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """A sample of at most a million pixels, its median and a robust standard deviation (0 when the
+    image is flat to float rounding).
 
     The scale comes from the median absolute deviation, so carbon, ice crystals and hot pixels do not
-    shrink the particles' contrast the way a plain standard deviation would.
+    inflate it the way a plain standard deviation would; where the MAD is nil (images of few counts) the
+    plain one is used.
     """
     flat = image.reshape(-1)
     sample = flat[:: max(1, flat.numel() // 1_000_000)].float()
@@ -124,6 +126,27 @@ def normalise(image: torch.Tensor, clip_percentile: float = 0.1) -> torch.Tensor
     if not np.isfinite(std) or std <= negligible:
         std = float(sample.std())
     if not np.isfinite(std) or std <= negligible:
+        std = 0.0
+    return sample, median, std
+
+
+def clip_outliers(image: torch.Tensor, sigmas: float = OUTLIER_SIGMAS) -> tuple[torch.Tensor, bool]:
+    """Clamp pixels further than ``sigmas`` robust standard deviations from the median; also whether
+    the image is constant (a blank or failed micrograph, left as it is).
+
+    Hot pixels and cosmic rays must go before resampling: resampling spreads each over its neighbours,
+    where neither `normalise`'s percentile clip nor the network can tell it from the particles.
+    """
+    _, median, std = _robust_stats(image)
+    if std == 0.0:
+        return image, True
+    return image.clamp(float(median) - sigmas * std, float(median) + sigmas * std), False
+
+
+def normalise(image: torch.Tensor, clip_percentile: float = 0.1) -> torch.Tensor:
+    """Zero median, unit robust standard deviation (`_robust_stats`), extremes clipped."""
+    sample, median, std = _robust_stats(image)
+    if std == 0.0:
         return torch.zeros_like(image)
     out = (image - median) / std
     if clip_percentile > 0:
@@ -159,6 +182,7 @@ class Prepared:
     scale_y: float  # model pixels per original pixel, rows
     scale_x: float  # model pixels per original pixel, columns
     original_shape: tuple[int, int]
+    constant: bool = False  # every pixel one value: nothing to pick (a blank or failed micrograph)
 
     def to_model(self, picks: Picks) -> Picks:
         out = Picks(picks.micrograph.copy(), (picks.x + 0.5) * self.scale_x - 0.5,
@@ -175,8 +199,9 @@ class Prepared:
 def prepare(image: np.ndarray | torch.Tensor, pixel_size_A: float, diameter_A: float,
             model_config: ModelConfig, clip_percentile: float = 0.1,
             device: torch.device | str | None = None) -> Prepared:
-    """Resample ``image`` so the particle is ``model_config.particle_diameter_px`` wide, low-pass it by
-    ``model_config.input_lowpass_px`` (when set), then normalise.
+    """Clip outliers (`clip_outliers`), resample ``image`` so the particle is
+    ``model_config.particle_diameter_px`` wide, low-pass it by ``model_config.input_lowpass_px`` (when
+    set), then normalise.
 
     Parameters
     ----------
@@ -198,7 +223,8 @@ def prepare(image: np.ndarray | torch.Tensor, pixel_size_A: float, diameter_A: f
                         else image)
     if device is not None:
         t = t.to(device)
-    small = resample(t, shape)
+    clipped, constant = clip_outliers(t)
+    small = resample(clipped, shape)
     if model_config.input_lowpass_px > 0:
         small = gaussian_blur(small, model_config.input_lowpass_px)
-    return Prepared(normalise(small, clip_percentile), shape[0] / h, shape[1] / w, (h, w))
+    return Prepared(normalise(small, clip_percentile), shape[0] / h, shape[1] / w, (h, w), constant)

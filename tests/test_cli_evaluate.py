@@ -195,3 +195,17 @@ def test_library_function_gives_the_command_scores(data):
     assert json.loads(out.read_text())["pickers"]["hp"]["ap"] == pytest.approx(AP)
     with pytest.raises(ValueError, match="either --box or --diameter"):
         evaluate_picks_files(data / "truth", data / "picks.star", box_px=20, diameter_A=40)
+
+
+def test_a_truth_file_with_every_particle_twice_scores_as_the_clean_file(data):
+    """Issue 36: a truth file written twice (or two label sets joined) halved the AP, silently."""
+    out = data / "doubled.json"
+    for mic, rows in TRUTH.items():  # each particle again, 1 px off
+        (data / "truth" / f"{mic}.star").write_text(
+            STAR_HEADER + "".join(f"{x} {y}\n{x + 1} {y}\n" for x, y in rows))
+    result = run("--truth", data / "truth", "--picks", data / "picks.star", "--label", "hp", "--box", 20,
+                 "--json", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["pickers"]["hp"]
+    assert report["ap"] == pytest.approx(AP) and report["n_truth"] == 5
+    assert "merged 5 coincident" in result.output

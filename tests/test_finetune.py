@@ -1,6 +1,8 @@
 """Few-shot fine-tuning on cached body features: alignment, the AP gain on an unseen specimen, files in,
 checkpoint out, calibration paths and the finetune command."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,39 @@ def test_finetune_input_errors(base, tmp_path):
     result = CliRunner().invoke(cli, ["finetune", "--coordinates", "c", "--name", "n", "--diameter", "10",
                                       "-o", str(tmp_path / "o.pt"), "--model", str(base)])
     assert result.exit_code == 2 and "give the training micrographs" in result.output  # a usage error
+
+
+def test_labels_given_twice_train_as_one_and_are_counted(tmp_path, caplog):
+    """Issue 36: coincident labels (a coordinate file appended to twice) are merged, and the count said."""
+    from test_picking import DIAMETER_A, TINY, write_blob_micrographs
+
+    from hydrapick.io import write_coordinates
+    from hydrapick.training.finetune import load_labelled
+
+    truth = write_blob_micrographs(tmp_path / "mics", 2, particles=5, seed=4)
+    for path, pts in truth.items():
+        doubled = np.concatenate([pts, pts + [0.0, 1.5]])
+        write_coordinates(Picks(x=doubled[:, 0], y=doubled[:, 1]),
+                          tmp_path / "coords" / (Path(path).stem + ".star"), "star", combined=False)
+    with caplog.at_level("WARNING"):
+        samples = load_labelled([str(tmp_path / "mics")], [str(tmp_path / "coords")], DIAMETER_A, TINY)
+    assert sorted(len(s.centres) for s in samples) == [5, 5]
+    assert "merged 10 coincident" in caplog.text
+
+
+def test_finetune_warns_when_labels_are_far_fewer_than_the_generic_heads_picks(tmp_path, caplog):
+    """Issue 36: 1 label per micrograph of 6 particles trains a head that finds almost nothing; say so."""
+    from test_picking import DIAMETER_A, trained_checkpoint, write_blob_micrographs
+
+    from hydrapick.io import write_coordinates
+
+    truth = write_blob_micrographs(tmp_path / "mics", 2, particles=6, seed=5)
+    for path, pts in truth.items():
+        write_coordinates(Picks(x=pts[:1, 0], y=pts[:1, 1]),
+                          tmp_path / "coords" / (Path(path).stem + ".star"), "star", combined=False)
+    config = FinetuneConfig(steps=3, crop_px=96, batch_size=2, cv_folds=0)
+    with caplog.at_level("WARNING"):
+        result = finetune(trained_checkpoint(), "sparse", [str(tmp_path / "mics")],
+                          [str(tmp_path / "coords")], DIAMETER_A, config=config, device="cpu")
+    assert result.report["generic_confident_picks"] >= 10 and result.report["particles_train"] == 2
+    assert "2 labels" in caplog.text and "label every particle" in caplog.text

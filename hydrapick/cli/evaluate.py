@@ -79,6 +79,8 @@ def evaluate(truth_path: str, picks_paths: tuple[str, ...], labels: tuple[str, .
         hint = " in --micrographs (or give --apix)" if str(exc).startswith("no box size") else ""
         raise click.ClickException(f"{exc}{hint}") from exc
 
+    if result.merged_truth:
+        click.echo(f"truth: merged {result.merged_truth} coincident coordinates (one particle written twice)")
     _evaluate_print(result.reports, result.box_px, per_micrograph)
     if result.json_path is not None:
         click.echo(f"wrote {json_path}")

@@ -19,6 +19,14 @@ FALLBACK_THRESHOLD = 0.5
 # them and still merges duplicates (docs/model.md, "Diameter tolerance": it was 0.8, which lost a tenth
 # of the AP at 1.25x the true diameter).
 MIN_DISTANCE_FRACTION = 0.6
+# Labels closer than this (micrograph pixels) in one truth or training coordinate file are one particle
+# written twice (a file appended to twice, two pickers' outputs joined): no two particles' centres lie so
+# close. Merged, and the count said: a doubled truth file halves recall and AP, and finetune would
+# calibrate on it.
+COINCIDENT_LABEL_PX = 3.0
+# finetune warns when its labels number fewer than this fraction of the generic head's confident picks on
+# the same micrographs: particles left unlabelled there are learnt as background.
+SPARSE_LABEL_FRACTION = 0.5
 # Widest Gaussian blur (model px) of the training crops' random preprocessing unless a run sets another.
 # A blur of 5 px (a twelfth of the particle) already collapses a network trained up to 2.5 px, as denoised
 # micrographs do (docs/model.md).

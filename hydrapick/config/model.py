@@ -108,3 +108,7 @@ PREVIEW_COUNT = 3  # micrographs drawn with their picks when previews are asked 
 # size (particle_diameter_px; 64 px for the bundled model: 8 to 1024 px). Outside them a unit has almost
 # surely slipped (nm typed as Å, a pixel size in nm), and resampling would take minutes and gigabytes.
 PARTICLE_SIZE_RANGE = (1 / 8, 16.0)
+# Pixels further than this many robust standard deviations from a micrograph's median (hot pixels, cosmic
+# rays) are clamped before resampling, which would spread them over particle-sized patches. Shot noise
+# never reaches it (a Gaussian exceeds 10 sigma once in 10^23 pixels), so ordinary micrographs are untouched.
+OUTLIER_SIGMAS = 10.0

@@ -14,6 +14,7 @@ from .coordinates import (
     find_micrographs,
     flip_y_per_micrograph,
     load_coordinates,
+    merge_coincident,
 )
 from .files import EvaluationResult, evaluate_picks_files
 from .metrics import (
@@ -30,6 +31,6 @@ from .report import Curves, EvaluationReport, write_report_json
 __all__ = [
     "DEFAULT_IOU_THRESHOLD", "CoordinateSet", "Curves", "EvaluationReport", "EvaluationResult", "box_iou",
     "calibrate_threshold", "drop_near_edge", "evaluate", "evaluate_picks_files", "find_micrographs",
-    "flip_y_per_micrograph", "load_coordinates", "match_picks", "micrograph_keys", "threshold_at_precision",
-    "write_report_json",
+    "flip_y_per_micrograph", "load_coordinates", "match_picks", "merge_coincident", "micrograph_keys",
+    "threshold_at_precision", "write_report_json",
 ]

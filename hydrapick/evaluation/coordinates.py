@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
+from ..config import COINCIDENT_LABEL_PX
 from ..io.coordinates import check_one_file_per_micrograph
 from ..io.errors import describe
 from ..io.inputs import gather_inputs
@@ -80,6 +82,28 @@ def load_coordinates(path: str | os.PathLike, *, format: str | None = None, flip
         picks = flip_y_per_micrograph(picks, image_height, missing=missing_height)
     keys = list(dict.fromkeys(micrograph_keys(picks.micrograph).tolist() + covered))
     return CoordinateSet(picks, keys)
+
+
+def merge_coincident(picks: Picks, within_px: float = COINCIDENT_LABEL_PX) -> tuple[Picks, int]:
+    """Keep one of each group of coordinates closer than ``within_px`` on the same micrograph.
+
+    For labels (truth, training coordinates), where such a group is one particle written twice: each
+    coordinate is kept unless an earlier one of its micrograph lies within ``within_px`` (micrograph
+    pixels). Returns the picks kept, in their order, and how many were merged away.
+    """
+    if len(picks) < 2 or within_px <= 0:
+        return picks, 0
+    keep = np.ones(len(picks), dtype=bool)
+    names = picks.micrograph.astype(str)
+    for name in np.unique(names):
+        rows = np.flatnonzero(names == name)
+        if len(rows) < 2:
+            continue
+        xy = np.stack([picks.x[rows], picks.y[rows]], axis=1)
+        for i, j in sorted(cKDTree(xy).query_pairs(r=within_px)):
+            if keep[rows[i]]:  # i < j: the earlier of a pair stays, unless it went itself
+                keep[rows[j]] = False
+    return picks[keep], int((~keep).sum())
 
 
 def flip_y_per_micrograph(picks: Picks, heights: Mapping[str, int], *, missing: str = "error") -> Picks:

@@ -17,11 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import COINCIDENT_LABEL_PX
 from ..io.atomic import check_writable
 from ..io.mrc import no_pixel_size
 from ..picks import Picks, micrograph_key
 from ..version import __version__
-from .coordinates import CoordinateSet, check_inside, drop_near_edge, find_micrographs, load_coordinates
+from .coordinates import (
+    CoordinateSet,
+    check_inside,
+    drop_near_edge,
+    find_micrographs,
+    load_coordinates,
+    merge_coincident,
+)
 from .metrics import DEFAULT_IOU_THRESHOLD, evaluate, threshold_at_precision
 from .report import EvaluationReport, write_report_json
 
@@ -49,6 +57,9 @@ class EvaluationResult:
         The JSON report written.
     figures : list of Path
         The PNG figures written (curves, then overlays).
+    merged_truth : int
+        True coordinates merged into another of the same micrograph closer than
+        `hydrapick.config.COINCIDENT_LABEL_PX` (one particle written twice).
     """
 
     reports: dict[str, EvaluationReport]
@@ -57,6 +68,7 @@ class EvaluationResult:
     picks: dict[str, Picks]
     json_path: Path | None = None
     figures: list[Path] = field(default_factory=list)
+    merged_truth: int = 0
 
 
 def evaluate_picks_files(truth: PathLike, picks: PathLike | Sequence[PathLike], *,
@@ -136,6 +148,12 @@ def evaluate_picks_files(truth: PathLike, picks: PathLike | Sequence[PathLike], 
     box = _resolve_box(box_px, diameter_A, pixel_size_A, headers)
     heights = _resolve_heights(image_height, headers) if (flip_y_truth or flip_y_picks) else None
     truth_set = load_coordinates(truth, flip_y=flip_y_truth, image_height=heights)
+    # A particle written twice would count as one found and one missed, halving recall and AP.
+    merged_picks, merged = merge_coincident(truth_set.picks)
+    if merged:
+        log.warning("%s: merged %d coincident true coordinates (closer than %g px: one particle written "
+                    "twice)", truth, merged, COINCIDENT_LABEL_PX)
+        truth_set = dataclasses.replace(truth_set, picks=merged_picks)
     check_inside(truth_set.picks, truth, {key: shape for key, _, shape, _ in headers.items()}
                  if headers else None)
     edge = _resolve_border(border_A, pixel_size_A, headers)
@@ -175,7 +193,7 @@ def evaluate_picks_files(truth: PathLike, picks: PathLike | Sequence[PathLike], 
         figures = write_figures(Path(plots_dir), reports, pick_sets, truth_set.picks, mic_files, box,
                                 threshold_list, n_overlays)
     return EvaluationResult(reports=reports, box_px=box, truth=truth_set, picks=pick_sets,
-                            json_path=written_json, figures=figures)
+                            json_path=written_json, figures=figures, merged_truth=merged)
 
 
 def picker_labels(paths: Sequence[Path], labels: Sequence[str] | None) -> list[str]:

@@ -29,7 +29,14 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import FALLBACK_THRESHOLD, FinetuneConfig, ModelConfig, to_dict
+from ..config import (
+    COINCIDENT_LABEL_PX,
+    FALLBACK_THRESHOLD,
+    SPARSE_LABEL_FRACTION,
+    FinetuneConfig,
+    ModelConfig,
+    to_dict,
+)
 from ..device import resolve_device
 from ..io.atomic import check_writable
 from ..model import GENERIC_HEAD, HydraPicker, check_head_name
@@ -104,6 +111,9 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         return [m for m in maps if m.name.endswith("#0")] if samples is train else compute_features(
             model, samples, device=dev, flips=False, dtype=dtype)
 
+    generic_on_train = score_maps(model, GENERIC_HEAD, plain(train), device=dev)
+    _warn_if_sparse(report, generic_on_train[1], generic_threshold)
+
     threshold: float
     if valid:
         vmaps = plain(valid)
@@ -140,7 +150,7 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         report.update(calibration_report(truth, picks, names, box, config.calibration,
                                           config.calibration_precision),
                       source=f"{folds}-fold cross-validation")
-        report["generic_ap"] = _ap(*score_maps(model, GENERIC_HEAD, plain(train), device=dev), names, box)
+        report["generic_ap"] = _ap(*generic_on_train, names, box)
         threshold = report["threshold"]
         losses = train_head(model, name, maps, config, device=dev, progress=progress)
     else:
@@ -154,6 +164,45 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         report["threshold"] = threshold
     report["final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10):]))
     return float(threshold), report
+
+
+def _warn_if_sparse(report: dict[str, Any], generic_picks: Picks, generic_threshold: float | None) -> None:
+    """Warn when the labels number far fewer than the generic head's confident picks on the same
+    micrographs: particles left unlabelled there are taught as background, and the head picks few."""
+    cut = generic_threshold if generic_threshold is not None else FALLBACK_THRESHOLD
+    confident = int(np.count_nonzero(generic_picks.score >= cut))
+    report["generic_confident_picks"] = confident
+    labels = report["particles_train"]
+    if labels < SPARSE_LABEL_FRACTION * confident:
+        log.warning("%d labels on %d micrograph(s), but the generic head confidently picks %d particles "
+                    "there: particles left unlabelled are learnt as background and the new head will pick "
+                    "few. Unless most of those picks are junk, label every particle on each labelled "
+                    "micrograph (fewer micrographs, completely labelled, teach more)",
+                    labels, report["n_train"], confident)
+
+
+def _merge_coincident_labels(samples: list[MicrographSample], model_config: ModelConfig,
+                             what: str) -> list[MicrographSample]:
+    """Samples with labels closer than `COINCIDENT_LABEL_PX` micrograph pixels merged (one particle
+    written twice would otherwise train and calibrate twice); the count is logged."""
+    from ..evaluation.coordinates import merge_coincident
+
+    out, merged = [], 0
+    for sample in samples:
+        # COINCIDENT_LABEL_PX micrograph pixels in model pixels.
+        within = (COINCIDENT_LABEL_PX * sample.pixel_size_A * model_config.particle_diameter_px
+                  / sample.diameter_A)
+        xy = sample.centres.double().numpy()
+        kept, n = merge_coincident(Picks(sample.name, xy[:, 0], xy[:, 1]), within)
+        if n:
+            centres = torch.as_tensor(np.stack([kept.x, kept.y], axis=1), dtype=sample.centres.dtype)
+            sample = replace(sample, centres=centres.reshape(-1, 2))
+            merged += n
+        out.append(sample)
+    if merged:
+        log.warning("%s coordinates: merged %d coincident labels (closer than %g px: one particle written "
+                    "twice)", what, merged, COINCIDENT_LABEL_PX)
+    return out
 
 
 # --- files in, checkpoint out ------------------------------------------------------------------------
@@ -190,7 +239,8 @@ def load_labelled(micrographs: Sequence[str], coordinates: Sequence[str], diamet
             progress(TrainEvent(kind="load", step=list(files.labelled).index(key) + 1,
                                 steps=len(files.labelled), message=key))
 
-    return list(prepare_files(files, float(diameter_A), model_config, on_each=loaded).values())
+    samples = list(prepare_files(files, float(diameter_A), model_config, on_each=loaded).values())
+    return _merge_coincident_labels(samples, model_config, what)
 
 
 def load_base(model: str | os.PathLike | None) -> tuple[HydraPicker, dict[str, Any]]:
