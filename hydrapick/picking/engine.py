@@ -112,6 +112,7 @@ class Decoder:
         self.config, self.diameter_A, self.threshold = config, diameter_A, threshold
         self.min_distance_A, self.border_A, self.score_floor = min_distance_A, border_A, score_floor
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
+        self._warned: set[str] = set()
 
     def __call__(self, loaded: Loaded, outputs: torch.Tensor) -> PickResult:
         prep = loaded.prepared
@@ -124,11 +125,28 @@ class Decoder:
                              score_floor=self.score_floor)
         picks = prep.to_original(picks)
         oh, ow = prep.original_shape
+        self._warn_if_empty_by_design(loaded, oh, ow)
         # Centres beyond the image (a decoded offset can push one out) or within the border are dropped.
         picks = picks.inside(oh, ow, self.border_A / loaded.pixel_size_A)
         picks.diameter_px = np.full(len(picks), self.diameter_A / loaded.pixel_size_A)
         return PickResult(path=loaded.item.path, name=loaded.item.name, picks=picks, threshold=self.threshold,
                           shape=(oh, ow), pixel_size_A=loaded.pixel_size_A)
+
+    def _warn_if_empty_by_design(self, loaded: Loaded, height: int, width: int) -> None:
+        """Say why a micrograph cannot have picks: it is constant, or the border or the minimum distance
+        (once per run) leaves no room; 0 picks otherwise looks like a micrograph without particles."""
+        if loaded.prepared is not None and loaded.prepared.constant:
+            log.warning("'%s' is constant (every pixel one value): nothing to pick; a blank or failed "
+                        "micrograph?", loaded.item.path)
+        size_A = min(height, width) * loaded.pixel_size_A  # type: ignore[operator]
+        for key, value, what in (("border", 2 * self.border_A, "the border"),
+                                 ("distance", self.min_distance_A, "the minimum distance")):
+            if value >= size_A and key not in self._warned:
+                self._warned.add(key)
+                log.warning("%s (%g Å) leaves no room for picks on '%s' (%g x %g Å): was it given in pixels? "
+                            "--border and --min-distance take Å", what,
+                            self.border_A if key == "border" else value, loaded.item.path,
+                            width * loaded.pixel_size_A, height * loaded.pixel_size_A)
 
     def failed(self, item: MicrographInput, reason: str) -> PickResult:
         return PickResult(path=item.path, name=item.name, threshold=self.threshold, error=reason)
