@@ -229,6 +229,26 @@ def test_watch_adapt_waits_for_its_micrographs_when_they_arrive_slower_than_the_
     np.testing.assert_allclose(np.sort(watched.score), np.sort(plain.picks.score), atol=1e-5)
 
 
+def test_watch_adapt_does_not_count_a_stalled_copy_among_its_micrographs(tmp_path, monkeypatch):
+    from hydrapick.config import AdaptConfig
+
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("source"), 4, particles=6, seed=11)
+    Path("Movies").mkdir()
+    for name in ("mic_000.mrc", "mic_001.mrc", "mic_002.mrc"):
+        _copy(Path("source") / name, Path("Movies") / name)()
+    whole = Path("source/mic_003.mrc").read_bytes()
+    Path("Movies/mic_003.mrc").write_bytes(whole[:len(whole) // 3])  # stalled for several polls
+    _session(monkeypatch, [None, None, None, _copy(Path("source/mic_003.mrc"), Path("Movies/mic_003.mrc"))])
+    seen, picked, errors = _events()
+    report = watch("Movies", "job", model=trained_checkpoint(), diameter_A=DIAMETER_A, poll_s=1.0,
+                   timeout_s=4.0, progress=seen, adapt=AdaptConfig(**TINY_ADAPT))
+    # The truncated file was reported, not learnt from (nor a crash); adaptation waited for it to be whole.
+    assert len(errors) == 1 and "truncated" in errors[0]
+    assert len(report.adaptation["micrographs"]) == 4 and not report.failures
+    assert report.done == 4 and picked == {f"mic_00{i}.mrc": 1 for i in range(4)}
+
+
 def test_watch_adapt_with_too_few_micrographs_keeps_the_generic_head_and_says_so(tmp_path, monkeypatch):
     from hydrapick.config import AdaptConfig
 

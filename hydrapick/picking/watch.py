@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import PICK_HEAD, AdaptConfig
-from ..io import FormatError
+from ..io import FormatError, read_micrograph
 from ..io.atomic import check_writable
 from ..io.inputs import (
     InputError,
@@ -41,6 +41,7 @@ from ..io.relion_pipeline import abort_requested
 from ..training.adapt import ADAPTED_HEAD
 from .engine import model_and_metadata, resolve_diameter
 from .outputs import PickOutputs, output_format
+from .results import failure_reason
 from .run import PickProgress, adapt_for_run, pick
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ class _Session:
         self.failed: dict[str, tuple[_Stat, str]] = {}  # the file as it failed, and why
         self.done: list[MicrographInput] = []
         self.picked_now: set[str] = set()
+        self.readable: dict[str, _Stat] = {}  # files read once while adaptation waits, as they were then
 
     def run(self, poll_s: float, timeout_s: float | None, max_polls: int | None) -> WatchReport:
         report = self.report
@@ -227,8 +229,12 @@ class _Session:
             self.seen = sizes
             ready = self._report_empty(ready)
             held = []
-            if ready and self.adapt is not None and len(ready) < self.adapt.micrographs:
-                held, ready = ready, []
+            if ready and self.adapt is not None:
+                # Only micrographs that read count towards those adaptation waits for (a stalled copy
+                # does not); the others are reported and tried again when they change.
+                ready = self._readable(ready)
+                if len(ready) < self.adapt.micrographs:
+                    held, ready = ready, []
             if ready:
                 if self._batch(ready):
                     report.stopped = "abort"
@@ -282,6 +288,23 @@ class _Session:
             error = f"'{item.path}' is empty (0 bytes); it is picked once it is written"
             self.failed[item.path] = (stat, error)
             self._tell(WatchProgress(**self._counts(), name=item.name, error=error))
+        return out
+
+    def _readable(self, ready: _Ready) -> _Ready:
+        """Those of ``ready`` that read as micrographs (each version of a file read once); the others
+        are recorded as failed."""
+        out = []
+        for item, stat in ready:
+            if self.readable.get(item.path) != stat:
+                try:
+                    read_micrograph(item.path)
+                except (FormatError, OSError, ValueError) as exc:
+                    error = failure_reason(item.path, exc)
+                    self.failed[item.path] = (stat, error)
+                    self._tell(WatchProgress(**self._counts(), name=item.name, error=error))
+                    continue
+                self.readable[item.path] = stat
+            out.append((item, stat))
         return out
 
     def _counts(self) -> dict:
