@@ -95,6 +95,27 @@ def save_checkpoint(path: str | os.PathLike, model: HydraPicker, metadata: Mappi
     return path
 
 
+def _check_torch_file(path: Path) -> None:
+    """Raise `CheckpointError` naming what ``path`` is when it is no PyTorch file at all (a micrograph
+    given as the model, say), before torch's message about unsafe objects could suggest malice."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
+    # torch.save writes a zip archive; files of torch < 1.6 start with a pickle protocol byte.
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return
+    if head[208:212] == b"MAP " or path.name.lower().endswith((".mrc", ".mrcs")):
+        what = "an MRC micrograph"
+    elif not head:
+        what = "an empty file"
+    else:
+        what = "not a PyTorch file"
+    raise CheckpointError(f"{path}: not a hydrapick checkpoint: it is {what}; give the model's .pt file "
+                          "(--model), or leave it out for the bundled model")
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """The checked raw payload of a checkpoint (``state_dict``, ``metadata``, ...); see module doc.
 
@@ -106,6 +127,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    _check_torch_file(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for foreign or damaged files

@@ -387,3 +387,86 @@ def test_constant_micrograph_and_a_border_or_distance_that_leave_nothing_are_war
         pick(sorted(map(str, mics)), model=trained_checkpoint(), diameter_A=DIAMETER_A, min_distance_A=1e5,
              device="cpu")
     assert "minimum distance" in caplog.text
+
+
+# --- issue 36, item 13: the minor ones ----------------------------------------------------------------------
+
+def test_job_in_an_unwritable_folder_or_with_a_repeated_parameter_ends_in_one_line(tmp_path, monkeypatch,
+                                                                                   capsys):
+    from hydrapick.io.relion_pipeline import EXIT_FAILURE
+    from hydrapick.relion import pick_job
+
+    monkeypatch.chdir(tmp_path)
+    assert pick_job.main(["--o", "External/job001/", "--diameter", "1", "--diameter", "2"]) == 1
+    assert Path("External/job001", EXIT_FAILURE).is_file()  # RELION sees the failure
+    assert "--diameter given twice" in Path("External/job001/run.err").read_text()
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert pick_job.main(["--o", "External/job002/", "--diameter", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "External/job002" in err and "Permission denied" in err and "Traceback" not in err
+
+
+def test_disk_full_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from hydrapick.io import atomic
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    with pytest.raises(OSError, match="No space left on device.*picks.star"):
+        atomic.write_text(tmp_path / "picks.star", "x")
+
+
+def test_a_compressed_micrograph_claiming_more_pixels_than_memory_is_refused_before_reading(tmp_path):
+    import gzip
+
+    import mrcfile
+
+    path = tmp_path / "huge.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.zeros((4, 4), np.float32))
+        mrc.header.nx = mrc.header.ny = 400_000  # 640 GB of float32
+    with open(path, "rb") as f, gzip.open(tmp_path / "huge.mrc.gz", "wb") as g:
+        g.write(f.read())
+    with pytest.raises(FormatError, match="400000 x 400000.*memory"):
+        read_micrograph(tmp_path / "huge.mrc.gz")
+
+
+def test_a_micrograph_given_as_the_model_is_called_a_micrograph(tmp_path):
+    from hydrapick.checkpoint import CheckpointError
+
+    write_micrograph(tmp_path / "mic.mrc", np.zeros((16, 16), np.float32), 1.0)
+    with pytest.raises(CheckpointError) as refused:
+        read_checkpoint(tmp_path / "mic.mrc")
+    assert "MRC micrograph" in str(refused.value) and "code" not in str(refused.value)
+
+
+def test_box_files_hold_whole_pixels_centred_as_relion_reads_them(tmp_path):
+    picks = Picks("m", [100.7, 57.2, 10.5], [40.4, 300.9, 12.5], [0.9, 0.8, 0.7], diameter_px=63.4)
+    path = write_coordinates(picks, tmp_path / "m.box")
+    rows = [line.split("\t") for line in path.read_text().splitlines()]
+    for (x_corner, y_corner, w, h, _), x, y in zip(rows, picks.x, picks.y, strict=True):
+        assert all(v.lstrip("-").isdigit() for v in (x_corner, y_corner, w, h)), (x_corner, y_corner, w, h)
+        # RELION (Preprocessing::readCoordinates): xpos = num1 + num3 / 2, in integers.
+        assert int(x_corner) + int(w) // 2 == np.rint(x) and int(y_corner) + int(h) // 2 == np.rint(y)
+    back = read_coordinates(path)
+    np.testing.assert_array_equal(back.x, np.rint(picks.x))
+
+
+@pytest.mark.parametrize("name", ["Movies/mic 001.mrc", "../elsewhere/mic_001.mrc"])
+def test_names_relion_31_misreads_are_warned(tmp_path, monkeypatch, caplog, name):
+    monkeypatch.chdir(tmp_path)
+    folder = Path("project")
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    write_micrograph(folder / name, np.zeros((240, 320), np.float32) + np.random.default_rng(0).normal(
+        size=(240, 320)).astype(np.float32), 2.0)
+    monkeypatch.chdir(folder)
+    with caplog.at_level("WARNING"):
+        pick([name], "AutoPick/job003", model=trained_checkpoint(), diameter_A=DIAMETER_A, device="cpu")
+    assert "RELION 3.1" in caplog.text and name in caplog.text

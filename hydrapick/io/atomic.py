@@ -47,6 +47,11 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Pat
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None or str(exc.filename) == str(tmp):
+            # "No space left on device" alone does not say which output failed: name the output.
+            raise OSError(exc.errno, f"cannot write '{path}': {exc.strerror or exc}", str(path)) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -3,6 +3,7 @@
 Columns: ``x_corner  y_corner  width  height  [score]`` (tab-separated), where the corner is the centre
 minus half the box (``x - w/2``, ``y - h/2``): the box's lower-left corner in EMAN's y-up display, as
 EMAN, crYOLO and RELION write it. Coordinates are pixels of the micrograph as stored; there is no flip.
+`write_box` writes whole pixels (the centre rounded, an even box), as RELION reads them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..picks import Picks, micrograph_key
-from ._text import fmt, number_rows, read_lines
+from ._text import number_rows, read_lines
 from .atomic import write_text
 
 _EXPECTED = "x_corner y_corner width height [score]"
@@ -45,9 +46,13 @@ def write_box(picks: Picks, path: str | os.PathLike, box_px: float | None = None
     size = np.full(len(picks), float(box_px)) if box_px is not None else picks.diameter_px
     if len(picks) and (np.isnan(size).any() or (size <= 0).any()):
         raise ValueError(f"writing {path}: EMAN .box needs a box size; pass box_px or set Picks.diameter_px")
+    # Whole pixels, an even box centred on the rounded pick: RELION reads the centre as corner + size / 2
+    # in integers (Preprocessing::readCoordinates) and would drop fractions, up to 1.5 px off.
+    side = np.maximum(2, 2 * np.rint(np.asarray(size, dtype=float) / 2)).astype(np.int64)
+    cx, cy = np.rint(picks.x).astype(np.int64), np.rint(picks.y).astype(np.int64)
     lines = []
-    for x, y, s, score in zip(picks.x, picks.y, size, picks.score, strict=True):
-        fields = [fmt(x - s / 2), fmt(y - s / 2), fmt(s), fmt(s)]
+    for x, y, s, score in zip(cx, cy, side, picks.score, strict=True):
+        fields = [str(x - s // 2), str(y - s // 2), str(s), str(s)]
         if picks.has_scores:
             fields.append(f"{score:.6g}")
         lines.append("\t".join(fields) + "\n")

@@ -79,6 +79,8 @@ def read_micrograph(path: str | os.PathLike, pixel_size_A: float | None = None,
         return Micrograph(data=data, pixel_size_A=_override(pixel_size_A), path=str(path))
     path = check_file(path, "an MRC micrograph")
     use_mmap = mmap and not path.name.lower().endswith(_COMPRESSED)
+    if path.name.lower().endswith(_COMPRESSED):
+        _check_claimed_size(path)
     try:
         with warnings.catch_warnings(record=True) as caught:
             # permissive=False turns header and size problems into exceptions; what remains as a
@@ -102,6 +104,40 @@ def read_micrograph(path: str | os.PathLike, pixel_size_A: float | None = None,
         # 0 is "unset"; 1.0 is what many tools write when they do not know the pixel size.
         size = float(str(np.float32(voxel_x)))
     return Micrograph(data=data, pixel_size_A=size, path=str(path))
+
+
+def _check_claimed_size(path: Path) -> None:
+    """A compressed file is decompressed into memory before its size can be checked: a damaged header
+    claiming 40000 x 40000 pixels would take all the memory first. Its claim is checked beforehand."""
+    try:
+        with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
+            header = mrc.header
+            nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+            itemsize = mrcfile.utils.data_dtype_from_header(header).itemsize
+    except (ValueError, OSError, EOFError, TypeError, AttributeError):
+        return  # the full read names the problem
+    claimed = max(nx, 0) * max(ny, 0) * max(nz, 1) * itemsize
+    available = _available_memory()
+    if available is not None and claimed > available:
+        shape = f"{nx} x {ny}" + (f" x {nz}" if nz > 1 else "")
+        raise FormatError(f"{describe(path)} claims {shape} pixels in its header ({claimed / 1e9:.3g} GB), "
+                          f"more than the memory available ({available / 1e9:.3g} GB): a damaged header?",
+                          path)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _override(pixel_size_A: float | None) -> float | None:

@@ -126,6 +126,8 @@ class PickOutputs:
                                          f"output file {file}; give micrographs distinct names")
                     owner[file] = item.name
                 self._sub[item.name] = sub
+        if fmt in ("relion", "star"):
+            _warn_relion_31_names(items, job=fmt == "relion")
 
     @property
     def lock_file(self) -> Path:
@@ -320,6 +322,19 @@ class PickOutputs:
         keep = set(kept)
         order = [n for n in earlier if n in keep or n in mine] + [n for n in names if n not in set(earlier)]
         return order, Picks.concat(parts), Picks.concat(extra)
+
+
+def _warn_relion_31_names(items: Sequence[MicrographInput], *, job: bool) -> None:
+    """Warn about micrograph names that RELION 3.1 reads wrongly (written as they are: RELION 4/5 and
+    the other tools read them, and RELION finds coordinates by them)."""
+    spaced = [it.name for it in items if any(c.isspace() for c in it.name)]
+    upward = [it.name for it in items if ".." in it.name.replace("\\", "/").split("/")] if job else []
+    for names, why in ((spaced, "a space splits a STAR field, and RELION 3.1 reads no quotes"),
+                       (upward, "RELION 3.1's --coord_dir lookup follows '..' out of the job folder, "
+                                "where the coordinates are not")):
+        if names:
+            log.warning("%d micrograph name(s) that RELION 3.1 reads wrongly, e.g. '%s': %s; rename or link "
+                        "the micrographs for RELION 3.1", len(names), names[0], why)
 
 
 def _setting_change(key: str, recorded: dict, now: dict) -> str:

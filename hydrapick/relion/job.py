@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io import relion_pipeline as control
+from ..io.atomic import check_writable
 from ..io.signals import Terminated, stop_on_signals
 
 # The inputs RELION passes by name (External job "Input" tab), and what the executable itself receives.
@@ -151,11 +152,17 @@ def run_job(argv: Sequence[str] | None, work: Callable[[JobArgs], list[tuple[str
     try:
         args = parse_job_args(argv)
     except JobError as exc:
-        print(f"{what}: {exc}", file=sys.stderr)
+        # RELION waits for an exit file: write one where the command line names the job's folder.
+        output = next((argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "--o"), None)
+        if output is None or not _start(Path(output), what):
+            print(f"{what}: {exc}", file=sys.stderr)
+            return EXIT_CODES[control.EXIT_FAILURE]
+        _report_error(Path(output), f"{what}: ERROR: {exc}", None)
+        control.write_exit(Path(output), control.EXIT_FAILURE)
         return EXIT_CODES[control.EXIT_FAILURE]
     job = args.job_dir
-    job.mkdir(parents=True, exist_ok=True)
-    control.clear_exit_files(job)
+    if not _start(job, what):
+        return EXIT_CODES[control.EXIT_FAILURE]
     print(f"{what}: {' '.join(argv)}", flush=True)
     code = None
     try:
@@ -184,6 +191,20 @@ def run_job(argv: Sequence[str] | None, work: Callable[[JobArgs], list[tuple[str
     control.write_exit(job, status)
     print(f"{what}: {status}", flush=True)
     return EXIT_CODES[status] if code is None else code
+
+
+def _start(job: Path, what: str) -> bool:
+    """Create the job's folder and remove earlier exit files; False, with one line on stderr, when the
+    folder cannot be written (no exit file can tell RELION then)."""
+    try:
+        job.mkdir(parents=True, exist_ok=True)
+        control.clear_exit_files(job)
+        check_writable(job, "job folder", folder=True)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"{what}: ERROR: cannot write the job folder '{job}': {reason}", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def console_main(argv: Sequence[str] | None, work: Callable[[JobArgs], list[tuple[str, str]]],
