@@ -199,16 +199,13 @@ def test_sigterm_stops_the_command_with_the_lock_released_and_a_non_zero_status(
     import signal
     import sys
 
+    from test_relion_external import interrupt_after
+
     from hydrapick.cli.group import main
     from hydrapick.picking import outputs
 
     original = outputs.PickOutputs.write_micrograph
-
-    def write_then_signal(self, result):
-        original(self, result)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(outputs.PickOutputs, "write_micrograph", write_then_signal)
+    interrupt_after(monkeypatch, 1, lambda: os.kill(os.getpid(), signal.SIGTERM))
     monkeypatch.setattr(sys, "argv", ["hydrapick", "pick", *base_args("-o", "AutoPick/job009")])
     with pytest.raises(SystemExit) as stopped:
         main()

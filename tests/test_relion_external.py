@@ -89,6 +89,22 @@ def pick_params(*extra: tuple[str, str]) -> list[tuple[str, str]]:
     return [("diameter", str(DIAMETER_A)), ("model", trained_checkpoint()), *extra]
 
 
+def interrupt_after(monkeypatch, n: int, interrupt) -> list[str]:
+    """Make the n-th micrograph's written outputs trigger ``interrupt()`` (RELION's Abort button, a
+    signal); returns the names of the micrographs written, as they are written."""
+    written: list[str] = []
+    original = pick_outputs.PickOutputs.write_micrograph
+
+    def write_then_interrupt(self, result):
+        original(self, result)
+        written.append(result.name)
+        if len(written) == n:
+            interrupt()
+
+    monkeypatch.setattr(pick_outputs.PickOutputs, "write_micrograph", write_then_interrupt)
+    return written
+
+
 def test_parse_the_command_line_relion_builds():
     command = relion_command("hydrapick-relion-pick", "External/job007/",
                              {"in_mic": "CtfFind/job003/micrographs_ctf.star"},
@@ -111,16 +127,7 @@ def test_pick_job_abort_then_continue(project, monkeypatch):
                              {"in_mic": "CtfFind/job003/micrographs_ctf.star"}, pick_params())
     argv = shlex.split(command)[1:]
     # RELION's Abort button, pressed while the third micrograph is being written.
-    written = []
-    original = pick_outputs.PickOutputs.write_micrograph
-
-    def write_then_abort(self, result):
-        original(self, result)
-        written.append(result.name)
-        if len(written) == 3:
-            (job / ABORT_NOW).write_text("")
-
-    monkeypatch.setattr(pick_outputs.PickOutputs, "write_micrograph", write_then_abort)
+    written = interrupt_after(monkeypatch, 3, lambda: (job / ABORT_NOW).write_text(""))
     assert pick_job.main(argv) == 2
     assert (job / EXIT_ABORTED).is_file() and not (job / EXIT_SUCCESS).exists()
     assert len(written) == 3 and not (job / "autopick.star").exists()
@@ -140,27 +147,19 @@ def test_pick_job_continue_with_other_parameters_is_refused(project, monkeypatch
     """A Continue after an abort, with another diameter and threshold: refused, nothing mixed."""
     job = Path("External/job013")
     mics = {"in_mic": "CtfFind/job003/micrographs_ctf.star"}
-    written = []
-    original = pick_outputs.PickOutputs.write_micrograph
-
-    def write_then_abort(self, result):
-        original(self, result)
-        written.append(result.name)
-        if len(written) == 2:
-            (job / ABORT_NOW).write_text("")
-
-    monkeypatch.setattr(pick_outputs.PickOutputs, "write_micrograph", write_then_abort)
+    written = interrupt_after(monkeypatch, 2, lambda: (job / ABORT_NOW).write_text(""))
     argv = shlex.split(relion_command("hydrapick-relion-pick", f"{job}/", mics, pick_params()))[1:]
     assert pick_job.main(argv) == 2
     (job / ABORT_NOW).unlink()
-    changed = pick_params(("threshold", "0.5"))
-    changed[0] = ("diameter", "86.4")
-    argv = shlex.split(relion_command("hydrapick-relion-pick", f"{job}/", mics, changed))[1:]
-    assert pick_job.main(argv) == 1
-    assert (job / EXIT_FAILURE).is_file() and len(written) == 2
-    reason = (job / "run.err").read_text()
-    assert "other settings" in reason and "diameter_A 72 there, 86.4 now" in reason and "threshold" in reason
-    assert "new job" in reason
+    # Another threshold: refused, naming the difference and how to re-pick; another diameter too.
+    for params, named in ((pick_params(("threshold", "0.5")), ("threshold 0.2 there, 0.5 now", "new job")),
+                          ([("diameter", "86.4"), *pick_params(("threshold", "0.5"))[1:]], ("72", "86.4"))):
+        (job / "run.err").unlink(missing_ok=True)
+        argv = shlex.split(relion_command("hydrapick-relion-pick", f"{job}/", mics, params))[1:]
+        assert pick_job.main(argv) == 1
+        assert (job / EXIT_FAILURE).is_file() and len(written) == 2  # nothing more picked
+        reason = (job / "run.err").read_text()
+        assert all(text in reason for text in named), reason
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
@@ -171,16 +170,8 @@ def test_pick_job_stopped_by_sigterm_or_sighup_releases_the_lock_and_says_aborte
     job = Path("External/job014")
     argv = shlex.split(relion_command("hydrapick-relion-pick", f"{job}/",
                                       {"in_mic": "CtfFind/job003/micrographs_ctf.star"}, pick_params()))[1:]
-    written = []
     original = pick_outputs.PickOutputs.write_micrograph
-
-    def write_then_signal(self, result):
-        original(self, result)
-        written.append(result.name)
-        if len(written) == 2:
-            os.kill(os.getpid(), signum)
-
-    monkeypatch.setattr(pick_outputs.PickOutputs, "write_micrograph", write_then_signal)
+    written = interrupt_after(monkeypatch, 2, lambda: os.kill(os.getpid(), signum))
     before = signal.getsignal(signum)
     status = pick_job.main(argv)
     assert status == 128 + signum and len(written) == 2
