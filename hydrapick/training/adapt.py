@@ -63,6 +63,38 @@ def spread(items: Sequence, count: int) -> list:
     return [items[i] for i in idx]
 
 
+def readable_micrographs(items: Sequence, count: int, pixel_size_A: float | None = None,
+                         ) -> list[tuple[str, str, float]]:
+    """Up to ``count`` of ``items`` (`hydrapick.io.inputs.MicrographInput`) to learn from, spread over the
+    run, as ``(path, name, pixel_size_A)``: one that cannot be read (a truncated copy) is left out with a
+    warning, and the next readable ones stand in for it; it is reported when it is picked.
+
+    Raises
+    ------
+    ValueError
+        A chosen micrograph has no pixel size (none given, none in the list or header).
+    """
+    from ..io import FormatError, read_micrograph
+    from ..io.mrc import no_pixel_size
+
+    first = spread(list(items), count)
+    order = {id(it): i for i, it in enumerate(items)}
+    chosen = []
+    for item in first + [it for it in items if all(it is not f for f in first)]:
+        if len(chosen) == count:
+            break
+        try:
+            header_size = read_micrograph(item.path).pixel_size_A  # memory-mapped: a header read
+        except (FormatError, OSError, ValueError) as exc:
+            log.warning("adaptation leaves out %s: %s", item.name, " ".join(str(exc).split()))
+            continue
+        size = pixel_size_A or item.pixel_size_A or header_size
+        if not size:
+            raise ValueError(f"{no_pixel_size(item.path)}; give --apix")
+        chosen.append((order[id(item)], (item.path, item.name, float(size))))
+    return [entry for _, entry in sorted(chosen, key=lambda pair: pair[0])]
+
+
 def load_unlabelled(micrographs: Sequence[tuple[str, str, float]], diameter_A: float,
                     model_config: ModelConfig) -> list[MicrographSample]:
     """``(path, name, pixel_size_A)`` micrographs at the model's scale, with no particles."""
