@@ -16,7 +16,13 @@ from ..config import (
 )
 from .group import cli
 from .options import device_option, quiet_option, threads_option
-from .pick_display import adapt_progress, adapt_summary, pick_progress, pick_summary
+from .pick_display import (
+    adapt_progress,
+    adapt_summary,
+    calibrate_progress,
+    pick_progress,
+    pick_summary,
+)
 
 PICK_EXIT_FAILED = 3  # exit status when some micrographs could not be picked (the others were)
 _PICK_SHOWN_FAILURES = 20
@@ -35,7 +41,13 @@ _PICK_SHOWN_FAILURES = 20
 @click.option("--head", default=PICK_HEAD, show_default=True,
               help="Head of the model: 'generic' for a new specimen, else a fine-tuned head's name.")
 @click.option("--diameter", "diameter_A", type=float,
-              help="Particle diameter in Angstrom (required unless the head records one).")
+              help="Particle diameter in Angstrom, roughly: the picker measures the scale itself between "
+                   "half and twice it on a few micrographs. Leave it out to search 50-600 Angstrom.")
+@click.option("--no-calibrate", is_flag=True,
+              help="Pick at --diameter exactly, without measuring the scale first.")
+@click.option("--calibration", "calibration_path", type=click.Path(dir_okay=False, exists=True),
+              help="Reuse this scale_calibration.json (of an earlier run, or shared by SLURM shards) "
+                   "instead of measuring.")
 @click.option("--apix", "pixel_size_A", type=float,
               help="Pixel size in Angstrom for every micrograph (default: from the STAR list or MRC header; "
                    "TIFF, PNG and JPEG micrographs need it).")
@@ -94,7 +106,8 @@ _PICK_SHOWN_FAILURES = 20
               help="With --watch: seconds between looks at the folder.")
 @quiet_option(help="No progress bar or summary; errors only.")
 def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path: str | None, head: str,
-         diameter_A: float | None, pixel_size_A: float | None, threshold: float | None,
+         diameter_A: float | None, no_calibrate: bool, calibration_path: str | None,
+         pixel_size_A: float | None, threshold: float | None,
          min_distance_A: float | None, border_A: float | None, score_floor: float, device: str,
          batch_size: int, threads: int | None, full_precision: bool, tta: bool, scales: str, adapt: bool,
          adapt_micrographs: int, adapt_objective: str, adapt_output: str | None, shard: str | None,
@@ -109,6 +122,7 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
     \b
     Examples:
       hydrapick pick 'Movies/*.mrc' --diameter 300 -o picks.star
+      hydrapick pick 'Movies/*.mrc' -o picks.star            # the particle size is measured
       hydrapick pick CtfFind/job003/micrographs_ctf.star --diameter 180 -o AutoPick/job010
       hydrapick pick 'Movies/*.mrc' --diameter 150 --adapt --adapt-output adapted.pt -o picks.star
     """
@@ -133,7 +147,8 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
     if watch:
         from .pick_watch import run_watch
 
-        options = dict(head=head, diameter_A=diameter_A, pixel_size_A=pixel_size_A, threshold=threshold,
+        options = dict(head=head, diameter_A=diameter_A, calibrate=not no_calibrate,
+                       calibration=calibration_path, pixel_size_A=pixel_size_A, threshold=threshold,
                        min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
                        device=device, batch_size=batch_size, num_threads=threads,
                        mixed_precision=not full_precision, tta=tta, scales=scales, preview_dir=preview_dir,
@@ -146,10 +161,12 @@ def pick(micrographs: tuple[str, ...], output: str, fmt: str | None, model_path:
         shard_spec = parse_shard(shard) if shard else shard_from_environment()
         if shard_spec is not None and not shard:
             err.print(f"SLURM array task: shard {shard_spec[0]}/{shard_spec[1]}")
-        with adapt_progress(err, quiet or not adapt) as on_adapt, \
+        with calibrate_progress(err, quiet or no_calibrate) as on_calibrate, \
+                adapt_progress(err, quiet or not adapt) as on_adapt, \
                 pick_progress(err, quiet) as progress:
             report = run_pick(list(micrographs), output, format=fmt, model=model_path, head=head,
-                              diameter_A=diameter_A, pixel_size_A=pixel_size_A, threshold=threshold,
+                              diameter_A=diameter_A, calibrate=not no_calibrate, calibration=calibration_path,
+                              calibrate_progress=on_calibrate, pixel_size_A=pixel_size_A, threshold=threshold,
                               min_distance_A=min_distance_A, border_A=border_A, score_floor=score_floor,
                               device=device, batch_size=batch_size, num_threads=threads,
                               mixed_precision=not full_precision, tta=tta, scales=scales, shard=shard_spec,

@@ -34,6 +34,27 @@ def pick_progress(console, quiet: bool):
 
 
 @contextlib.contextmanager
+def calibrate_progress(console, quiet: bool):
+    """Context manager yielding a progress callback for the scale calibration (a rich bar)."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("measuring the particle scale"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=console, transient=True)
+    state: dict = {}
+
+    def update(done: int, total: int) -> None:
+        if "task" not in state:
+            state["task"] = bar.add_task("calibrate", total=total)
+        bar.update(state["task"], completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+@contextlib.contextmanager
 def adapt_progress(console, quiet: bool):
     """Context manager yielding a progress callback for the adaptation phase (a rich bar per stage)."""
     if quiet:
@@ -88,6 +109,8 @@ def pick_summary(report, console) -> None:
     table.add_column(justify="right")
     picked = report.n_picked
     n_picks = len(report.picks)
+    if report.calibration is not None:
+        table.add_row("particle diameter", report.calibration.summary().removeprefix("diameter "))
     table.add_row("micrographs", f"{report.n_micrographs}")
     table.add_row("picked", f"{picked}")
     if report.n_skipped:

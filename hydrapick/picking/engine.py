@@ -51,7 +51,7 @@ from .scales import merge_scales, parse_scales, scale_major
 log = logging.getLogger(__name__)
 
 __all__ = ["BatchPicker", "Decoder", "PickError", "PickResult", "check_head", "model_and_metadata",
-           "pick_micrographs", "resolve_diameter", "resolve_threshold"]
+           "optional_diameter", "pick_micrographs", "resolve_diameter", "resolve_threshold"]
 
 
 # --- what to pick with ----------------------------------------------------------------------------------
@@ -87,6 +87,13 @@ def resolve_threshold(metadata: dict[str, Any], head: str, threshold: float | No
                     head, FALLBACK_THRESHOLD)
         return FALLBACK_THRESHOLD
     return float(stored)
+
+
+def optional_diameter(metadata: dict[str, Any], head: str, diameter_A: float | None = None) -> float | None:
+    """``diameter_A`` if given, else the particle diameter the head was trained for, else None."""
+    if diameter_A is None and (metadata.get("diameters_A") or {}).get(head) is None:
+        return None
+    return resolve_diameter(metadata, head, diameter_A)
 
 
 def resolve_diameter(metadata: dict[str, Any], head: str, diameter_A: float | None = None) -> float:

@@ -23,10 +23,12 @@ from ..config import MAX_TILE_PX, PICK_BATCH_SIZE, PICK_HEAD, PREVIEW_COUNT, SCO
 from ..io.inputs import MicrographInput, gather_inputs
 from ..picks import Picks
 from ..preprocess import check_particle_size
+from .calibrate import CALIBRATION_FILE, ScaleCalibration, calibrate_scale
 from .engine import (
     PickResult,
     check_head,
     model_and_metadata,
+    optional_diameter,
     pick_micrographs,
     resolve_diameter,
     resolve_threshold,
@@ -81,6 +83,7 @@ class PickReport:
     outputs: list[Path]
     shard: tuple[int, int] | None = None
     adaptation: dict | None = None  # what `adapt` learnt and whether its head was used
+    calibration: ScaleCalibration | None = None  # the diameter picked at and how it was chosen
 
     @property
     def n_failed(self) -> int:
@@ -107,8 +110,10 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
          num_threads: int | None = None, mixed_precision: bool = True, tta: bool = False,
          scales: str | float | Sequence[float] | None = None,
          adapt: bool | AdaptConfig = False, adapt_output: str | os.PathLike | None = None,
+         calibrate: bool = True, calibration: ScaleCalibration | str | os.PathLike | None = None,
          progress: Callable[[PickProgress], None] | None = None,
-         adapt_progress: Callable | None = None) -> PickReport:
+         adapt_progress: Callable | None = None,
+         calibrate_progress: Callable[[int, int], None] | None = None) -> PickReport:
     """Pick micrographs and write the results: what ``hydrapick pick`` does, from Python.
 
     Parameters
@@ -143,6 +148,17 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
         ``model=adapt_output, head="adapted"`` without adapting again.
     adapt_progress : callable, optional
         Receives the adaptation's `hydrapick.training.TrainEvent`s.
+    calibrate : bool
+        Measure the particle's scale on a few micrographs first (`hydrapick.picking.calibrate`) and pick
+        at the diameter it finds, searching half to twice ``diameter_A`` (50-600 Å when no diameter is
+        given or recorded in the head). False picks at ``diameter_A`` exactly.
+        ``PickReport.calibration`` says what was chosen and how; folder outputs keep it in
+        ``scale_calibration.json`` and a continuation (``skip_existing``) reuses it.
+    calibration : ScaleCalibration or path, optional
+        A calibration to reuse instead of measuring (e.g. the ``scale_calibration.json`` of an earlier
+        run or of a ``hydrapick calibrate`` step shared by SLURM shards).
+    calibrate_progress : callable, optional
+        Called with (rungs done, rungs planned) while calibrating.
 
     Other parameters are those of `hydrapick.picking.engine.pick_micrographs`.
 
@@ -160,15 +176,19 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
     items = gather_inputs(specs) if specs else []
     if isinstance(shard, str):
         shard = parse_shard(shard)
+    run_items = items  # the whole run: every shard calibrates on the same micrographs, so all agree
     if shard is not None:
         items = select_shard(items, *shard)
     net, metadata = model_and_metadata(model)
     check_head(net, head)
     threshold_given = threshold is not None
     threshold = resolve_threshold(metadata, head, threshold)
-    diameter_A = resolve_diameter(metadata, head, diameter_A)
+    typed_diameter_A = optional_diameter(metadata, head, diameter_A)
+    if typed_diameter_A is None and not calibrate and calibration is None:
+        resolve_diameter(metadata, head, None)  # raises: no diameter to pick at
     scales = parse_scales(scales)
-    _check_particle_size(items, [diameter_A * r for r in scales], pixel_size_A, net.config)
+    if typed_diameter_A is not None:
+        _check_particle_size(items, [typed_diameter_A * r for r in scales], pixel_size_A, net.config)
 
     outputs = None
     if output is not None:
@@ -182,6 +202,13 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
 
     # Every output writable and this run the only one writing it, checked before the first micrograph.
     with outputs.claim() if outputs is not None else contextlib.nullcontext():
+        scale = choose_scale(run_items, outputs, net, metadata, head, typed_diameter_A, pixel_size_A,
+                             calibrate=calibrate, calibration=calibration, continuing=skip_existing,
+                             device=device, num_threads=num_threads, mixed_precision=mixed_precision,
+                             progress=calibrate_progress)
+        diameter_A = scale.diameter_A
+        if scale.method != "typed":
+            _check_particle_size(items, [diameter_A * r for r in scales], pixel_size_A, net.config)
         adaptation = None
         if adapt:
             net, metadata, head, threshold, adaptation = adapt_for_run(
@@ -191,6 +218,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
         if outputs is not None:
             outputs.record_settings(pick_settings(
                 net, head, diameter_A=diameter_A, threshold=threshold, scales=scales, tta=tta,
+                calibrated_scale=scale.factor if scale.method == "calibrated" else None,
                 min_distance_A=min_distance_A, border_A=border_A, pixel_size_A=pixel_size_A,
                 model_source=str(adapt_output) if adaptation and adaptation.get("saved") else
                 (os.fspath(model) if isinstance(model, (str, os.PathLike)) else None)),
@@ -255,7 +283,7 @@ def pick(micrographs: str | os.PathLike | Iterable[str | os.PathLike | Micrograp
         return PickReport(picks=picks, candidates=Picks.concat(r.picks for r in results), threshold=threshold,
                           n_micrographs=len(items), n_skipped=len(skipped), failures=failures,
                           seconds=time.perf_counter() - started, outputs=written, shard=shard,
-                          adaptation=adaptation)
+                          adaptation=adaptation, calibration=scale)
 
 
 def _check_particle_size(items: list[MicrographInput], diameters_A: Sequence[float],
@@ -283,10 +311,8 @@ def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_
     metadata, head and threshold to pick with, and the adaptation report."""
     from ..checkpoint import save_checkpoint
     from ..device import resolve_device, torch_threads
-    from ..io import read_micrograph
     from ..io.atomic import check_writable
-    from ..io.mrc import no_pixel_size
-    from ..training.adapt import adapt, spread
+    from ..training.adapt import adapt, readable_micrographs
 
     if head != PICK_HEAD:
         raise ValueError(f"adaptation starts from the generic head; got head '{head}'")
@@ -294,13 +320,8 @@ def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_
         check_writable(adapt_output)
     if not items:
         return net, metadata, head, threshold, None
-    chosen = []
-    # Only the micrographs adaptation learns from need their pixel size (a header read each).
-    for item in spread(items, config.micrographs):
-        size = pixel_size_A or item.pixel_size_A or read_micrograph(item.path).pixel_size_A
-        if not size:
-            raise ValueError(f"{no_pixel_size(item.path)}; give --apix")
-        chosen.append((item.path, item.name, float(size)))
+    # Only the micrographs adaptation learns from are read here (an unreadable one is left out).
+    chosen = readable_micrographs(items, config.micrographs, pixel_size_A)
     with torch_threads(num_threads):
         result = adapt(net, metadata, chosen, diameter_A, config=config, device=resolve_device(device),
                        progress=progress)
@@ -309,3 +330,55 @@ def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_
         result.report["saved"] = str(adapt_output)
     pick_threshold = threshold if user_threshold else result.threshold
     return result.model, result.metadata, result.head, pick_threshold, result.report
+
+
+def calibration_path(outputs: PickOutputs | None) -> Path | None:
+    """Where a run keeps its scale calibration: in a folder output, or beside a combined file."""
+    if outputs is None:
+        return None
+    if outputs.folder:
+        return outputs.path / CALIBRATION_FILE
+    return outputs.path.with_name(f"{outputs.path.stem}_{CALIBRATION_FILE}")
+
+
+def choose_scale(items: Sequence[MicrographInput], outputs: PickOutputs | None, net, metadata, head: str,
+                 typed_diameter_A: float | None, pixel_size_A: float | None, *, calibrate: bool,
+                 calibration: ScaleCalibration | str | os.PathLike | None, continuing: bool, device,
+                 num_threads: int | None, mixed_precision: bool,
+                 progress: Callable[[int, int], None] | None) -> ScaleCalibration:
+    """The diameter a run picks at (`pick`'s and watch's calibration step), kept beside the outputs.
+
+    In order: a calibration given; the one an output folder recorded, when continuing (a restart must pick
+    the rest at the diameter the first part was picked at); the typed diameter when ``calibrate`` is off;
+    else a new calibration on ``items`` (the whole run, before sharding).
+    """
+    path = calibration_path(outputs)
+    if calibration is not None:
+        chosen = (calibration if isinstance(calibration, ScaleCalibration)
+                  else ScaleCalibration.load(calibration))
+        _check_reused(chosen, typed_diameter_A, "the calibration given")
+    elif continuing and path is not None and path.is_file():
+        chosen = ScaleCalibration.load(path)
+        _check_reused(chosen, typed_diameter_A, f"the calibration recorded in '{path}'")
+        log.info("reusing %s: %s", path, chosen.summary())
+        return chosen
+    elif not calibrate or not items:
+        if typed_diameter_A is None:
+            raise ValueError("no particle diameter: give --diameter, or let the picker measure it (leave "
+                             "calibration on)")
+        chosen = ScaleCalibration(typed_diameter_A, typed_diameter_A, "typed")
+    else:
+        chosen = calibrate_scale(items, model=(net, metadata), head=head, diameter_A=typed_diameter_A,
+                                 pixel_size_A=pixel_size_A, device=device, num_threads=num_threads,
+                                 mixed_precision=mixed_precision, progress=progress)
+    log.info("%s", chosen.summary())
+    if path is not None:
+        chosen.save(path)
+    return chosen
+
+
+def _check_reused(chosen: ScaleCalibration, typed_diameter_A: float | None, where: str) -> None:
+    if typed_diameter_A is not None and chosen.typed_diameter_A is not None and \
+            abs(chosen.typed_diameter_A - typed_diameter_A) > 1e-6 * typed_diameter_A:
+        raise ValueError(f"{where} was made for a typed diameter of {chosen.typed_diameter_A:g} Å, not "
+                         f"{typed_diameter_A:g} Å: re-pick into a new output, or type the same diameter")

@@ -39,10 +39,11 @@ from ..io.inputs import (
 from ..io.lock import output_lock
 from ..io.relion_pipeline import abort_requested
 from ..training.adapt import ADAPTED_HEAD
-from .engine import model_and_metadata, resolve_diameter
+from .calibrate import CALIBRATION_FILE, CALIBRATION_MICROGRAPHS, ScaleCalibration
+from .engine import model_and_metadata, optional_diameter
 from .outputs import PickOutputs, output_format
 from .results import failure_reason
-from .run import PickProgress, adapt_for_run, pick
+from .run import PickProgress, adapt_for_run, choose_scale, pick
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class WatchReport:
     output: Path | None = None
     adaptation: dict | None = None  # what `--adapt` learnt on the first micrographs, if it ran
     repicked: list[str] = field(default_factory=list)
+    calibration: ScaleCalibration | None = None  # the diameter picked at and how it was chosen
 
 
 class _Stop(Exception):
@@ -121,7 +123,8 @@ def check_watchable(spec: str | os.PathLike) -> None:
 def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | None = None, model=None,
           poll_s: float = 5.0, timeout_s: float | None = 3600.0, max_polls: int | None = None,
           progress: Callable[[WatchProgress], None] | None = None, adapt: AdaptConfig | None = None,
-          adapt_output: str | os.PathLike | None = None, **pick_options) -> WatchReport:
+          adapt_output: str | os.PathLike | None = None, adapt_progress: Callable | None = None,
+          **pick_options) -> WatchReport:
     """Pick micrographs matching ``spec`` as they appear, until nothing new comes for ``timeout_s``.
 
     Parameters
@@ -147,6 +150,8 @@ def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | N
         ``<output>/adapted.pt``) and pick everything with it when its self-check passed. A session that
         ends with fewer adapts on those (too few to check keeps the generic head). A restarted watch reuses
         the saved model instead of adapting again.
+    adapt_progress : callable, optional
+        Receives the adaptation's `hydrapick.training.TrainEvent`s.
     **pick_options
         Passed to `hydrapick.picking.run.pick` (``head``, ``diameter_A``, ``threshold``, ``device`` ...).
 
@@ -181,6 +186,7 @@ def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | N
     check_writable(folder.path, "output")
     with output_lock(folder.lock_file, f"output '{folder.path}'", shared_within=True):
         session = _Session(spec, output, fmt, net_meta, progress, adapt, adapted_path, pick_options)
+        session.adapt_progress = adapt_progress
         return session.run(poll_s, timeout_s, max_polls)
 
 
@@ -199,6 +205,7 @@ class _Session:
         self.source = _Source(spec)
         self.output, self.fmt, self.net_meta, self.progress = output, fmt, net_meta, progress
         self.adapt, self.adapted_path, self.pick_options = adapt, adapted_path, pick_options
+        self.adapt_progress: Callable | None = None
         self.report = WatchReport(done=0, picks=0, picked=0, skipped=0, output=output)
         self.started = time.monotonic()
         self.seen: dict[str, tuple[int, int]] = {}  # size and mtime at the last poll
@@ -207,6 +214,7 @@ class _Session:
         self.done: list[MicrographInput] = []
         self.picked_now: set[str] = set()
         self.readable: dict[str, _Stat] = {}  # files read once while adaptation waits, as they were then
+        self.looked_at: set[str] = set()  # files whose earlier session's outputs were compared with them
 
     def run(self, poll_s: float, timeout_s: float | None, max_polls: int | None) -> WatchReport:
         report = self.report
@@ -227,13 +235,14 @@ class _Session:
                      if path not in self.picked and self.seen.get(path) == stat[:2]
                      and (path not in self.failed or self.failed[path][0] != stat)]
             self.seen = sizes
-            ready = self._report_empty(ready)
+            ready = self._report_empty(self._forget_older_picks(ready))
             held = []
-            if ready and self.adapt is not None:
-                # Only micrographs that read count towards those adaptation waits for (a stalled copy
-                # does not); the others are reported and tried again when they change.
+            if ready and self._first_batch():
+                # Only micrographs that read count towards those adaptation and the scale calibration
+                # wait for (a stalled copy does not); the others are reported and tried again when they
+                # change.
                 ready = self._readable(ready)
-                if len(ready) < self.adapt.micrographs:
+                if len(ready) < self._first_batch():
                     held, ready = ready, []
             if ready:
                 if self._batch(ready):
@@ -270,13 +279,37 @@ class _Session:
                 continue
             log.warning("%s changed after it was picked (%d -> %d bytes, modified again); picking it again",
                         item.name, was[0], stat[0])
-            outputs = PickOutputs(self.output, self.fmt, [item], None)
-            outputs.main_file(item).unlink(missing_ok=True)  # first: the main file marks a finished one
-            outputs.candidates_file(item).unlink(missing_ok=True)
             del self.picked[path]
-            self.done = [it for it in self.done if it.path != path]
-            if item.name not in self.report.repicked:
-                self.report.repicked.append(item.name)
+            self._remove_outputs(item, PickOutputs(self.output, self.fmt, [item], None))
+
+    def _forget_older_picks(self, ready: _Ready) -> _Ready:
+        """Remove the outputs an earlier session wrote for a micrograph modified after them (replaced
+        while no watcher ran), so that it is picked again; each micrograph is looked at once."""
+        for item, stat in ready:
+            if item.path in self.looked_at:
+                continue
+            self.looked_at.add(item.path)
+            outputs = PickOutputs(self.output, self.fmt, [item], None)
+            try:
+                written = outputs.main_file(item).stat().st_mtime_ns
+            except OSError:  # not picked before
+                continue
+            if stat[1] > written:
+                log.warning("%s was modified after an earlier session picked it; picking it again", item.name)
+                self._remove_outputs(item, outputs)
+        return ready
+
+    def _remove_outputs(self, item: MicrographInput, outputs: PickOutputs) -> None:
+        try:  # the running totals shown until the next batch's are known
+            self.report.picks -= len(outputs.read_back(item))
+        except (FormatError, OSError, ValueError):
+            pass
+        outputs.main_file(item).unlink(missing_ok=True)  # first: the main file marks a finished one
+        outputs.candidates_file(item).unlink(missing_ok=True)
+        self.done = [it for it in self.done if it.path != item.path]
+        self.report.done = len(self.done)
+        if item.name not in self.report.repicked:
+            self.report.repicked.append(item.name)
 
     def _report_empty(self, ready: _Ready) -> _Ready:
         """Record the zero-byte files among ``ready`` as failed (tried again when they change)."""
@@ -315,16 +348,41 @@ class _Session:
         if self.progress is not None:
             self.progress(event)
 
+    def _first_batch(self) -> int:
+        """Micrographs to wait for before the first pick (0: none): enough to adapt on, and to measure
+        the particle scale on (`CALIBRATION_MICROGRAPHS`) unless this folder already holds a measure."""
+        need = self.adapt.micrographs if self.adapt is not None else 0
+        opts = self.pick_options
+        measured = (self.output / CALIBRATION_FILE).is_file() or opts.get("calibration") is not None
+        if opts.get("calibrate", True) and not measured:
+            need = max(need, CALIBRATION_MICROGRAPHS)
+        return need
+
+    def _scale(self, items: list[MicrographInput]) -> float:
+        """The diameter to pick at: measured once on the first micrographs and kept in the folder, where
+        every later batch and a restarted session find it (`choose_scale`)."""
+        net, meta = self.net_meta
+        opts = self.pick_options
+        head = opts.get("head", PICK_HEAD)
+        chosen = choose_scale(items, PickOutputs(self.output, self.fmt, items, None), net, meta, head,
+                              optional_diameter(meta, head, opts.get("diameter_A")), opts.get("pixel_size_A"),
+                              calibrate=opts.get("calibrate", True), calibration=opts.get("calibration"),
+                              continuing=True, device=opts.get("device", "auto"),
+                              num_threads=opts.get("num_threads"),
+                              mixed_precision=opts.get("mixed_precision", True), progress=None)
+        self.report.calibration = chosen
+        return chosen.diameter_A
+
     def _adapt(self, items: list[MicrographInput]) -> None:
-        """Adapt once on ``items`` (they are picked with the rest after); pick with the adapted head when
-        its self-check passed."""
+        """Adapt once on ``items`` (they are picked with the rest after), at the measured scale; pick with
+        the adapted head when its self-check passed."""
         net, meta = self.net_meta
         opts = self.pick_options
         head = opts.get("head", PICK_HEAD)
         net, meta, head, _, self.report.adaptation = adapt_for_run(
-            net, meta, head, None, items, resolve_diameter(meta, head, opts.get("diameter_A")),
+            net, meta, head, None, items, self._scale(items),
             opts.get("pixel_size_A"), self.adapt, opts.get("device", "auto"), opts.get("num_threads"),
-            self.adapted_path, None, user_threshold=True)
+            self.adapted_path, self.adapt_progress, user_threshold=True)
         self.net_meta = (net, meta)
         self.pick_options = {**opts, "head": head}
         self.adapt = None
@@ -370,6 +428,7 @@ class _Session:
                            **self.pick_options)
                 report.done, report.picks = run.n_micrographs, len(run.picks)
             return True
+        self.report.calibration = run.calibration
         bad = {path for path, _ in run.failures}
         for item in new:
             if item.path not in bad:

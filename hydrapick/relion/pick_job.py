@@ -22,7 +22,10 @@ from ..io.relion_pipeline import coordinates_node_label
 from .job import JobArgs, JobError, check_abort, console_main, flag
 
 PARAMETERS = {
-    "diameter": "particle diameter in Angstrom (required unless the head records one)",
+    "diameter": "particle diameter in Angstrom, roughly (measured between half and twice it; "
+                "empty: measured between 50 and 600)",
+    "calibrate": "measure the particle scale on a few micrographs first (yes/no, default yes); kept in "
+                 "JOBDIR/scale_calibration.json and reused by Continue",
     "threshold": "score cut, 0-1 (default: the head's calibrated threshold)",
     "model": "checkpoint file (default: the bundled generic model)",
     "head": "head of the model (default: generic)",
@@ -55,6 +58,7 @@ def pick_work(args: JobArgs) -> list[tuple[str, str]]:
         value = args.take(label, convert)
         if value is not None:
             options[key] = value
+    options["calibrate"] = args.take("calibrate", flag, True)
     adapt = args.take("adapt", flag, False)
     relion_version = args.take("relion_version", int)
     args.check_used(list(PARAMETERS))
@@ -80,6 +84,8 @@ def pick_work(args: JobArgs) -> list[tuple[str, str]]:
 
     report = pick(items, args.job_dir, format="relion", skip_existing=True, num_threads=args.threads,
                   progress=each, **options)
+    if report.calibration is not None:
+        print(f"particle {report.calibration.summary()}", flush=True)
     for _, reason in report.failures:
         print(f"not picked: {reason}", file=sys.stderr, flush=True)
     if report.n_failed and report.n_failed == report.n_micrographs:

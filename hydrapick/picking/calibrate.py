@@ -1,0 +1,316 @@
+"""Finding the particle's scale on the data: label-free size calibration.
+
+The diameter a user types moves AP more than anything else (docs/picking.md, "Scale calibration"): users
+know their particle's size to perhaps a quarter, "diameter" means different things to different people,
+and the network has its own idea of what a particle of a given size looks like. So, before a run, the
+picker measures the scale itself:
+
+1. A few micrographs spread over the run (`CALIBRATION_MICROGRAPHS`) are read once each.
+2. A ladder of diameters around the typed one (`CALIBRATION_RANGE`, log-spaced by `CALIBRATION_STEP`;
+   50-600 Å when no diameter is given) is tried on a window of each, `CALIBRATION_WINDOW` diameters wide
+   and centred on the micrograph. The window grows with the diameter tried, so every rung is one network
+   pass over the same number of model pixels: the rungs cost the same, and each sees the same number of
+   places where a particle could be (with more places, the best scores rise by chance alone).
+3. Each rung is scored by a label-free criterion (`criterion`): the mean of the `CRITERION_TOP` best
+   candidate scores in the window (about the best tenth of its places), averaged over the micrographs.
+4. The best rung is refined by a finer step around it, and the run is picked at the best diameter.
+
+Everything is deterministic: the same micrographs and options give the same diameter, so SLURM shards
+that calibrate on the whole input list agree. A dataset where no rung finds a confident particle
+(empty ice, a wrong pixel size) keeps the typed diameter and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import PICK_HEAD, PreprocessConfig
+from ..device import cpu_threads, resolve_device, torch_threads
+from ..io.inputs import MicrographInput
+from ..preprocess import check_particle_size, prepare
+from .reading import Loaded, as_input
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CALIBRATION_FILE", "ScaleCalibration", "calibrate_scale", "criterion", "diameter_ladder"]
+
+CALIBRATION_FILE = "scale_calibration.json"
+CALIBRATION_MICROGRAPHS = 3  # micrographs spread over the run
+CALIBRATION_WINDOW = 10.0  # window side, in diameters tried (about 100 particle places)
+CRITERION_TOP = 10  # candidates the criterion averages per window
+CALIBRATION_RANGE = 2.0  # the ladder spans typed / 2 .. typed x 2
+CALIBRATION_STEP = 2 ** 0.25  # coarse rungs; refined once with the half step
+NO_DIAMETER_RANGE_A = (50.0, 600.0)
+# Below this criterion at every rung nothing was found (empty ice, a wrong pixel size): keep the typed
+# diameter. The bundled model's best candidates score 0.5-0.95 on particles, under 0.1 on plain noise.
+CRITERION_FLOOR = 0.2
+
+
+@dataclass(frozen=True)
+class ScaleCalibration:
+    """The diameter a run picks at and how it was chosen.
+
+    Attributes
+    ----------
+    diameter_A : float
+        The diameter picked at.
+    typed_diameter_A : float or None
+        What the user gave (None: no diameter given).
+    method : str
+        "calibrated", "typed" (calibration off), "kept typed" (nothing found), "estimated" (no diameter).
+    micrographs : tuple of str
+        Names of the micrographs calibrated on.
+    ladder_A, criterion : tuple of float
+        Every diameter tried (ascending) and its criterion (`criterion`, averaged over micrographs).
+    """
+
+    diameter_A: float
+    typed_diameter_A: float | None
+    method: str
+    micrographs: tuple[str, ...] = ()
+    ladder_A: tuple[float, ...] = ()
+    criterion: tuple[float, ...] = ()
+    note: str = ""
+    version: int = field(default=1)
+
+    @property
+    def factor(self) -> float | None:
+        """Chosen over typed diameter (None without a typed one)."""
+        return None if self.typed_diameter_A is None else self.diameter_A / self.typed_diameter_A
+
+    def summary(self) -> str:
+        """One line for logs and the command's summary."""
+        if self.method == "typed":
+            return f"diameter {self.diameter_A:.1f} Å as typed (calibration off)"
+        if self.method == "kept typed":
+            return f"diameter {self.diameter_A:.1f} Å as typed ({self.note})"
+        if self.method == "estimated":
+            return (f"diameter {self.diameter_A:.1f} Å estimated on {len(self.micrographs)} micrograph(s) "
+                    "(no diameter given)")
+        return (f"diameter {self.diameter_A:.1f} Å calibrated on {len(self.micrographs)} micrograph(s) "
+                f"({self.factor:.2f} x the {self.typed_diameter_A:g} Å typed)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ScaleCalibration:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        for key in ("micrographs", "ladder_A", "criterion"):
+            known[key] = tuple(known.get(key, ()))
+        return cls(**known)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from ..io.atomic import write_text
+
+        path = Path(path)
+        write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ScaleCalibration:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def diameter_ladder(low_A: float, high_A: float, step: float = CALIBRATION_STEP) -> list[float]:
+    """Log-spaced diameters from ``low_A`` to ``high_A`` (both included when the ratio is a power of
+    ``step``), ascending."""
+    n = int(math.floor(math.log(high_A / low_A) / math.log(step) + 1e-9))
+    return [low_A * step ** k for k in range(n + 1)]
+
+
+def criterion(scores: np.ndarray) -> float:
+    """Label-free quality of one rung on one window: the mean of its `CRITERION_TOP` best candidate scores
+    (fewer candidates count as zeros).
+
+    Measured against AP on the three real sets in docs/picking.md ("Scale calibration"): the network is
+    surest at the scale where it ranks particles best. Because the window grows with the diameter tried,
+    every rung offers the same number of places, so a smaller diameter (a larger image) gets no more
+    chances at a high score than a larger one.
+    """
+    top = np.sort(np.asarray(scores, dtype=np.float64))[::-1][:CRITERION_TOP]
+    return float(top.sum() / CRITERION_TOP)
+
+
+def _spread(items: Sequence, count: int) -> list:
+    if len(items) <= count:
+        return list(items)
+    idx = np.unique(np.round(np.linspace(0, len(items) - 1, count)).astype(int))
+    return [items[i] for i in idx]
+
+
+def _window(data: np.ndarray, side_px: float) -> np.ndarray:
+    """The centred square of ``side_px`` (the whole micrograph along a shorter side)."""
+    h, w = data.shape
+    sh, sw = min(h, int(round(side_px))), min(w, int(round(side_px)))
+    top, left = (h - sh) // 2, (w - sw) // 2
+    return data[top:top + sh, left:left + sw]
+
+
+class _Rungs:
+    """Scores windows of the calibration micrographs at one diameter, with the picking engine's own
+    network pass and decoding (so the criterion sees exactly what picking would)."""
+
+    def __init__(self, net: nn.Module, metadata: dict, head: str, device: torch.device,
+                 micrographs: list[tuple[MicrographInput, np.ndarray, float]],
+                 mixed_precision: bool) -> None:
+        from .engine import BatchPicker, Decoder
+
+        self.net, self.micrographs = net, micrographs
+        self.config = net.config  # type: ignore[attr-defined]
+        preprocess = metadata.get("preprocess") or {}
+        self.clip = float(preprocess.get("clip_percentile", PreprocessConfig().clip_percentile))
+        self._decoder = Decoder
+        self._picker = lambda decoder: BatchPicker(net, head, device, decoder,
+                                                   mixed_precision=mixed_precision, tta=False,
+                                                   max_tile_px=None)
+        self.device = device
+        self.cache: dict[float, float] = {}
+
+    def __call__(self, diameter_A: float) -> float:
+        key = round(diameter_A, 6)
+        if key in self.cache:
+            return self.cache[key]
+        from ..config import MIN_DISTANCE_FRACTION, SCORE_FLOOR
+
+        values = []
+        decoder = self._decoder(self.config, diameter_A, 0.5, MIN_DISTANCE_FRACTION * diameter_A, 0.0,
+                                SCORE_FLOOR)
+        picker = self._picker(decoder)
+        for item, data, pixel_size_A in self.micrographs:
+            window = _window(data, CALIBRATION_WINDOW * diameter_A / pixel_size_A)
+            prepared = prepare(window, pixel_size_A, diameter_A, self.config, clip_percentile=self.clip,
+                               device=self.device)
+            (result,) = picker([Loaded(item, prepared, pixel_size_A)])
+            values.append(criterion(result.picks.score) if result.ok else 0.0)
+        self.cache[key] = float(np.mean(values))
+        return self.cache[key]
+
+
+def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], *, model=None,
+                    head: str = PICK_HEAD, diameter_A: float | None = None, pixel_size_A: float | None = None,
+                    n_micrographs: int = CALIBRATION_MICROGRAPHS, device: str | torch.device = "auto",
+                    num_threads: int | None = None, mixed_precision: bool = True,
+                    progress: Callable[[int, int], None] | None = None) -> ScaleCalibration:
+    """Choose the diameter to pick ``micrographs`` at, without labels.
+
+    Parameters
+    ----------
+    micrographs : sequence of path or MicrographInput
+        The run's micrographs, in order; `CALIBRATION_MICROGRAPHS` spread over them are used.
+    model, head : see `hydrapick.picking.engine.pick_micrographs`
+    diameter_A : float, optional
+        The typed diameter (Å): the ladder spans half to twice it. None: 50-600 Å.
+    pixel_size_A : float, optional
+        Overrides the micrographs' pixel size.
+    progress : callable, optional
+        Called with (rungs done, rungs planned) after each rung.
+
+    Returns
+    -------
+    ScaleCalibration
+        With ``method`` "kept typed" when no rung found a sure particle (the typed diameter is kept; with
+        no typed diameter that raises ValueError instead, since there is nothing to fall back on).
+
+    Raises
+    ------
+    ValueError
+        No micrograph could be read, or no diameter was given and none could be found.
+    """
+    from ..io import read_micrograph
+    from .engine import check_head, model_and_metadata
+
+    net, metadata = model_and_metadata(model)
+    check_head(net, head)
+    cfg = net.config  # type: ignore[attr-defined]
+    dev = resolve_device(device)
+    net = net.to(dev).eval()
+    loaded: list[tuple[MicrographInput, np.ndarray, float]] = []
+    missing = ""
+    items = [as_input(m) for m in micrographs]
+    # Unreadable micrographs are skipped here (the run reports them); the next ones along stand in.
+    first = _spread(items, n_micrographs)
+    for item in first + [it for it in items if it not in first]:
+        if len(loaded) == n_micrographs:
+            break
+        try:
+            mic = read_micrograph(item.path, pixel_size_A=pixel_size_A or item.pixel_size_A)
+        except Exception as exc:  # noqa: BLE001 - reported when the run picks it
+            log.info("calibration skips %s: %s", item.path, exc)
+            continue
+        if mic.pixel_size_A is None:
+            from ..io.mrc import no_pixel_size
+
+            missing = no_pixel_size(item.path)  # reported when the run picks it
+            continue
+        data = np.array(mic.data, dtype=np.float32)
+        if not np.isfinite(data).all() or float(data.std()) == 0.0:
+            continue
+        loaded.append((item, data, float(mic.pixel_size_A)))
+    if not loaded:
+        why = f"no readable micrograph to measure the particle size on{'; ' + missing if missing else ''}"
+        if diameter_A is None:
+            raise ValueError(f"{why}; give --diameter")
+        return ScaleCalibration(float(diameter_A), float(diameter_A), "kept typed", note=why)
+
+    if diameter_A is None:
+        low, high = NO_DIAMETER_RANGE_A
+    else:
+        low, high = diameter_A / CALIBRATION_RANGE, diameter_A * CALIBRATION_RANGE
+    # Rungs the model cannot resolve (far too small or large in pixels) are left out of the ladder.
+    ladder = [d for d in diameter_ladder(low, high) if _resolvable(d, loaded, cfg)]
+    if not ladder:
+        raise ValueError(f"no diameter between {low:g} and {high:g} Å can be picked at "
+                         f"{loaded[0][2]:g} Å/px: check the pixel size")
+    rungs = _Rungs(net, metadata, head, dev, loaded, mixed_precision)
+    planned = len(ladder) + 2
+    done = 0
+    with torch_threads(None if dev.type == "cuda" else cpu_threads(num_threads)):
+        for d in ladder:
+            rungs(d)
+            done += 1
+            if progress is not None:
+                progress(done, planned)
+        best = max(ladder, key=lambda d: rungs.cache[round(d, 6)])
+        half = math.sqrt(CALIBRATION_STEP)
+        for d in (best / half, best * half):
+            if _resolvable(d, loaded, cfg):
+                rungs(d)
+            done += 1
+            if progress is not None:
+                progress(done, planned)
+    tried = sorted(rungs.cache.items())
+    ladder_A = tuple(d for d, _ in tried)
+    values = tuple(v for _, v in tried)
+    names = tuple(it.name for it, _, _ in loaded)
+    best_d, best_v = max(tried, key=lambda kv: kv[1])
+    if best_v < CRITERION_FLOOR:
+        note = f"no rung from {ladder_A[0]:.0f} to {ladder_A[-1]:.0f} Å found a sure particle"
+        if diameter_A is None:
+            raise ValueError(f"could not measure the particle size: {note}; give --diameter")
+        return ScaleCalibration(float(diameter_A), float(diameter_A), "kept typed", names, ladder_A, values,
+                                note=note)
+    method = "estimated" if diameter_A is None else "calibrated"
+    result = ScaleCalibration(float(best_d), None if diameter_A is None else float(diameter_A), method,
+                              names, ladder_A, values)
+    log.info("%s", result.summary())
+    return result
+
+
+def _resolvable(diameter_A: float, loaded, config) -> bool:
+    try:
+        for _, _, pixel_size_A in loaded:
+            check_particle_size(diameter_A, pixel_size_A, config)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,127 @@
+"""Scale calibration (`hydrapick.picking.calibrate`): the picker measures the particle's size on the data,
+with the tiny model of test_picking.py on micrographs of blobs of a known size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_picking import DIAMETER_A, match_fraction, trained_checkpoint, write_blob_micrographs
+
+import hydrapick.picking.run as run_module
+from hydrapick.io import write_micrograph
+from hydrapick.picking import pick
+from hydrapick.picking.calibrate import (
+    CALIBRATION_FILE,
+    ScaleCalibration,
+    calibrate_scale,
+    criterion,
+    diameter_ladder,
+)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    """Four micrographs of blobs DIAMETER_A wide (2 Å/px); {path: centres}."""
+    return write_blob_micrographs(tmp_path_factory.mktemp("blobs"), 4, particles=8, seed=3, shape=(320, 320))
+
+
+def test_ladder_is_log_spaced_and_the_criterion_averages_the_best_scores():
+    ladder = diameter_ladder(50.0, 200.0)
+    assert ladder[0] == 50.0 and ladder[-1] == pytest.approx(200.0) and len(ladder) == 9
+    np.testing.assert_allclose(np.diff(np.log(ladder)), np.log(2) / 4)
+    scores = np.r_[np.full(12, 0.1), [0.9, 0.8]]
+    assert criterion(scores) == pytest.approx((0.9 + 0.8 + 8 * 0.1) / 10)  # the 10 best
+    assert criterion(np.array([0.9, 0.8])) == pytest.approx(0.17)  # missing candidates count as zeros
+    assert criterion(np.array([])) == 0.0
+
+
+@pytest.mark.parametrize("typed", [0.5, 2.5])
+def test_a_diameter_typed_far_off_is_corrected_towards_the_particles(blobs, typed):
+    chosen = calibrate_scale(list(blobs), model=trained_checkpoint(), diameter_A=typed * DIAMETER_A)
+    assert chosen.method == "calibrated" and chosen.typed_diameter_A == typed * DIAMETER_A
+    # Half or two and a half times the size: the ladder reaches the particles' size, and the choice moves
+    # there (the tiny model is sure of blobs from 0.8x to 1.7x their size; typed at the edge it is not).
+    assert 0.8 * DIAMETER_A <= chosen.diameter_A <= 1.75 * DIAMETER_A, chosen
+    assert len(chosen.micrographs) == 3 and list(chosen.ladder_A) == sorted(chosen.ladder_A)
+    assert max(chosen.criterion) == chosen.criterion[chosen.ladder_A.index(chosen.diameter_A)]
+
+
+def test_calibration_is_deterministic_and_picks_better_than_the_typed_diameter(blobs, tmp_path):
+    paths = list(blobs)
+    typed = 0.5 * DIAMETER_A
+    first = calibrate_scale(paths, model=trained_checkpoint(), diameter_A=typed)
+    again = calibrate_scale(paths, model=trained_checkpoint(), diameter_A=typed)
+    assert first == again
+    kwargs = dict(model=trained_checkpoint(), diameter_A=typed)
+    calibrated = pick(paths, None, calibration=first, **kwargs)
+    as_typed = pick(paths, None, calibrate=False, **kwargs)
+    assert as_typed.calibration.method == "typed" and as_typed.calibration.diameter_A == typed
+
+    def recall(report):
+        found = [match_fraction(report.picks.for_micrograph(p), blobs[p], 0.2 * DIAMETER_A / 2)[0]
+                 for p in paths]
+        return float(np.mean(found))
+
+    assert recall(calibrated) >= 0.9 > recall(as_typed) + 0.2
+
+
+def test_no_diameter_is_estimated_and_reported(blobs, tmp_path):
+    report = pick(list(blobs), tmp_path / "picks.star", model=trained_checkpoint())
+    chosen = report.calibration
+    assert chosen.method == "estimated" and chosen.typed_diameter_A is None
+    assert 0.8 * DIAMETER_A <= chosen.diameter_A <= 1.75 * DIAMETER_A
+    assert chosen.ladder_A[0] == 50.0 and "no diameter given" in chosen.summary()
+    saved = ScaleCalibration.load(tmp_path / f"picks_{CALIBRATION_FILE}")
+    assert saved == chosen
+    # Every pick carries the diameter found.
+    np.testing.assert_allclose(report.picks.diameter_px, chosen.diameter_A / 2.0)
+
+
+def test_empty_ice_keeps_the_typed_diameter_and_says_so(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"ice_{i}.mrc"
+        write_micrograph(path, rng.normal(size=(256, 256)).astype(np.float32), 2.0)
+        paths.append(path)
+    report = pick(paths, None, model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    assert report.calibration.method == "kept typed" and report.calibration.diameter_A == DIAMETER_A
+    assert "found a sure particle" in report.calibration.summary()
+    assert report.n_failed == 0
+    with pytest.raises(ValueError, match="give --diameter"):
+        pick(paths, None, model=trained_checkpoint())
+
+
+def test_a_continuation_reuses_the_recorded_calibration(blobs, tmp_path, monkeypatch):
+    paths = list(blobs)
+    out = tmp_path / "job"
+    kwargs = dict(model=trained_checkpoint(), format="relion", diameter_A=0.6 * DIAMETER_A)
+    first = pick(paths[:2], out, **kwargs)
+    recorded = json.loads((out / CALIBRATION_FILE).read_text())
+    assert recorded["diameter_A"] == first.calibration.diameter_A
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("a continuation measured the scale again")
+
+    monkeypatch.setattr(run_module, "calibrate_scale", measure_again)
+    rest = pick(paths, out, skip_existing=True, **kwargs)
+    assert rest.calibration == first.calibration and rest.n_skipped == 2
+    # The settings record names the calibrated scale, so a continuation with another one is refused.
+    settings = json.loads((out / "pick_settings.json").read_text())
+    assert settings["calibrated_scale"] == pytest.approx(first.calibration.factor)
+    with pytest.raises(ValueError, match="typed diameter"):
+        pick(paths, out, skip_existing=True, **{**kwargs, "diameter_A": DIAMETER_A})
+
+
+def test_shards_agree_on_the_scale(blobs, tmp_path):
+    paths = list(blobs)
+    chosen = [pick(paths, tmp_path / f"s{k}.star", model=trained_checkpoint(), diameter_A=0.6 * DIAMETER_A,
+                   shard=(k, 2)).calibration for k in range(2)]
+    assert chosen[0] == chosen[1] and chosen[0].method == "calibrated"
+    # A shared file is reused as it is.
+    shared = chosen[0].save(tmp_path / "shared.json")
+    again = pick(paths, None, model=trained_checkpoint(), diameter_A=0.6 * DIAMETER_A, calibration=shared,
+                 shard=(1, 2))
+    assert again.calibration == chosen[0]
