@@ -185,3 +185,40 @@ def test_replica_difference_and_loss_divisor_across_two_ranks(tmp_path):
     # is the global batch's positives shared out over the ranks.
     (tmp_path / "checks.py").write_text(CHECKS)
     _run([*TORCHRUN, "checks.py"], tmp_path)
+
+
+LEAVES_GROUP = """\
+import os
+import sys
+
+import torch
+
+from hydrapick.training import TrainingError, train
+
+
+def gloo_threads():
+    names = (open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+    return sorted(name for name in names if "gloo" in name)
+
+
+short = {"pretrain_epochs": 1, "multihead_epochs": 0, "steps_per_epoch": 1}
+train("manifest.toml", f"leave-{os.environ['RANK']}", config_file="train.toml", overrides=short, device="cpu")
+after_success = (torch.distributed.is_initialized(), gloo_threads())
+try:
+    train([], "never", config_file="train.toml", overrides=short, device="cpu")
+    after_error = "no error"
+except TrainingError:
+    after_error = (torch.distributed.is_initialized(), gloo_threads())
+print(f"rank {os.environ['RANK']}: after training {after_success}, after an error {after_error}")
+sys.exit(0 if after_success == after_error == (False, []) else 1)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_train_leaves_the_process_group_and_joins_its_threads_on_success_and_error(corpus):
+    # A gloo worker thread still alive when the interpreter exits can be killed inside a destructor while
+    # it frees a tensor, and the rank aborts after its work is done ("terminate called without an
+    # active exception"). train() destroys the group it joined, on success and on error, and the group's
+    # threads are gone when it returns (DDP, which holds the group, included).
+    (corpus / "leave.py").write_text(LEAVES_GROUP)
+    _run([*TORCHRUN, "leave.py"], corpus)

@@ -6,11 +6,22 @@ the sampler gives every rank its slice of the global batch and every crop its ow
 (`hydrapick.training.sampler`), dropout masks follow the sample (`hydrapick.model.dropout`), and the loss
 is divided by the positives of the whole global batch (`loss_divisor`), so DDP's average of the ranks'
 gradients is the gradient of the global batch's loss. `replica_difference` checks that the ranks agree.
+
+A process leaves the group before it exits (`process_group`), on success and on error alike: gloo's
+worker threads release the tensors of finished collectives after the caller has moved on, and a thread
+still doing so while the interpreter shuts down cannot take the GIL; Python ends it with
+``pthread_exit`` inside a ``noexcept`` destructor, and the process aborts ("terminate called without an
+active exception", SIGABRT) after all its work is done. Destroying the group while Python is alive joins
+those threads first.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -69,8 +80,30 @@ def setup_device(device: str | torch.device, dist: DistContext) -> torch.device:
         want = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(want)
     if not torch.distributed.is_initialized():
+        # DDP imports torch._dynamo on first use; imported once the group exists, it keeps references to
+        # the group that are never released, and the group (with its threads) could not be destroyed.
+        importlib.import_module("torch._dynamo")
         torch.distributed.init_process_group(backend="nccl" if want.type == "cuda" else "gloo")
     return want
+
+
+@contextmanager
+def process_group(device: str | torch.device, dist: DistContext) -> Iterator[torch.device]:
+    """`setup_device` for the span of a ``with`` block: the group it joined is left on the way out.
+
+    Leaving, normally or by an exception, destroys the process group and so joins its communication
+    threads while the interpreter is alive (see the module docstring). Whatever holds the group (a
+    `DistributedDataParallel` wrapper) must be dropped inside the block. A group joined before the block
+    is left to whoever joined it.
+    """
+    joins = dist.active and not torch.distributed.is_initialized()
+    dev = setup_device(device, dist)
+    try:
+        yield dev
+    finally:
+        if joins and torch.distributed.is_initialized():
+            gc.collect()  # DDP wrappers sit in reference cycles; the group dies with its last holder
+            torch.distributed.destroy_process_group()
 
 
 def is_main_process(environ: dict[str, str] | None = None) -> bool:
