@@ -131,7 +131,8 @@ def test_pick_adapt_learns_a_head_saves_it_and_picks_with_it(tmp_path):
     model, meta = load_checkpoint(saved)
     assert "adapted" in model.heads and meta["thresholds"]["adapted"] == pytest.approx(info["threshold"])
     assert meta["adaptation"]["micrographs"] == info["micrographs"]
-    assert meta["diameters_A"]["adapted"] == pytest.approx(DIAMETER_A)
+    # Learnt at the diameter the run picked at (the scale calibration's), and recorded with the head.
+    assert meta["diameters_A"]["adapted"] == pytest.approx(report.calibration.diameter_A)
     # A later run picks with the saved head, without adapting again, and finds the same picks.
     again = pick(sorted(truth), None, model=str(saved), head="adapted")
     assert again.adaptation is None
@@ -284,3 +285,16 @@ def test_adapt_on_too_few_micrographs_keeps_the_generic_head_and_claims_no_check
     result = CliRunner().invoke(cli, ["pick", "Movies", "-o", "p.star", "--adapt", "--adapt-micrographs", "2",
                                       "--diameter", str(DIAMETER_A)])
     assert result.exit_code == 2
+
+
+def test_pick_adapt_leaves_out_an_unreadable_micrograph_and_picks_the_rest(tmp_path):
+    truth = write_blob_micrographs(tmp_path / "mics", 5, pixel_size_A=2.0, particles=6, seed=5)
+    bad = tmp_path / "mics" / "mic_004.mrc"  # the last one: adaptation's spread always takes it
+    bad.write_bytes(bad.read_bytes()[:5000])
+    report = pick(sorted(truth), None, model=trained_checkpoint(), diameter_A=DIAMETER_A, adapt=FAST)
+    # Before, the truncated micrograph's header read ended the whole run; now another stands in for it,
+    # and it is reported as the one micrograph not picked.
+    learnt = [Path(m.split("#")[0]).name for m in report.adaptation["micrographs"]]
+    assert len(learnt) == 4 and "mic_004.mrc" not in learnt
+    assert [Path(p).name for p, _ in report.failures] == ["mic_004.mrc"]
+    assert report.n_picked == 4

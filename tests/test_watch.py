@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 import starfile
 from click.testing import CliRunner
-from test_picking import DIAMETER_A, trained_checkpoint, write_blob_micrographs
+from test_picking import DIAMETER_A, match_fraction, trained_checkpoint, write_blob_micrographs
 
 from hydrapick.cli import cli
 from hydrapick.io import read_coordinates
 from hydrapick.io.relion_pipeline import ABORT_NOW
 from hydrapick.picking import pick
+from hydrapick.picking.calibrate import CALIBRATION_FILE
 from hydrapick.picking.watch import watch
 
 POLL_S = 0.3
@@ -88,7 +89,9 @@ def test_watch_picks_each_arriving_micrograph_once_across_a_restart(tmp_path, mo
     index = starfile.read(job / "autopick.star")
     assert sorted(Path(m).name for m in index["rlnMicrographName"]) == names
     watched = read_coordinates(job, "relion")
-    reference = pick(["source/*.mrc"], "reference", model=trained_checkpoint(), diameter_A=DIAMETER_A).picks
+    # At the scale the watch measured on its first micrographs (a plain run would measure on its own).
+    reference = pick(["source/*.mrc"], "reference", model=trained_checkpoint(), diameter_A=DIAMETER_A,
+                     calibration=job / CALIBRATION_FILE).picks
     assert len(watched) == len(reference) == second.picks > 0
     slow_w = watched[np.array([m.endswith(SLOW) for m in watched.micrograph])]
     slow_r = reference[np.array([m.endswith(SLOW) for m in reference.micrograph])]
@@ -265,6 +268,12 @@ def test_watch_adapt_with_too_few_micrographs_keeps_the_generic_head_and_says_so
     assert not Path("job/adapted.pt").exists()
     plain = pick(["Movies/*.mrc"], None, model=trained_checkpoint(), diameter_A=DIAMETER_A)
     assert len(read_coordinates("job", "relion")) == len(plain.picks) > 0
+    result = CliRunner().invoke(cli, ["pick", "Movies", "-o", "job2", "--watch", "--poll-interval", "1",
+                                      "--watch-timeout", "3", "--model", trained_checkpoint(), "--diameter",
+                                      str(DIAMETER_A), "--adapt", "--adapt-micrographs", "4"])
+    assert result.exit_code == 0, result.output
+    assert "nothing is picked until 4 micrographs have arrived" in result.output
+    assert "generic head kept: 2 micrographs too few for the self-check" in " ".join(result.output.split())
 
 
 def test_watch_refuses_an_adapted_model_that_was_never_checked(tmp_path):
@@ -284,30 +293,81 @@ def test_watch_refuses_an_adapted_model_that_was_never_checked(tmp_path):
 
 def test_watch_picks_again_a_micrograph_that_changed_after_it_was_picked(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
-    write_blob_micrographs(Path("Movies"), 2, particles=4, seed=3)
-    write_blob_micrographs(Path("other"), 2, particles=6, seed=4)
+    old = write_blob_micrographs(Path("Movies"), 3, particles=4, seed=3)["Movies/mic_001.mrc"]
+    new = write_blob_micrographs(Path("other"), 3, particles=6, seed=4)["other/mic_001.mrc"]
     target = Path("Movies/mic_001.mrc")
+    replaced = []
 
-    def replace() -> None:  # a re-transfer overwrites the file in place with other content
+    def replace() -> None:  # once it is picked, a re-transfer overwrites it in place with other content
+        if replaced or not Path("job/Movies/mic_001_autopick.star").is_file():
+            return
         mtime = target.stat().st_mtime_ns
         target.write_bytes(Path("other/mic_001.mrc").read_bytes())
         os.utime(target, ns=(mtime + 10**9, mtime + 10**9))
+        replaced.append(True)
 
-    _session(monkeypatch, [None, replace])
+    _session(monkeypatch, [replace] * 20)
     seen, picked, errors = _events()
+    lines = []
+
+    def tell(event) -> None:
+        seen(event)
+        if event.name is not None:
+            lines.append((Path(event.name).name, event.again, event.done, event.picks))
+
     with caplog.at_level("WARNING", logger="hydrapick.picking.watch"):
         report = watch("Movies", "job", model=trained_checkpoint(), diameter_A=DIAMETER_A, poll_s=1.0,
-                       timeout_s=4.0, progress=seen)
-    assert "Movies/mic_001.mrc changed after it was picked" in caplog.text
-    assert picked == {"mic_000.mrc": 1, "mic_001.mrc": 2} and not errors
-    assert report.repicked == ["Movies/mic_001.mrc"] and report.done == 2 and report.picked == 2
-    # Its picks are those of the new content, and the index lists it once.
-    fresh = pick(["other/mic_001.mrc"], None, model=trained_checkpoint(), diameter_A=DIAMETER_A).picks
-    rows = starfile.read("job/Movies/mic_001_autopick.star")
-    assert len(rows) == len(fresh) != len(read_coordinates("job/Movies/mic_000_autopick.star", "star"))
-    np.testing.assert_allclose(np.sort(rows["rlnCoordinateX"]), np.sort(fresh.x), atol=0.01)
+                       timeout_s=4.0, progress=tell)
+    assert replaced and "Movies/mic_001.mrc changed after it was picked" in caplog.text
+    assert picked == {"mic_000.mrc": 1, "mic_001.mrc": 2, "mic_002.mrc": 1} and not errors
+    assert report.repicked == ["Movies/mic_001.mrc"] and report.done == 3 and report.picked == 3
+    # The line of the picking again counts the folder as it is: 3 micrographs, and only the new picks.
+    (name, again, done, picks), = [line for line in lines if line[1]]
+    assert name == "mic_001.mrc" and done == 3 and picks == report.picks
+    # Its picks are those of the new content (not the old), and the index lists it once.
+    picks = read_coordinates("job/Movies/mic_001_autopick.star", "star")
+    tolerance = 0.15 * DIAMETER_A / 2.0
+    recall, precision = match_fraction(picks, new, tolerance)
+    assert recall >= 0.8 and precision >= 0.8, (recall, precision)
+    assert match_fraction(picks, old, tolerance)[0] < 0.5
     index = starfile.read("job/autopick.star")
-    assert sorted(index["rlnMicrographName"]) == ["Movies/mic_000.mrc", "Movies/mic_001.mrc"]
+    assert sorted(index["rlnMicrographName"]) == [f"Movies/mic_00{i}.mrc" for i in range(3)]
+
+
+def test_a_restarted_watch_picks_again_a_micrograph_replaced_while_no_watcher_ran(tmp_path, monkeypatch,
+                                                                                   caplog):
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("Movies"), 3, particles=4, seed=3)
+    new = write_blob_micrographs(Path("other"), 3, particles=6, seed=4)["other/mic_001.mrc"]
+    options = dict(model=trained_checkpoint(), diameter_A=DIAMETER_A, poll_s=1.0, timeout_s=3.0)
+    _session(monkeypatch, [])
+    first = watch("Movies", "job", **options)
+    assert first.done == 3
+    # Replaced between the sessions: newer than its picks file.
+    target = Path("Movies/mic_001.mrc")
+    target.write_bytes(Path("other/mic_001.mrc").read_bytes())
+    later = Path("job/Movies/mic_001_autopick.star").stat().st_mtime_ns + 10**9
+    os.utime(target, ns=(later, later))
+    # And mic_002, which this session found picked, is replaced during it.
+    other = Path("Movies/mic_002.mrc")
+
+    def replace() -> None:
+        st = other.stat()
+        other.write_bytes(Path("other/mic_002.mrc").read_bytes())
+        os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+    _session(monkeypatch, [None, None, replace])
+    seen, picked, errors = _events()
+    with caplog.at_level("WARNING", logger="hydrapick.picking.watch"):
+        second = watch("Movies", "job", progress=seen, **options)
+    assert "Movies/mic_001.mrc was modified after an earlier session picked it" in caplog.text
+    assert picked == {"mic_001.mrc": 1, "mic_002.mrc": 1} and not errors
+    assert second.repicked == ["Movies/mic_001.mrc", "Movies/mic_002.mrc"]
+    # The summary's counts add up: 2 picked now, 1 from the earlier session, 3 in the folder.
+    assert (second.picked, second.skipped, second.done) == (2, 1, 3)
+    recall, precision = match_fraction(read_coordinates("job/Movies/mic_001_autopick.star", "star"), new,
+                                       0.15 * DIAMETER_A / 2.0)
+    assert recall >= 0.8 and precision >= 0.8, (recall, precision)
 
 
 def test_watch_holds_its_lock_for_the_whole_session(tmp_path, monkeypatch):

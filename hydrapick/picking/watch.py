@@ -8,7 +8,8 @@ the same at two polls in a row (so a file still being copied is left alone), int
 soon as it is picked, the folder's index (``autopick.star``) is rewritten atomically after each batch with
 every micrograph done so far, a micrograph with outputs is not picked again, and a restarted watch
 continues from what is on disk. A micrograph whose size or modification time changes after it was picked
-(a stalled copy that resumed, a file replaced) is picked again, with a warning; one that could not be
+(a stalled copy that resumed, a file replaced), or that is newer than the picks an earlier session wrote
+for it, is picked again, with a warning; one that could not be
 read is tried again whenever its file changes (its status change time included, so a ``chmod`` counts),
 and the failures reported are those left at the end. The session holds the folder's lock from start to
 end. It stops when ``timeout_s`` pass without anything new, or when ``RELION_JOB_ABORT_NOW`` appears in
@@ -214,6 +215,7 @@ class _Session:
         self.done: list[MicrographInput] = []
         self.picked_now: set[str] = set()
         self.readable: dict[str, _Stat] = {}  # files read once while adaptation waits, as they were then
+        self.earlier: set[str] = set()  # micrographs whose outputs an earlier session wrote
         self.looked_at: set[str] = set()  # files whose earlier session's outputs were compared with them
 
     def run(self, poll_s: float, timeout_s: float | None, max_polls: int | None) -> WatchReport:
@@ -394,7 +396,8 @@ class _Session:
         if self.adapt is not None:
             self._adapt(new)
         items = self.done + new
-        earlier = len(self.done)
+        outputs = PickOutputs(self.output, self.fmt, new, None)
+        earlier = {it.path for it in new if outputs.exists(it)}  # picked by an earlier session
         report = self.report
         base_done, base_picks = report.done, report.picks
         again = set(report.repicked)
@@ -434,7 +437,9 @@ class _Session:
             if item.path not in bad:
                 self.picked[item.path] = stats[item.path][:2]
         self.done = [it for it in items if it.path not in bad]
-        report.skipped += run.n_skipped - earlier  # new micrographs whose outputs an earlier run wrote
+        self.earlier |= earlier - bad
+        # Those an earlier session picked and this one did not pick again.
+        report.skipped = len(self.earlier - self.picked_now)
         report.done, report.picks = len(self.done), len(run.picks)
         self._tell(WatchProgress(**self._counts()))
         return False
