@@ -36,7 +36,10 @@ def mics(tmp_path, monkeypatch):
 def options(**changes):
     from test_picking import DIAMETER_A, trained_checkpoint
 
-    return {"model": trained_checkpoint(), "diameter_A": DIAMETER_A, "device": "cpu", **changes}
+    # Picked at the typed diameter: these tests are about the folder's record, not the scale calibration
+    # (which records its own scale and checks it; test_calibrate.py).
+    return {"model": trained_checkpoint(), "diameter_A": DIAMETER_A, "device": "cpu", "calibrate": False,
+            **changes}
 
 
 def test_a_job_folder_records_its_settings_and_refuses_a_continuation_that_differs(mics):
@@ -48,10 +51,12 @@ def test_a_job_folder_records_its_settings_and_refuses_a_continuation_that_diffe
     assert {"model", "head", "diameter_A", "calibrated_scale", "threshold", "scales", "tta"} <= set(recorded)
     assert recorded["head"] == "generic" and recorded["scales"] == [1.0] and recorded["tta"] is False
     with pytest.raises(ValueError) as refused:
-        pick(mics, "job", skip_existing=True, **options(diameter_A=80.0, threshold=0.3))
+        pick(mics, "job", skip_existing=True, **options(threshold=0.3, scales="1,1.1"))
     message = str(refused.value)
-    assert "diameter_A" in message and "80" in message and "threshold" in message and "scales" not in message
-    assert "new folder" in message and SETTINGS_FILE in message
+    assert "threshold 0.2 there, 0.3 now" in message and "scales 1 there, 1,1.1 now" in message
+    assert "tta" not in message and "new folder" in message and SETTINGS_FILE in message
+    with pytest.raises(ValueError, match="72.*80"):  # another diameter (named by the scale's record first)
+        pick(mics, "job", skip_existing=True, **options(diameter_A=80.0))
     assert not Path("job/Movies/mic_002_autopick.star").exists()  # refused before picking anything
     # The same model from another file is the same model: the run continues.
     shutil.copy(options()["model"], "copy.pt")
