@@ -125,3 +125,61 @@ def test_shards_agree_on_the_scale(blobs, tmp_path):
     again = pick(paths, None, model=trained_checkpoint(), diameter_A=0.6 * DIAMETER_A, calibration=shared,
                  shard=(1, 2))
     assert again.calibration == chosen[0]
+
+
+def test_watch_measures_once_on_its_first_micrographs_and_a_restart_reuses_it(blobs, tmp_path, monkeypatch):
+    import shutil
+
+    from hydrapick.picking.watch import watch
+
+    movies, job = tmp_path / "Movies", tmp_path / "job"
+    movies.mkdir()
+    paths = list(blobs)
+    shutil.copy(paths[0], movies)
+    kwargs = dict(model=trained_checkpoint(), diameter_A=0.6 * DIAMETER_A, poll_s=0.05)
+    # One micrograph is not enough to measure on: the session waits (nothing picked) until it ends, then
+    # measures on what it has.
+    first = watch(movies, job, max_polls=3, **kwargs)
+    assert first.picked == 1 and len(first.calibration.micrographs) == 1
+    saved = ScaleCalibration.load(job / CALIBRATION_FILE)
+    assert saved == first.calibration and saved.method == "calibrated"
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("a restarted watch measured the scale again")
+
+    monkeypatch.setattr(run_module, "calibrate_scale", measure_again)
+    for path in paths[1:]:
+        shutil.copy(path, movies)
+    second = watch(movies, job, max_polls=3, **kwargs)
+    assert second.done == 4 and second.calibration == saved
+
+
+def test_the_external_job_says_what_it_measured_and_continue_reuses_it(blobs, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from hydrapick.relion import pick_job
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Movies").mkdir()
+    names = []
+    for path in blobs:
+        shutil.copy(path, tmp_path / "Movies")
+        names.append(f"Movies/{path.split('/')[-1]}")
+    (tmp_path / "mics.star").write_text(
+        "data_optics\nloop_\n_rlnOpticsGroup #1\n_rlnMicrographPixelSize #2\n1 2.0\n\n"
+        "data_micrographs\nloop_\n_rlnMicrographName #1\n_rlnOpticsGroup #2\n"
+        + "".join(f"{n} 1\n" for n in names))
+    argv = ["--o", "External/job005/", "--in_mics", "mics.star", "--diameter", f"{0.6 * DIAMETER_A}",
+            "--model", trained_checkpoint(), "--j", "1"]
+    assert pick_job.main(argv) == 0
+    out = capsys.readouterr().out
+    saved = ScaleCalibration.load(tmp_path / "External/job005" / CALIBRATION_FILE)
+    assert f"particle diameter {saved.diameter_A:.1f} Å calibrated on 3 micrograph(s)" in out
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("Continue measured the scale again")
+
+    monkeypatch.setattr(run_module, "calibrate_scale", measure_again)
+    assert pick_job.main(argv) == 0  # Continue
+    assert "4 picked by an earlier run" in capsys.readouterr().out
+    assert pick_job.main(argv + ["--calibrate", "no"]) == 1  # another scale is refused, not mixed in

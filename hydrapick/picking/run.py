@@ -360,6 +360,11 @@ def choose_scale(items: Sequence[MicrographInput], outputs: PickOutputs | None, 
     elif continuing and path is not None and path.is_file():
         chosen = ScaleCalibration.load(path)
         _check_reused(chosen, typed_diameter_A, f"the calibration recorded in '{path}'")
+        if not calibrate and chosen.method != "typed" and chosen.diameter_A != typed_diameter_A:
+            raise ValueError(f"'{path.parent}' was picked at the measured diameter {chosen.diameter_A:.1f} Å "
+                             f"({path.name}); continuing without calibration would pick the rest at "
+                             f"{typed_diameter_A:g} Å: continue with calibration on, or re-pick into a new "
+                             "output")
         log.info("reusing %s: %s", path, chosen.summary())
         return chosen
     elif not calibrate or not items:
