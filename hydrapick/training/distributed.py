@@ -7,21 +7,22 @@ the sampler gives every rank its slice of the global batch and every crop its ow
 is divided by the positives of the whole global batch (`loss_divisor`), so DDP's average of the ranks'
 gradients is the gradient of the global batch's loss. `replica_difference` checks that the ranks agree.
 
-A process leaves the group before it exits (`process_group`), on success and on error alike: gloo's
-worker threads release the tensors of finished collectives after the caller has moved on, and a thread
-still doing so while the interpreter shuts down cannot take the GIL; Python ends it with
-``pthread_exit`` inside a ``noexcept`` destructor, and the process aborts ("terminate called without an
-active exception", SIGABRT) after all its work is done. Destroying the group while Python is alive joins
-those threads first.
+A process leaves the group it joined when it exits, after success or an error alike, but before the
+interpreter shuts down (`leave_process_group`, run by ``atexit``): gloo's worker threads release the
+tensors of finished collectives after the caller has moved on (the last barrier keeps the collectives
+before it until it is itself freed), and a thread still doing so while the interpreter shuts down cannot
+take the GIL; Python ends it with ``pthread_exit`` inside a ``noexcept`` destructor and the process
+aborts ("terminate called without an active exception", SIGABRT) after all its work is done. Destroying
+the group while Python is alive joins those threads first. The group lives until then, so a process may
+train more than once (a group cannot be joined again reliably once destroyed).
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -72,7 +73,11 @@ def distributed_context(environ: dict[str, str] | None = None) -> DistContext:
 
 
 def setup_device(device: str | torch.device, dist: DistContext) -> torch.device:
-    """The device of this process; joins the process group of a multi-process launch."""
+    """The device of this process; joins the process group of a multi-process launch.
+
+    A group it joins is left when the process exits (`leave_process_group`); one joined by the caller
+    is the caller's to leave.
+    """
     if not dist.active:
         return resolve_device(device)
     want = resolve_device(device)
@@ -84,26 +89,19 @@ def setup_device(device: str | torch.device, dist: DistContext) -> torch.device:
         # the group that are never released, and the group (with its threads) could not be destroyed.
         importlib.import_module("torch._dynamo")
         torch.distributed.init_process_group(backend="nccl" if want.type == "cuda" else "gloo")
+        atexit.register(leave_process_group)
     return want
 
 
-@contextmanager
-def process_group(device: str | torch.device, dist: DistContext) -> Iterator[torch.device]:
-    """`setup_device` for the span of a ``with`` block: the group it joined is left on the way out.
+def leave_process_group() -> None:
+    """Destroy the process group, joining its communication threads (see the module docstring).
 
-    Leaving, normally or by an exception, destroys the process group and so joins its communication
-    threads while the interpreter is alive (see the module docstring). Whatever holds the group (a
-    `DistributedDataParallel` wrapper) must be dropped inside the block. A group joined before the block
-    is left to whoever joined it.
+    Whatever holds the group (a `DistributedDataParallel` wrapper: `Trainer.close` drops it) must be
+    gone, or the group and its threads outlive this call. No-op when no group is joined.
     """
-    joins = dist.active and not torch.distributed.is_initialized()
-    dev = setup_device(device, dist)
-    try:
-        yield dev
-    finally:
-        if joins and torch.distributed.is_initialized():
-            gc.collect()  # DDP wrappers sit in reference cycles; the group dies with its last holder
-            torch.distributed.destroy_process_group()
+    if torch.distributed.is_initialized():
+        gc.collect()  # DDP wrappers sit in reference cycles; the group dies with its last holder
+        torch.distributed.destroy_process_group()
 
 
 def is_main_process(environ: dict[str, str] | None = None) -> bool:

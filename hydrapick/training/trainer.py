@@ -50,7 +50,7 @@ from .augment import augmentation_for
 from .calibration import calibrate_heads, finite_or_none
 from .config_file import read_config_file
 from .datasets import TrainingDataset, load_datasets
-from .distributed import DistContext, distributed_context, loss_divisor, process_group, replica_difference
+from .distributed import DistContext, distributed_context, loss_divisor, replica_difference, setup_device
 from .errors import TrainingError
 from .events import ProgressCallback, TrainEvent, append_record, read_log
 from .loader import BatchLoader
@@ -373,16 +373,9 @@ def train(data: Manifest | str | os.PathLike | Sequence[TrainingDataset], out_di
     if threads:
         torch.set_num_threads(threads)
     config = config or TrainConfig()
+    out = Path(out_dir)
     dist = distributed_context()
-    with process_group(device, dist) as dev:  # left, on every path, before the process can exit
-        return _train_on(dev, dist, data, Path(out_dir), config, model_config, init, resume, progress,
-                         command)
-
-
-def _train_on(dev: torch.device, dist: DistContext, data, out: Path, config: TrainConfig,
-              model_config: ModelConfig | None, init, resume: bool, progress: ProgressCallback | None,
-              command: str | None) -> TrainResult:
-    """`train` on this process's device, inside its process group."""
+    dev = setup_device(device, dist)  # a group it joins is left when the process exits
     checkpoint = prepare_run_folder(out, resume, dist, final=FINAL, log_name=LOG)
     torch.manual_seed(config.seed)  # the fresh network's initial weights (identical on every rank)
     if dev.type == "cuda":  # crops have one fixed size, so cuDNN's per-shape algorithm search pays off
