@@ -46,7 +46,12 @@ def _arrive(source: Path, target: Path, names: list[str], *, gap_s: float, abort
         else:
             (target / name).write_bytes(data)
         if name == abort_after and job is not None:
-            time.sleep(3 * POLL_S)  # let the watcher pick it first
+            # Abort once the watcher has picked something (its first pick waits for the scale to be
+            # measured on three micrographs, seconds on a busy machine), and has had time to see this one.
+            deadline = time.monotonic() + 120
+            while not any((job / "Movies").glob("*_autopick.star")) and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+            time.sleep(3 * POLL_S)
             job.mkdir(parents=True, exist_ok=True)
             (job / ABORT_NOW).write_text("")
         time.sleep(gap_s)
