@@ -13,8 +13,9 @@ def run_watch(micrographs: tuple[str, ...], output: str, fmt: str | None, model_
     from ..checkpoint import CheckpointError
     from ..io import FormatError
     from ..io.inputs import InputError
+    from ..picking.arrivals import check_watchable
     from ..picking.calibrate import CALIBRATION_FILE, CALIBRATION_MICROGRAPHS
-    from ..picking.watch import check_watchable, watch
+    from ..picking.watch import watch
 
     if len(micrographs) != 1:
         raise click.UsageError("--watch takes one folder or quoted glob ('Movies/*.mrc')")

@@ -2,8 +2,8 @@
 
 `watch` polls a folder or glob (``hydrapick pick DIR_OR_GLOB --watch``; hidden ``.name.mrc`` files, which
 copy tools rename when complete, are left out), or follows a micrographs list that grows (a RELION
-``micrographs_ctf.star``, or a text list). A micrograph is picked once its size and modification time are
-the same at two polls in a row (so a file still being copied is left alone), into a job folder (RELION or
+``micrographs_ctf.star``, or a text list; `hydrapick.picking.arrivals`). A micrograph is picked once its
+size and modification time are the same at two polls in a row (so a file still being copied is left alone), into a job folder (RELION or
 .box), through `hydrapick.picking.run.pick` with ``skip_existing``: every micrograph's files are written as
 soon as it is picked, the folder's index (``autopick.star``) is rewritten atomically after each batch with
 every micrograph done so far, a micrograph with outputs is not picked again, and a restarted watch
@@ -28,18 +28,11 @@ from pathlib import Path
 from ..config import PICK_HEAD, AdaptConfig
 from ..io import FormatError, read_micrograph
 from ..io.atomic import check_writable
-from ..io.inputs import (
-    InputError,
-    MicrographInput,
-    gather_inputs,
-    is_glob,
-    is_micrograph,
-    is_micrograph_list,
-    micrograph_files,
-)
+from ..io.inputs import MicrographInput
 from ..io.lock import output_lock
 from ..io.relion_pipeline import abort_requested
 from ..training.adapt import ADAPTED_HEAD
+from .arrivals import Arrivals, FileStat, check_watchable
 from .calibrate import CALIBRATION_FILE, CALIBRATION_MICROGRAPHS, ScaleCalibration
 from .engine import model_and_metadata, optional_diameter
 from .outputs import PickOutputs, output_format
@@ -50,8 +43,7 @@ log = logging.getLogger(__name__)
 
 WATCH_FORMATS = ("relion", "box")
 
-_Stat = tuple[int, int, int]  # size, mtime_ns, ctime_ns
-_Ready = list[tuple[MicrographInput, _Stat]]
+_Ready = list[tuple[MicrographInput, FileStat]]
 
 
 @dataclass
@@ -106,19 +98,6 @@ class WatchReport:
 
 class _Stop(Exception):
     """Raised from pick's progress callback when the abort file appears (pick stops between micrographs)."""
-
-
-def check_watchable(spec: str | os.PathLike) -> None:
-    """Raise `InputError` when ``spec`` names one file rather than a folder, glob or micrographs list.
-
-    A folder or glob may match nothing yet, and a list may not exist yet: they are followed as they come.
-    """
-    text = os.fspath(spec)
-    if os.path.isdir(text) or (is_glob(text) and not os.path.exists(text)) or is_micrograph_list(text):
-        return
-    if os.path.exists(text) or is_micrograph(text):
-        raise InputError(f"--watch follows a folder, a quoted glob ('Movies/*.mrc') or a micrographs list "
-                         f"(STAR or text); '{text}' is a single file: pick it without --watch")
 
 
 def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | None = None, model=None,
@@ -203,7 +182,7 @@ class _Session:
 
     def __init__(self, spec, output: Path, fmt: str, net_meta, progress, adapt: AdaptConfig | None,
                  adapted_path: Path, pick_options: dict) -> None:
-        self.source = _Source(spec)
+        self.source = Arrivals(spec)
         self.output, self.fmt, self.net_meta, self.progress = output, fmt, net_meta, progress
         self.adapt, self.adapted_path, self.pick_options = adapt, adapted_path, pick_options
         self.adapt_progress: Callable | None = None
@@ -211,10 +190,10 @@ class _Session:
         self.started = time.monotonic()
         self.seen: dict[str, tuple[int, int]] = {}  # size and mtime at the last poll
         self.picked: dict[str, tuple[int, int]] = {}  # size and mtime each was picked at
-        self.failed: dict[str, tuple[_Stat, str]] = {}  # the file as it failed, and why
+        self.failed: dict[str, tuple[FileStat, str]] = {}  # the file as it failed, and why
         self.done: list[MicrographInput] = []
         self.picked_now: set[str] = set()
-        self.readable: dict[str, _Stat] = {}  # files read once while adaptation waits, as they were then
+        self.readable: dict[str, FileStat] = {}  # files read once while adaptation waits, as they were then
         self.earlier: set[str] = set()  # micrographs whose outputs an earlier session wrote
         self.looked_at: set[str] = set()  # files whose earlier session's outputs were compared with them
 
@@ -223,7 +202,7 @@ class _Session:
         last_activity = self.started
         polls = 0
         held: _Ready = []  # ready, waiting for enough micrographs to adapt on
-        current: dict[str, tuple[MicrographInput, _Stat]] = {}
+        current: dict[str, tuple[MicrographInput, FileStat]] = {}
         while True:
             if abort_requested(self.output):
                 report.stopped = "abort"
@@ -443,41 +422,3 @@ class _Session:
         report.done, report.picks = len(self.done), len(run.picks)
         self._tell(WatchProgress(**self._counts()))
         return False
-
-
-class _Source:
-    """The micrographs ``spec`` names at each poll: a folder's or a glob's, or a list's as it grows."""
-
-    def __init__(self, spec: str | os.PathLike) -> None:
-        self.text = os.fspath(spec)
-        self.is_list = (not os.path.isdir(self.text) and not is_glob(self.text)
-                        and is_micrograph_list(self.text))
-        self.listed: list[MicrographInput] = []
-        self.missing: list[MicrographInput] = []  # listed, but not on disk at the last poll
-
-    def poll(self) -> dict[str, tuple[MicrographInput, _Stat]]:
-        """``{path: (input, (size, mtime_ns, ctime_ns))}`` of the micrographs there now."""
-        if self.is_list:
-            if os.path.exists(self.text):
-                try:
-                    self.listed = gather_inputs([self.text])
-                except (InputError, FormatError, OSError) as exc:
-                    # Being rewritten, most likely: the last listing stands until the next poll.
-                    log.debug("list '%s' not read this time: %s", self.text, exc)
-            items = self.listed
-        else:
-            try:
-                items = gather_inputs(micrograph_files(self.text))
-            except InputError:  # nothing there yet
-                items = []
-        out: dict[str, tuple[MicrographInput, _Stat]] = {}
-        self.missing = []
-        for item in items:
-            try:
-                st = os.stat(item.path)
-            except OSError:  # not there yet (a list), or removed between the listing and the stat
-                if self.is_list:
-                    self.missing.append(item)
-                continue
-            out[item.path] = (item, (st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-        return out
