@@ -3,17 +3,16 @@
 `watch` polls a folder or glob (``hydrapick pick DIR_OR_GLOB --watch``; hidden ``.name.mrc`` files, which
 copy tools rename when complete, are left out), or follows a micrographs list that grows (a RELION
 ``micrographs_ctf.star``, or a text list; `hydrapick.picking.arrivals`). A micrograph is picked once its
-size and modification time are the same at two polls in a row (so a file still being copied is left alone), into a job folder (RELION or
-.box), through `hydrapick.picking.run.pick` with ``skip_existing``: every micrograph's files are written as
-soon as it is picked, the folder's index (``autopick.star``) is rewritten atomically after each batch with
-every micrograph done so far, a micrograph with outputs is not picked again, and a restarted watch
-continues from what is on disk. A micrograph whose size or modification time changes after it was picked
-(a stalled copy that resumed, a file replaced), or that is newer than the picks an earlier session wrote
-for it, is picked again, with a warning; one that could not be
-read is tried again whenever its file changes (its status change time included, so a ``chmod`` counts),
-and the failures reported are those left at the end. The session holds the folder's lock from start to
-end. It stops when ``timeout_s`` pass without anything new, or when ``RELION_JOB_ABORT_NOW`` appears in
-the output folder.
+size and modification time are the same at two polls in a row (so a file still being copied is left alone),
+into a job folder (RELION or .box), through `hydrapick.picking.run.pick` with ``skip_existing``: every
+micrograph's files are written as soon as it is picked, the folder's index (``autopick.star``) is rewritten
+atomically after each batch with every micrograph done so far, a micrograph with outputs is not picked
+again, and a restarted watch continues from what is on disk. A micrograph whose size or modification time
+changes after it was picked (a stalled copy that resumed, a file replaced), or that is newer than the picks
+an earlier session wrote for it, is picked again, with a warning; one that could not be read is tried again
+whenever its file changes (its status change time included, so a ``chmod`` counts), and the failures
+reported are those left at the end. The session holds the folder's lock from start to end. It stops when
+``timeout_s`` pass without anything new, or when ``RELION_JOB_ABORT_NOW`` appears in the output folder.
 """
 
 from __future__ import annotations
