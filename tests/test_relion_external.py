@@ -22,6 +22,7 @@ import pytest
 import starfile
 from test_picking import DIAMETER_A, blob_image, match_fraction, trained_checkpoint
 
+from hydrapick.checkpoint import load_checkpoint
 from hydrapick.io import read_coordinates, write_micrograph
 from hydrapick.io.relion_pipeline import (
     ABORT_NOW,
@@ -230,20 +231,25 @@ def test_pick_job_failure_writes_the_reason_to_run_err(project):
     assert "unknown parameter(s) --diamter" in (job / "run.err").read_text()
 
 
-def test_finetune_job_trains_a_head_from_manual_picks_and_the_pick_job_uses_it(project):
-    # Manual picks on two micrographs, as RELION 4/5's Manual picking job lays them out.
+def write_manual_picks(project, every: int = 1) -> None:
+    """Manual picks (every ``every``-th particle) on two micrographs, as RELION 4/5's Manual picking job
+    lays them out in ManualPick/job004."""
     coords_files = []
     names = list(project)[:2]
     for name in names:
         out = Path("ManualPick/job004/Movies") / (Path(name).stem + "_manualpick.star")
         out.parent.mkdir(parents=True, exist_ok=True)
-        pts = project[name]
+        pts = project[name][::every]
         starfile.write(pd.DataFrame({"rlnCoordinateX": pts[:, 0], "rlnCoordinateY": pts[:, 1],
                                      "rlnAutopickFigureOfMerit": [-999.0] * len(pts)}), out)
         coords_files.append(out.as_posix())
     starfile.write({"coordinate_files": pd.DataFrame({"rlnMicrographName": names,
                                                       "rlnMicrographCoordinates": coords_files})},
                    "ManualPick/job004/manualpick.star")
+
+
+def test_finetune_job_trains_a_head_from_manual_picks_and_the_pick_job_uses_it(project):
+    write_manual_picks(project)
     command = relion_command("hydrapick-relion-finetune", "External/job010/",
                              {"in_mic": "CtfFind/job003/micrographs_ctf.star",
                               "in_coords": "ManualPick/job004/manualpick.star"},
@@ -258,6 +264,24 @@ def test_finetune_job_trains_a_head_from_manual_picks_and_the_pick_job_uses_it(p
                              [("model", "External/job010/model.pt"), ("head", "mine")])
     assert pick_job.main(shlex.split(command)[1:]) == 0, Path("External/job011/run.err").read_text()
     assert len(starfile.read("External/job011/autopick.star")) == N_MICS
+
+
+def test_finetune_job_passes_sparse_labels_through(project):
+    """Issue 35: manual picks that hold some particles of each micrograph train as sparse labels."""
+    write_manual_picks(project, every=3)
+    command = relion_command("hydrapick-relion-finetune", "External/job012/",
+                             {"in_mic": "CtfFind/job003/micrographs_ctf.star",
+                              "in_coords": "ManualPick/job004/manualpick.star"},
+                             [("diameter", str(DIAMETER_A)), ("model", trained_checkpoint()),
+                              ("name", "clicks"), ("steps", "5"), ("device", "cpu"), ("sparse", "yes"),
+                              ("expected_particles", "7")])
+    assert finetune_job.main(shlex.split(command)[1:]) == 0, Path("External/job012/run.err").read_text()
+    _, meta = load_checkpoint("External/job012/model.pt")
+    info = meta["training"]["finetune"]["clicks"]
+    assert info["config"]["sparse"] is True and info["config"]["expected_particles"] == 7.0
+    sparse = info["calibration"]["sparse"]
+    assert sparse["sparse"] is True and sparse["expected_particles"] == 7.0 and sparse["source"] == "given"
+    assert sparse["unlabelled_share"] > 0
 
 
 # --- RELION 4/5 Extract finds coordinates by the micrograph name, string for string -----------------------

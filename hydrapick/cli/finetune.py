@@ -36,6 +36,12 @@ from .training_display import TrainDisplay, invocation
 @click.option("--crop", "crop_px", type=int, help="Crop side in model pixels.")
 @click.option("--lr", type=float, help="Learning rate (Adam).")
 @click.option("--flips", is_flag=True, help="Also train on mirrored and rotated copies (8x feature cost).")
+@click.option("--sparse", is_flag=True,
+              help="Only some particles of each micrograph are labelled (clicks): the others are unknown, "
+                   "not background (positive-unlabelled training; docs/training.md).")
+@click.option("--expected-particles", type=float,
+              help="Particles per micrograph, labelled or not (implies --sparse; default: the generic "
+                   "head's confident picks per training micrograph).")
 @click.option("--seed", type=int, help="Seed of every random choice (default 0).")
 @click.option("--calibration", type=click.Choice(["f1", "precision"]),
               help="Threshold rule: the best F1 on the calibration data (default), or the thesis rule "
@@ -47,8 +53,8 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
              name: str, diameter_A: float, model_path: str | None, output: str, pixel_size_A: float | None,
              coordinate_format: str | None, flip_y: bool, valid_micrographs: tuple[str, ...],
              valid_coordinates: tuple[str, ...], steps: int | None, crop_px: int | None, lr: float | None,
-             flips: bool, seed: int | None, calibration: str | None, device: str, threads: int | None,
-             quiet: bool) -> None:
+             flips: bool, sparse: bool, expected_particles: float | None, seed: int | None,
+             calibration: str | None, device: str, threads: int | None, quiet: bool) -> None:
     """Adapt the generic model to a new specimen from a few labelled micrographs (a new head).
 
     A new head, initialised from the generic head, is trained on the body features of the labelled
@@ -65,10 +71,13 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
     micrographs = list(micrograph_opts) + list(micrograph_args)
     if not micrographs:
         raise click.UsageError("give the training micrographs (arguments or --micrographs)")
-    given = dict(steps=steps, crop_px=crop_px, lr=lr, seed=seed, calibration=calibration)
+    given = dict(steps=steps, crop_px=crop_px, lr=lr, seed=seed, calibration=calibration,
+                 expected_particles=expected_particles)
     overrides = {k: v for k, v in given.items() if v is not None}
     if flips:
         overrides["flips"] = True
+    if sparse:
+        overrides["sparse"] = True
     try:
         config = from_dict(FinetuneConfig, overrides, where="finetune options")
     except ValueError as exc:
@@ -88,9 +97,13 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
     lines = [f"head '{name}' written to {result.path}",
              f"threshold {result.threshold:.3f} ({r.get('source', '?')}"
              + (f", {r['rule']} rule)" if r.get("rule") else ")")]
-    if r.get("ap") is not None:
+    where = "held-out" if r.get("n_valid") else "cross-validated"
+    if (r.get("sparse") or {}).get("sparse") and r.get("recall") is not None:
+        lines.append(f"sparse labels ({r['sparse']['expected_particles']:.0f} particles per micrograph "
+                     f"expected): recall {r['recall']:.3f} of the labelled particles on {where} "
+                     f"micrographs, estimated precision {r['precision']:.3f}")
+    elif r.get("ap") is not None:
         generic = r.get("generic_ap")
-        where = "held-out" if r.get("n_valid") else "cross-validated"
         lines.append(f"AP {r['ap']:.3f} on {where} micrographs"
                      + (f" (generic head: {generic:.3f})" if generic is not None else ""))
     click.echo("\n".join(lines))

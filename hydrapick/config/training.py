@@ -199,6 +199,13 @@ class FinetuneConfig:
     # None: every anchor without a particle is background (or ignored near uncertain places).
     unlabelled_ratio: float | None = None
     count_weight: float = 1.0
+    # Sparse labels (fine-tuning on clicks): the labelled particles are a random subset of those present,
+    # and the head learns from the non-negative PU risk (docs/method.md) instead of taking every anchor
+    # without a label for background. Not switched on by itself: see docs/training.md for why.
+    sparse: bool = False
+    # Particles per micrograph (labelled or not) with sparse labels; None: the generic head's confident
+    # picks per training micrograph. Giving it implies sparse = true.
+    expected_particles: float | None = None
     flips: bool = False  # also features of the 7 mirrored/rotated copies (x8 feature time and memory)
     feature_dtype: str = "float16"  # cache of body features; float16 halves its memory
     calibration: str = "f1"  # "f1" or "precision" (see TrainConfig)
@@ -217,6 +224,8 @@ class FinetuneConfig:
         for name in ("lr", "weight_decay", "cls_weight", "focal_gamma", "grad_clip", "count_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.expected_particles is not None and not self.expected_particles > 0:
+            raise ValueError(f"expected_particles must be > 0, got {self.expected_particles}")
         if self.unlabelled_ratio is not None and not self.unlabelled_ratio >= 0:
             raise ValueError(f"unlabelled_ratio must be >= 0, got {self.unlabelled_ratio}")
         check_calibration(self.calibration, self.calibration_precision)

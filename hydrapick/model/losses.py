@@ -148,6 +148,59 @@ def count_penalty(logits: torch.Tensor, prior: float) -> torch.Tensor:
     return 0.5 * (torch.log(var_b / var_q) + (var_q + (mean_q - mean_b) ** 2) / var_b - 1)
 
 
+def non_negative_pu_loss(logits: torch.Tensor, positive: torch.Tensor, unlabelled: torch.Tensor,
+                         share: float, *, alpha: float = 0.25, gamma: float = 2.0,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classification loss when the positives are only some of the particles (non-negative PU risk).
+
+    The focal loss of a fully labelled batch is ``(sum over particles of l(g, 1) + sum over background
+    of l(g, 0)) / number of particles``. With sparse labels the background is unknown; it is estimated
+    from the unlabelled anchors (Kiryo et al., NeurIPS 2017): the unlabelled anchors hold ``share`` x
+    their number of particle anchors, which look like the labelled ones (labels are a random subset), so
+
+    - background term = sum over unlabelled of l(g, 0) - (unlabelled particle anchors) x mean over
+      labelled of l(g, 0);
+    - particle term = (labelled + unlabelled particle anchors) x mean over labelled of l(g, 1);
+
+    both divided by the estimated number of particle anchors. The background term estimates a sum of
+    non-negative losses, so when it comes out negative the model is overfitting the labelled particles;
+    then (nnPU) the reported loss clips it at 0 and the gradient step instead ascends it (``objective``
+    = minus the background term), which pushes the unlabelled scores back down.
+
+    Parameters
+    ----------
+    logits : (N, A) classification logits
+    positive, unlabelled : (N, A) bool; labelled particle anchors, and anchors whose class is unknown
+    share : float in [0, 1)
+        Fraction of the unlabelled anchors that are particle anchors (the class prior of the unlabelled
+        set); 0 makes this the ordinary focal loss with every unlabelled anchor background.
+    alpha, gamma : focal loss parameters (`focal_loss`)
+
+    Returns
+    -------
+    objective, value : 0-d tensors
+        The quantity to minimise this step, and the (non-negative) risk estimate to report.
+    """
+    lp, lu = logits[positive].float(), logits[unlabelled].float()
+    if lp.numel() == 0:  # no labelled particle to estimate the particle losses from: no signal
+        zero = logits.sum() * 0.0
+        return zero, zero.detach()
+    n_p, n_u = lp.numel(), lu.numel()
+    ones, zeros = torch.ones_like(lp), torch.zeros_like(lp)
+    as_particle = focal_loss(lp, ones, alpha, gamma) / n_p        # mean l(g, 1) over labelled
+    labelled_as_bg = focal_loss(lp, zeros, alpha, gamma) / n_p    # mean l(g, 0) over labelled
+    unlabelled_particles = share * n_u
+    particles = n_p + unlabelled_particles
+    background = focal_loss(lu, torch.zeros_like(lu), alpha, gamma) - unlabelled_particles * labelled_as_bg
+    norm = max(1.0, particles)
+    particle_term = particles * as_particle / norm
+    background = background / norm
+    if float(background.detach()) < 0:
+        return -background, particle_term.detach()
+    value = particle_term + background
+    return value, value.detach()
+
+
 def batch_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: torch.Tensor,
                model_config: ModelConfig, *, cls_weight: float = 1.0, alpha: float = 0.25,
                gamma: float = 2.0, ignore: torch.Tensor | None = None,

@@ -26,6 +26,10 @@ PARAMETERS = {
     "apix": "pixel size in Angstrom (default: the STAR file's optics group)",
     "steps": "optimiser steps", "lr": "learning rate", "seed": "random seed",
     "flips": "also train on rotated and mirrored copies (yes/no)",
+    "sparse": "only some particles of each micrograph are picked, the others are unknown, not "
+              "background (yes/no; default no)",
+    "expected_particles": "particles per micrograph, picked or not (implies sparse=yes; default: the "
+                          "generic model's confident picks)",
     "device": "auto, cpu, cuda or cuda:N (default auto)",
 }
 
@@ -51,6 +55,12 @@ def finetune_work(args: JobArgs) -> list[tuple[str, str]]:
                                    ("seed", args.take("seed", int))) if v is not None}
     if args.take("flips", flag, False):
         overrides["flips"] = True
+    # Manual picking jobs usually hold some particles of each micrograph, not all: say so with sparse=yes.
+    if args.take("sparse", flag, False):
+        overrides["sparse"] = True
+    expected = args.take("expected_particles", float)
+    if expected is not None:
+        overrides["expected_particles"] = expected
     args.check_used(list(PARAMETERS))
     config = from_dict(FinetuneConfig, overrides, where="External job parameters")
     # Only micrographs with picks train: an unpicked micrograph is not one without particles.

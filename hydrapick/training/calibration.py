@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..config import FALLBACK_THRESHOLD
 from ..model import GENERIC_HEAD
 from ..picks import Picks
@@ -34,6 +36,40 @@ def calibration_report(truth: Picks, picks: Picks, micrographs: Sequence[str], b
     return {"threshold": threshold, "rule": rule, "ap": finite_or_none(at.ap),
             "precision": finite_or_none(at.precision), "recall": finite_or_none(at.recall),
             "n_truth": int(at.n_truth)}
+
+
+def sparse_calibration_report(truth: Picks, picks: Picks, micrographs: Sequence[str], box_px: float,
+                              rule: str, min_precision: float, expected_per_micrograph: float,
+                              ) -> dict[str, Any]:
+    """`calibration_report` when ``truth`` holds only a random subset of the particles (sparse labels).
+
+    A pick on an unlabelled particle is not a false positive, so the precision measured against sparse
+    labels is too low by about the labelled fraction, and the rules would pick too high a threshold.
+    Recall against a random subset of the particles estimates the recall against all of them, and the
+    expected number of particles turns it into a precision: at threshold t, with ``n(t)`` picks kept,
+    precision(t) ~ recall(t) x expected particles / n(t) (at most 1). The rule then applies to these
+    estimated curves. No AP is reported: against sparse labels it is not the AP against all particles.
+
+    Returns ``{"threshold", "rule", "ap": None, "precision" (estimated), "recall", "n_truth",
+    "expected_particles"}``.
+    """
+    from ..evaluation import evaluate
+
+    report = evaluate(truth, picks, box_px, micrographs=micrographs)
+    curves = report.curves
+    if report.n_truth == 0 or len(curves.thresholds) == 0:
+        raise ValueError("cannot calibrate a threshold: no labelled particles or no picks")
+    expected = expected_per_micrograph * len(set(micrographs))
+    precision = np.minimum(1.0, curves.recall * expected / np.maximum(curves.n_picks, 1))
+    if rule == "precision":
+        ok = np.flatnonzero(precision >= min_precision)
+        k = int(ok[-1]) if len(ok) else int(np.argmax(precision))
+    else:
+        f1 = 2 * precision * curves.recall / np.maximum(precision + curves.recall, 1e-12)
+        k = int(np.argmax(f1))
+    return {"threshold": float(curves.thresholds[k]), "rule": rule, "ap": None,
+            "precision": finite_or_none(precision[k]), "recall": finite_or_none(curves.recall[k]),
+            "n_truth": int(report.n_truth), "expected_particles": float(expected_per_micrograph)}
 
 
 def calibrate_heads(validations: Mapping[str, HeadValidation], heads: Sequence[str], box_px: float,

@@ -41,11 +41,11 @@ from ..device import resolve_device
 from ..io.atomic import check_writable
 from ..model import GENERIC_HEAD, HydraPicker, check_head_name
 from ..picks import Picks
-from .calibration import calibration_report, finite_or_none
+from .calibration import calibration_report, finite_or_none, sparse_calibration_report
 from .datasets import MicrographSample, prepare_files
 from .errors import FinetuneError
 from .events import ProgressCallback, TrainEvent
-from .heads import FeatureMap, compute_features, score_maps, train_head
+from .heads import FeatureMap, compute_features, score_maps, train_head, unlabelled_share
 from .manifest import DatasetSpec, ManifestError, check_micrograph_entry, resolve_dataset_files
 
 log = logging.getLogger(__name__)
@@ -112,18 +112,30 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
             model, samples, device=dev, flips=False, dtype=dtype)
 
     generic_on_train = score_maps(model, GENERIC_HEAD, plain(train), device=dev)
-    _warn_if_sparse(report, generic_on_train[1], generic_threshold)
+    expected = _sparse_labels(report, config, generic_on_train[1], generic_threshold)
+    prior = None if expected is None else unlabelled_share(plain(train), model.config, expected)
+    if prior is not None:
+        report["sparse"]["unlabelled_share"] = prior
+
+    def calibrated(truth: Picks, picks: Picks, names: list[str]) -> dict[str, Any]:
+        if expected is None:
+            return calibration_report(truth, picks, names, box, config.calibration,
+                                      config.calibration_precision)
+        return sparse_calibration_report(truth, picks, names, box, config.calibration,
+                                         config.calibration_precision, expected)
+
+    def generic_ap(truth: Picks, picks: Picks, names: list[str]) -> float | None:
+        # Against sparse labels every pick of an unlabelled particle would count as false: no AP.
+        return None if expected is not None else _ap(truth, picks, names, box)
 
     threshold: float
     if valid:
         vmaps = plain(valid)
-        losses = train_head(model, name, maps, config, device=dev, progress=progress)
+        losses = train_head(model, name, maps, config, device=dev, progress=progress, share=prior)
         truth, picks = score_maps(model, name, vmaps, device=dev)
         names = [m.name for m in vmaps]
-        report.update(calibration_report(truth, picks, names, box, config.calibration,
-                                          config.calibration_precision),
-                      source="held-out micrographs")
-        report["generic_ap"] = _ap(*score_maps(model, GENERIC_HEAD, vmaps, device=dev), names, box)
+        report.update(calibrated(truth, picks, names), source="held-out micrographs")
+        report["generic_ap"] = generic_ap(*score_maps(model, GENERIC_HEAD, vmaps, device=dev), names)
         threshold = report["threshold"]
     elif len(train) >= 2 and config.cv_folds >= 2:
         folds = min(config.cv_folds, len(train))
@@ -139,7 +151,7 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
             share = (len(train) - len(held)) / len(train)
             fold_config = replace(config, steps=max(1, round(config.steps * share)))
             train_head(model, scratch, fold_maps, fold_config, device=dev, progress=progress,
-                       phase=f"fold {f + 1}/{folds}")
+                       phase=f"fold {f + 1}/{folds}", share=prior)
             held_maps = [m for m in plain(train) if m.name.split("#")[0] in held]
             t, p = score_maps(model, scratch, held_maps, device=dev)
             truths.append(t)
@@ -147,14 +159,12 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
             model.remove_head(scratch)
         truth, picks = Picks.concat(truths), Picks.concat(pickss)
         names = [m.name for m in plain(train)]
-        report.update(calibration_report(truth, picks, names, box, config.calibration,
-                                          config.calibration_precision),
-                      source=f"{folds}-fold cross-validation")
-        report["generic_ap"] = _ap(*generic_on_train, names, box)
+        report.update(calibrated(truth, picks, names), source=f"{folds}-fold cross-validation")
+        report["generic_ap"] = generic_ap(*generic_on_train, names)
         threshold = report["threshold"]
-        losses = train_head(model, name, maps, config, device=dev, progress=progress)
+        losses = train_head(model, name, maps, config, device=dev, progress=progress, share=prior)
     else:
-        losses = train_head(model, name, maps, config, device=dev, progress=progress)
+        losses = train_head(model, name, maps, config, device=dev, progress=progress, share=prior)
         threshold = generic_threshold if generic_threshold is not None else FALLBACK_THRESHOLD
         if config.cv_folds >= 2:
             log.warning("one labelled micrograph and no held-out ones: the threshold of head %s cannot "
@@ -166,19 +176,52 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
     return float(threshold), report
 
 
-def _warn_if_sparse(report: dict[str, Any], generic_picks: Picks, generic_threshold: float | None) -> None:
-    """Warn when the labels number far fewer than the generic head's confident picks on the same
-    micrographs: particles left unlabelled there are taught as background, and the head picks few."""
+def _sparse_labels(report: dict[str, Any], config: FinetuneConfig, generic_picks: Picks,
+                   generic_threshold: float | None) -> float | None:
+    """The expected particles per micrograph when the labels are sparse (``config.sparse``, or
+    ``config.expected_particles`` given), else None; the evidence goes into ``report``.
+
+    Without ``expected_particles``, the generic head's confident picks (score >= its threshold) per
+    training micrograph. Labels that number fewer than `SPARSE_LABEL_FRACTION` x those picks, when sparse
+    labels are not switched on, draw a warning: particles left unlabelled are taught as background.
+
+    Raises
+    ------
+    FinetuneError
+        Sparse labels, no ``expected_particles`` and no confident generic picks to estimate it from.
+    """
     cut = generic_threshold if generic_threshold is not None else FALLBACK_THRESHOLD
     confident = int(np.count_nonzero(generic_picks.score >= cut))
     report["generic_confident_picks"] = confident
-    labels = report["particles_train"]
-    if labels < SPARSE_LABEL_FRACTION * confident:
-        log.warning("%d labels on %d micrograph(s), but the generic head confidently picks %d particles "
-                    "there: particles left unlabelled are learnt as background and the new head will pick "
-                    "few. Unless most of those picks are junk, label every particle on each labelled "
-                    "micrograph (fewer micrographs, completely labelled, teach more)",
-                    labels, report["n_train"], confident)
+    labels, n = report["particles_train"], report["n_train"]
+    sparse = config.sparse or config.expected_particles is not None
+    report["sparse"] = {"sparse": False}
+    if not sparse:
+        if labels < SPARSE_LABEL_FRACTION * confident:
+            log.warning("%d labels on %d micrograph(s), but the generic head confidently picks %d particles "
+                        "there: particles left unlabelled are learnt as background and the new head will "
+                        "pick few. If only some particles are labelled, give --sparse (and "
+                        "--expected-particles N if you know how many a micrograph holds); otherwise, "
+                        "unless most of those picks are junk, label every particle on each labelled "
+                        "micrograph (fewer micrographs, completely labelled, teach more)",
+                        labels, n, confident)
+        return None
+    expected = (config.expected_particles if config.expected_particles is not None
+                else confident / max(1, n))
+    if expected <= 0:
+        raise FinetuneError("sparse labels: the generic head picks nothing confidently on the training "
+                            "micrographs, so the particles per micrograph cannot be estimated; give "
+                            "--expected-particles")
+    if expected * n <= labels:
+        log.warning("sparse labels: %d labels on %d micrograph(s) already reach the %g particles per "
+                    "micrograph expected; training as fully labelled", labels, n, expected)
+        return None
+    log.info("sparse labels: %d labels on %d micrograph(s), %.1f particles per micrograph expected",
+             labels, n, expected)
+    report["sparse"] = {"sparse": True, "expected_particles": float(expected),
+                        "source": "given" if config.expected_particles is not None
+                        else "generic head's confident picks"}
+    return float(expected)
 
 
 def _merge_coincident_labels(samples: list[MicrographSample], model_config: ModelConfig,

@@ -21,7 +21,14 @@ from ..device import autocast_for
 from ..model import GENERIC_HEAD, HydraPicker
 from ..model.anchors import anchor_centres, build_targets, detect_picks
 from ..model.head import LAYERS_PER_BLOCK, full_resolution_blocks
-from ..model.losses import batch_loss, count_penalty, detection_loss, ignore_mask
+from ..model.losses import (
+    batch_loss,
+    count_penalty,
+    detection_loss,
+    ignore_mask,
+    localisation_loss,
+    non_negative_pu_loss,
+)
 from ..picks import Picks
 from .augment import dihedral
 from .datasets import MicrographSample
@@ -132,10 +139,13 @@ def feature_batch(maps: Sequence[FeatureMap], indices: Sequence[int], cells: int
 
 def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config: FinetuneConfig, *,
                device: torch.device, progress: ProgressCallback | None = None, phase: str = "finetune",
-               ) -> list[float]:
+               share: float | None = None) -> list[float]:
     """Add head ``name`` (a copy of the generic head) and train it alone on ``maps``.
 
     On maps cached after the head's first k blocks (``start_block`` k) only the later blocks are trained.
+    ``share``: the labels are sparse, and this fraction of the anchors without a label are particle
+    anchors (`unlabelled_share`); the head then learns from the non-negative PU risk
+    (`sparse_label_loss`) instead of taking every anchor without a label for background.
     Returns the loss of every step.
     """
     if name in model.heads:
@@ -171,7 +181,9 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
         torch.manual_seed(step_seed((config.seed, step)))
         with autocast():
             outputs = head(feats, start)
-        if config.unlabelled_ratio is None:
+        if share is not None:
+            parts = sparse_label_loss(outputs, centres, anchors, mc, config, share)
+        elif config.unlabelled_ratio is None:
             parts = batch_loss(outputs, centres, anchors, mc, cls_weight=config.cls_weight,
                                alpha=config.focal_alpha, gamma=config.focal_gamma, ignore=ignore)
         else:
@@ -184,7 +196,7 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        losses.append(float(parts["loss"].detach()))
+        losses.append(float(parts.get("value", parts["loss"]).detach()))
         if not math.isfinite(losses[-1]):
             raise FinetuneError(f"fine-tuning diverged at step {step + 1} (loss {losses[-1]}); lower the "
                                 "learning rate")
@@ -217,6 +229,43 @@ def positive_unlabelled_loss(outputs: torch.Tensor, centres: Sequence[torch.Tens
     parts["count"] = penalty
     parts["loss"] = parts["loss"] + config.count_weight * penalty
     return parts
+
+
+def sparse_label_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: torch.Tensor,
+                      mc: ModelConfig, config: FinetuneConfig, share: float) -> dict[str, torch.Tensor]:
+    """Loss of a batch whose labelled particles are a random subset of those present (fine-tuning on
+    sparse clicks): the non-negative PU risk (`non_negative_pu_loss`) for the classification, and the
+    localisation loss of the labelled particles only (the offsets of the others are unknown).
+
+    ``loss`` is what to minimise this step; ``value`` the risk estimate to report.
+    """
+    _, offsets, positive = build_targets(anchors, list(centres), mc)
+    outputs = outputs.float()
+    objective, value = non_negative_pu_loss(outputs[..., 2], positive, ~positive, share,
+                                            alpha=config.focal_alpha, gamma=config.focal_gamma)
+    loc = localisation_loss(outputs[..., :2], offsets, positive) / positive.sum().clamp(min=1)
+    return {"loss": loc + config.cls_weight * objective, "value": loc.detach() + config.cls_weight * value,
+            "cls": value, "loc": loc, "num_pos": positive.sum()}
+
+
+def unlabelled_share(maps: Sequence[FeatureMap], mc: ModelConfig, expected_per_micrograph: float) -> float:
+    """Fraction of the anchors without a label that are particle anchors, when each map holds
+    ``expected_per_micrograph`` particles of which only its ``centres`` are labelled.
+
+    Unlabelled particles are taken to cover as many anchors each as the labelled ones do (a random
+    subset of the same particles). 0 when the labels already number the expected particles.
+    """
+    labelled = particle_anchors = other_anchors = 0
+    for m in maps:
+        anchors = anchor_centres(m.shape[0], m.shape[1], mc)
+        _, _, positive = build_targets(anchors, [m.centres], mc)
+        labelled += len(m.centres)
+        particle_anchors += int(positive.sum())
+        other_anchors += int((~positive).sum())
+    missing = max(0.0, expected_per_micrograph * len(maps) - labelled)
+    if not labelled or not other_anchors:
+        return 0.0
+    return min(0.5, missing * (particle_anchors / labelled) / other_anchors)
 
 
 @torch.no_grad()
