@@ -118,3 +118,16 @@ def test_pu_on_sparse_labels_beats_taking_unlabelled_places_for_background(tmp_p
                                threshold=0.5)
     assert scores["pu"].ap > 0.9
     assert scores["pu"].recall > scores["background"].recall + 0.25, {k: v.recall for k, v in scores.items()}
+
+
+def test_expected_particles_estimated_from_the_generic_heads_recall_of_the_labels(tmp_path):
+    """2 of 8 blobs labelled per micrograph: the generic head's confident picks over the share of the
+    labels they find estimate the 8, not the 2 labelled."""
+    train = _blobs(tmp_path / "train", 3, 11, 0.25)
+    model, _ = load_checkpoint(trained_checkpoint())
+    config = FinetuneConfig(steps=1, crop_px=96, cv_folds=0, sparse=True)
+    _, report = finetune_head(model, "new", train, config=config, device=CPU, generic_threshold=0.2)
+    sparse = report["sparse"]
+    assert sparse["sparse"] and sparse["source"].startswith("generic head's confident picks")
+    assert 6.5 <= sparse["expected_particles"] <= 9.5, report
+    assert 0 < sparse["unlabelled_share"] < 0.5

@@ -40,8 +40,8 @@ from .training_display import TrainDisplay, invocation
               help="Only some particles of each micrograph are labelled (clicks): the others are unknown, "
                    "not background (positive-unlabelled training; docs/training.md).")
 @click.option("--expected-particles", type=float,
-              help="Particles per micrograph, labelled or not (implies --sparse; default: the generic "
-                   "head's confident picks per training micrograph).")
+              help="Particles per micrograph, labelled or not (implies --sparse; default: estimated from "
+                   "the generic head's confident picks and the share of the labels they find).")
 @click.option("--seed", type=int, help="Seed of every random choice (default 0).")
 @click.option("--calibration", type=click.Choice(["f1", "precision"]),
               help="Threshold rule: the best F1 on the calibration data (default), or the thesis rule "

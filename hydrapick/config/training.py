@@ -203,8 +203,9 @@ class FinetuneConfig:
     # and the head learns from the non-negative PU risk (docs/method.md) instead of taking every anchor
     # without a label for background. Not switched on by itself: see docs/training.md for why.
     sparse: bool = False
-    # Particles per micrograph (labelled or not) with sparse labels; None: the generic head's confident
-    # picks per training micrograph. Giving it implies sparse = true.
+    # Particles per micrograph (labelled or not) with sparse labels; None: estimated as the generic head's
+    # confident picks per training micrograph over the share of the labels they find (docs/training.md).
+    # Giving it implies sparse = true.
     expected_particles: float | None = None
     flips: bool = False  # also features of the 7 mirrored/rotated copies (x8 feature time and memory)
     feature_dtype: str = "float16"  # cache of body features; float16 halves its memory

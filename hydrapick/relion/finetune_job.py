@@ -28,8 +28,8 @@ PARAMETERS = {
     "flips": "also train on rotated and mirrored copies (yes/no)",
     "sparse": "only some particles of each micrograph are picked, the others are unknown, not "
               "background (yes/no; default no)",
-    "expected_particles": "particles per micrograph, picked or not (implies sparse=yes; default: the "
-                          "generic model's confident picks)",
+    "expected_particles": "particles per micrograph, picked or not (implies sparse=yes; default: "
+                          "estimated with the generic model)",
     "device": "auto, cpu, cuda or cuda:N (default auto)",
 }
 

@@ -112,7 +112,7 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
             model, samples, device=dev, flips=False, dtype=dtype)
 
     generic_on_train = score_maps(model, GENERIC_HEAD, plain(train), device=dev)
-    expected = _sparse_labels(report, config, generic_on_train[1], generic_threshold)
+    expected = _sparse_labels(report, config, *generic_on_train, generic_threshold, box)
     prior = None if expected is None else unlabelled_share(plain(train), model.config, expected)
     if prior is not None:
         report["sparse"]["unlabelled_share"] = prior
@@ -176,14 +176,18 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
     return float(threshold), report
 
 
-def _sparse_labels(report: dict[str, Any], config: FinetuneConfig, generic_picks: Picks,
-                   generic_threshold: float | None) -> float | None:
+def _sparse_labels(report: dict[str, Any], config: FinetuneConfig, labelled: Picks, generic_picks: Picks,
+                   generic_threshold: float | None, box_px: float) -> float | None:
     """The expected particles per micrograph when the labels are sparse (``config.sparse``, or
     ``config.expected_particles`` given), else None; the evidence goes into ``report``.
 
-    Without ``expected_particles``, the generic head's confident picks (score >= its threshold) per
-    training micrograph. Labels that number fewer than `SPARSE_LABEL_FRACTION` x those picks, when sparse
-    labels are not switched on, draw a warning: particles left unlabelled are taught as background.
+    Without ``expected_particles``: the generic head's confident picks (score >= its threshold) on the
+    training micrographs, divided by the share of the labelled particles they find. The labelled
+    particles are a random subset, so that share estimates the head's recall on all particles, and at
+    its threshold (chosen for precision) nearly every confident pick is a particle: picks / recall
+    estimates the particles present. Labels that number fewer than `SPARSE_LABEL_FRACTION` x those
+    picks, when sparse labels are not switched on, draw a warning: particles left unlabelled are taught
+    as background.
 
     Raises
     ------
@@ -206,8 +210,16 @@ def _sparse_labels(report: dict[str, Any], config: FinetuneConfig, generic_picks
                         "micrograph (fewer micrographs, completely labelled, teach more)",
                         labels, n, confident)
         return None
-    expected = (config.expected_particles if config.expected_particles is not None
-                else confident / max(1, n))
+    if config.expected_particles is not None:
+        expected = config.expected_particles
+    else:
+        from ..evaluation import evaluate
+
+        names = sorted(set(labelled.micrograph.tolist()))
+        recall = evaluate(labelled, generic_picks, box_px, threshold=cut, micrographs=names).recall
+        # A head that finds almost none of the labelled particles gives no usable count.
+        report["generic_recall_of_labels"] = finite_or_none(recall)
+        expected = confident / max(1, n) / max(recall, 0.1) if np.isfinite(recall) else 0.0
     if expected <= 0:
         raise FinetuneError("sparse labels: the generic head picks nothing confidently on the training "
                             "micrographs, so the particles per micrograph cannot be estimated; give "
@@ -220,7 +232,7 @@ def _sparse_labels(report: dict[str, Any], config: FinetuneConfig, generic_picks
              labels, n, expected)
     report["sparse"] = {"sparse": True, "expected_particles": float(expected),
                         "source": "given" if config.expected_particles is not None
-                        else "generic head's confident picks"}
+                        else "generic head's confident picks / their recall of the labels"}
     return float(expected)
 
 
