@@ -32,8 +32,8 @@ def test_ladder_is_log_spaced_and_the_criterion_averages_the_best_scores():
     assert ladder[0] == 50.0 and ladder[-1] == pytest.approx(200.0) and len(ladder) == 9
     np.testing.assert_allclose(np.diff(np.log(ladder)), np.log(2) / 4)
     scores = np.r_[np.full(12, 0.1), [0.9, 0.8]]
-    assert criterion(scores) == pytest.approx((0.9 + 0.8 + 8 * 0.1) / 10)  # the 10 best
-    assert criterion(np.array([0.9, 0.8])) == pytest.approx(0.17)  # missing candidates count as zeros
+    assert criterion(scores) == pytest.approx((0.9 + 0.8 + 4 * 0.1) / 6)  # the 6 best
+    assert criterion(np.array([0.9, 0.8])) == pytest.approx(1.7 / 6)  # missing candidates count as zeros
     assert criterion(np.array([])) == 0.0
 
 

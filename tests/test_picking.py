@@ -487,7 +487,8 @@ def test_box_folder_output_with_scores_and_candidates(tmp_path, monkeypatch):
     for path, pts in truth.items():
         stem = Path(path).stem
         picks = read_coordinates(f"boxes/{stem}.box")
-        assert np.allclose(picks.diameter_px, DIAMETER_A / 2.0)
+        # The box is the diameter picked at (measured by the calibration), in whole, even pixels.
+        assert np.all(np.abs(picks.diameter_px - report.calibration.diameter_A / 2.0) <= 1.0)
         assert match_fraction(picks, pts, 5.0) == (1.0, 1.0)
         assert len(read_coordinates(f"boxes/candidates/{stem}.box")) >= len(picks)
     assert report.outputs == [Path("boxes")]

@@ -8,8 +8,9 @@ picker measures the scale itself:
 1. A few micrographs spread over the run (`CALIBRATION_MICROGRAPHS`) are read once each.
 2. A ladder of diameters around the typed one (`CALIBRATION_RANGE`, log-spaced by `CALIBRATION_STEP`;
    50-600 Å when no diameter is given) is tried on a window of each, `CALIBRATION_WINDOW` diameters wide
-   and centred on the micrograph. The window grows with the diameter tried, so every rung is one network
-   pass over the same number of model pixels: the rungs cost the same, and each sees the same number of
+   and centred on the micrograph (binned first where the model's scale is far below the micrograph's).
+   The window grows with the diameter tried, so every rung is one network pass over the same number of
+   model pixels: the rungs cost the same, and each sees the same number of
    places where a particle could be (with more places, the best scores rise by chance alone).
 3. Each rung is scored by a label-free criterion (`criterion`): the mean of the `CRITERION_TOP` best
    candidate scores in the window (about the best tenth of its places), averaged over the micrographs.
@@ -37,7 +38,7 @@ from torch import nn
 from ..config import PICK_HEAD, PreprocessConfig
 from ..device import cpu_threads, resolve_device, torch_threads
 from ..io.inputs import MicrographInput
-from ..preprocess import check_particle_size, prepare
+from ..preprocess import check_particle_size, prepare, scale_factor
 from .reading import Loaded, as_input
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ __all__ = ["CALIBRATION_FILE", "ScaleCalibration", "calibrate_scale", "criterion
 
 CALIBRATION_FILE = "scale_calibration.json"
 CALIBRATION_MICROGRAPHS = 3  # micrographs spread over the run
-CALIBRATION_WINDOW = 10.0  # window side, in diameters tried (about 100 particle places)
-CRITERION_TOP = 10  # candidates the criterion averages per window
+CALIBRATION_WINDOW = 8.0  # window side, in diameters tried (about 64 particle places)
+CRITERION_TOP = 6  # candidates the criterion averages per window (about the best tenth of its places)
 CALIBRATION_RANGE = 2.0  # the ladder spans typed / 2 .. typed x 2
 CALIBRATION_STEP = 2 ** 0.25  # coarse rungs; refined once with the half step
 NO_DIAMETER_RANGE_A = (50.0, 600.0)
@@ -157,6 +158,20 @@ def _window(data: np.ndarray, side_px: float) -> np.ndarray:
     return data[top:top + sh, left:left + sw]
 
 
+def _binned(window: np.ndarray, pixel_size_A: float, diameter_A: float, config) -> tuple[np.ndarray, float]:
+    """``window`` averaged over b x b pixel blocks where the model's scale is below 1 / (2 b), and its
+    pixel size: the anti-aliased resampling then still reads at least 2 pixels per output pixel along a
+    side. A window of a large diameter holds millions of pixels; binning first makes its outlier clipping
+    and resampling cheaper. Binning down to the model's scale itself (b = 1 / scale) changed the choice
+    on one test set; this does not change it on the real sets (docs/picking.md)."""
+    b = int(1.0 / (2.0 * scale_factor(pixel_size_A, diameter_A, config)))
+    if b < 2:
+        return window, pixel_size_A
+    h, w = (window.shape[0] // b) * b, (window.shape[1] // b) * b
+    # (h, w) -> (h/b, b, w/b, b) -> block means (h/b, w/b)
+    return window[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)), pixel_size_A * b
+
+
 class _Rungs:
     """Scores windows of the calibration micrographs at one diameter, with the picking engine's own
     network pass and decoding (so the criterion sees exactly what picking would)."""
@@ -183,16 +198,19 @@ class _Rungs:
             return self.cache[key]
         from ..config import MIN_DISTANCE_FRACTION, SCORE_FLOOR
 
-        values = []
         decoder = self._decoder(self.config, diameter_A, 0.5, MIN_DISTANCE_FRACTION * diameter_A, 0.0,
                                 SCORE_FLOOR)
         picker = self._picker(decoder)
+        by_shape: dict[tuple[int, int], list[Loaded]] = {}
         for item, data, pixel_size_A in self.micrographs:
-            window = _window(data, CALIBRATION_WINDOW * diameter_A / pixel_size_A)
-            prepared = prepare(window, pixel_size_A, diameter_A, self.config, clip_percentile=self.clip,
+            window, size_A = _binned(_window(data, CALIBRATION_WINDOW * diameter_A / pixel_size_A),
+                                     pixel_size_A, diameter_A, self.config)
+            prepared = prepare(window, size_A, diameter_A, self.config, clip_percentile=self.clip,
                                device=self.device)
-            (result,) = picker([Loaded(item, prepared, pixel_size_A)])
-            values.append(criterion(result.picks.score) if result.ok else 0.0)
+            by_shape.setdefault(tuple(prepared.image.shape), []).append(Loaded(item, prepared, pixel_size_A))
+        # Windows of equal shape (micrographs of one size) go through the network as one batch.
+        values = [criterion(r.picks.score) if r.ok else 0.0 for batch in by_shape.values()
+                  for r in picker(batch)]
         self.cache[key] = float(np.mean(values))
         return self.cache[key]
 
