@@ -378,3 +378,17 @@ def test_console_scripts_are_declared_and_point_at_the_job_mains():
     for target in (scripts["hydrapick-relion-pick"], scripts["hydrapick-relion-finetune"]):
         module, name = target.split(":")
         assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_pick_job_with_adaptation_continues_after_an_abort(project, monkeypatch):
+    """The first run measures the scale, then adapts; Continue reuses the measure and adapts again to the
+    same head (the network it adapts is the same whether or not this run measured), so it is accepted."""
+    job = Path("External/job013")
+    command = relion_command("hydrapick-relion-pick", "External/job013/",
+                             {"in_mic": "CtfFind/job003/micrographs_ctf.star"}, pick_params(("adapt", "yes")))
+    argv = shlex.split(command)[1:]
+    interrupt_after(monkeypatch, 3, lambda: (job / ABORT_NOW).write_text(""))
+    assert pick_job.main(argv) == 2
+    (job / ABORT_NOW).unlink()
+    assert pick_job.main(argv) == 0, (job / "run.err").read_text() if (job / "run.err").exists() else ""
+    assert (job / EXIT_SUCCESS).is_file()

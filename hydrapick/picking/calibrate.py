@@ -307,6 +307,10 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
             done += 1
             if progress is not None:
                 progress(done, planned)
+    # The picking passes left the weights channels-last (the CPU's faster layout); what runs next on this
+    # network (adaptation trains a head on it) must see it as a run without calibration would, or a
+    # continued run, which reuses the calibration, would adapt to slightly different weights.
+    net.to(memory_format=torch.contiguous_format)
     tried = sorted(rungs.cache.items())
     ladder_A = tuple(d for d, _ in tried)
     values = tuple(v for _, v in tried)
