@@ -281,6 +281,36 @@ def test_watch_adapt_with_too_few_micrographs_keeps_the_generic_head_and_says_so
     assert "generic head kept: 2 micrographs too few for the self-check" in " ".join(result.output.split())
 
 
+def test_a_restart_after_the_generic_head_was_kept_picks_on_with_it_instead_of_adapting_again(tmp_path,
+                                                                                                 monkeypatch):
+    from hydrapick.config import AdaptConfig
+
+    monkeypatch.chdir(tmp_path)
+    write_blob_micrographs(Path("source"), 4, particles=6, seed=11)
+    Path("Movies").mkdir()
+    for name in ("mic_000.mrc", "mic_001.mrc"):
+        _copy(Path("source") / name, Path("Movies") / name)()
+    _session(monkeypatch, [])
+    kwargs = dict(model=trained_checkpoint(), diameter_A=DIAMETER_A, poll_s=1.0, timeout_s=3.0,
+                  adapt=AdaptConfig(**TINY_ADAPT))
+    first = watch("Movies", "job", **kwargs)
+    assert not first.adaptation["kept"] and not Path("job/adapted.pt").exists()
+    # Two more arrive while no watcher runs; the same command restarts. Adapting now (4 micrographs) would
+    # pick with another head than the 2 already picked, and the continuation would be refused.
+    for name in ("mic_002.mrc", "mic_003.mrc"):
+        _copy(Path("source") / name, Path("Movies") / name)()
+    _session(monkeypatch, [])
+    seen, picked, errors = _events()
+    second = watch("Movies", "job", progress=seen, **kwargs)
+    assert second.adaptation is None and second.done == 4 and not errors
+    assert picked == {"mic_002.mrc": 1, "mic_003.mrc": 1}
+    plain = pick(["Movies/*.mrc"], None, model=trained_checkpoint(), diameter_A=DIAMETER_A,
+                 calibration=f"job/{CALIBRATION_FILE}")
+    watched = read_coordinates("job", "relion")
+    assert len(watched) == len(plain.picks) > 0
+    np.testing.assert_allclose(np.sort(watched.score), np.sort(plain.picks.score), atol=1e-5)
+
+
 def test_watch_refuses_an_adapted_model_that_was_never_checked(tmp_path):
     from hydrapick.checkpoint import load_checkpoint, save_checkpoint
     from hydrapick.config import AdaptConfig

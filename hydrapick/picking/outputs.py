@@ -199,7 +199,7 @@ class PickOutputs:
                 raise ValueError(f"cannot read the settings recorded in '{self.settings_file}' ({exc}); "
                                  "remove it to pick into this folder anyway") from None
         mine = {self.main_file(it) for it in items}
-        earlier = [f for f in self._main_files() if f not in mine]
+        earlier = [f for f in self.main_files() if f not in mine]
         done = [f for f in mine if f.is_file()]
         if recorded is None:
             if earlier or (continuing and done):
@@ -224,7 +224,7 @@ class PickOutputs:
                     file.unlink()
         write_text(self.settings_file, json.dumps(settings, indent=2) + "\n")
 
-    def _main_files(self) -> list[Path]:
+    def main_files(self) -> list[Path]:
         """The per-micrograph main files in the folder now (candidates not counted)."""
         if not self.path.is_dir():
             return []

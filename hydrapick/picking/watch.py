@@ -159,6 +159,13 @@ def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | N
         _check_adapted(net_meta[1], adapted_path)
         pick_options = {**pick_options, "head": ADAPTED_HEAD}
         adapt = None
+    elif adapt is not None and (head := _head_decided_before(output, fmt)) is not None:
+        # An earlier session picked here with this head (its adaptation kept the generic head, or it ran
+        # without --adapt): adapting again could decide otherwise, and its picks would not join these.
+        log.warning("output folder '%s' holds picks made with the '%s' head and no adapted model: not "
+                    "adapting again, picking on with that head", output, head)
+        pick_options = {**pick_options, "head": head}
+        adapt = None
     # The folder is this session's from its start to its end: another run is refused at its start, and
     # none can take the lock between two batches (the batches' own claims are nested in this one).
     folder = PickOutputs(output, fmt, [], None)
@@ -167,6 +174,21 @@ def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | N
         session = _Session(spec, output, fmt, net_meta, progress, adapt, adapted_path, pick_options)
         session.adapt_progress = adapt_progress
         return session.run(poll_s, timeout_s, max_polls)
+
+
+def _head_decided_before(output: Path, fmt: str) -> str | None:
+    """The head other than the adapted one that an earlier session recorded in ``output``
+    (`PickOutputs.record_settings`) when it left picks there, else None."""
+    import json
+
+    folder = PickOutputs(output, fmt, [], None)
+    if not folder.settings_file.is_file() or not folder.main_files():
+        return None
+    try:
+        head = json.loads(folder.settings_file.read_text(encoding="utf-8")).get("head")
+    except (OSError, ValueError, AttributeError):
+        return None  # record_settings says what is wrong with it
+    return head if isinstance(head, str) and head != ADAPTED_HEAD else None
 
 
 def _check_adapted(metadata: dict, path: Path) -> None:
