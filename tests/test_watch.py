@@ -309,6 +309,14 @@ def test_a_restart_after_the_generic_head_was_kept_picks_on_with_it_instead_of_a
     watched = read_coordinates("job", "relion")
     assert len(watched) == len(plain.picks) > 0
     np.testing.assert_allclose(np.sort(watched.score), np.sort(plain.picks.score), atol=1e-5)
+    # The command does not announce a wait for micrographs to adapt on.
+    _session(monkeypatch, [])
+    result = CliRunner().invoke(cli, ["pick", "Movies", "-o", "job", "--watch", "--poll-interval", "1",
+                                      "--watch-timeout", "2", "--model", trained_checkpoint(), "--diameter",
+                                      str(DIAMETER_A), "--adapt", "--adapt-micrographs", "4"])
+    assert result.exit_code == 0, result.output
+    assert "nothing is picked until" not in result.output
+    assert "4 micrographs in job (0 picked now" in " ".join(result.output.split())
 
 
 def test_watch_refuses_an_adapted_model_that_was_never_checked(tmp_path):

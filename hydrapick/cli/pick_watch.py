@@ -46,6 +46,8 @@ def run_watch(micrographs: tuple[str, ...], output: str, fmt: str | None, model_
     adapted = Path(options.get("adapt_output") or Path(output) / "adapted.pt")
     if options.get("adapt") is not None and adapted.exists():
         console.print(f"--adapt: picking with the head adapted earlier ({adapted})", highlight=False)
+    elif options.get("adapt") is not None and _head_decided_before(output, fmt):
+        pass  # watch() says that it picks on with the head of the folder's earlier picks
     elif options.get("adapt") is not None:
         console.print(f"--adapt: nothing is picked until {options['adapt'].micrographs} micrographs have "
                       "arrived to learn from (or the session ends)", highlight=False)
@@ -74,3 +76,16 @@ def run_watch(micrographs: tuple[str, ...], output: str, fmt: str | None, model_
     for _, reason in report.failures:
         click.echo(f"failed: {reason}", err=True)
     return len(report.failures)
+
+
+def _head_decided_before(output: str, fmt: str | None) -> str | None:
+    """`hydrapick.picking.watch.head_decided_before`, None where the format is refused (watch says why)."""
+    from pathlib import Path
+
+    from ..picking.outputs import output_format
+    from ..picking.watch import head_decided_before
+
+    try:
+        return head_decided_before(Path(output), output_format(output, fmt))
+    except ValueError:
+        return None

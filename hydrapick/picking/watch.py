@@ -159,7 +159,7 @@ def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | N
         _check_adapted(net_meta[1], adapted_path)
         pick_options = {**pick_options, "head": ADAPTED_HEAD}
         adapt = None
-    elif adapt is not None and (head := _head_decided_before(output, fmt)) is not None:
+    elif adapt is not None and (head := head_decided_before(output, fmt)) is not None:
         # An earlier session picked here with this head (its adaptation kept the generic head, or it ran
         # without --adapt): adapting again could decide otherwise, and its picks would not join these.
         log.warning("output folder '%s' holds picks made with the '%s' head and no adapted model: not "
@@ -176,7 +176,7 @@ def watch(spec: str | os.PathLike, output: str | os.PathLike, *, format: str | N
         return session.run(poll_s, timeout_s, max_polls)
 
 
-def _head_decided_before(output: Path, fmt: str) -> str | None:
+def head_decided_before(output: Path, fmt: str) -> str | None:
     """The head other than the adapted one that an earlier session recorded in ``output``
     (`PickOutputs.record_settings`) when it left picks there, else None."""
     import json
