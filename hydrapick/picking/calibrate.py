@@ -35,10 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import PICK_HEAD, PreprocessConfig
+from ..config import MIN_DISTANCE_FRACTION, PICK_HEAD, SCORE_FLOOR, PreprocessConfig
 from ..device import cpu_threads, resolve_device, torch_threads
 from ..io.inputs import MicrographInput
 from ..preprocess import check_particle_size, prepare, scale_factor
+from .engine import BatchPicker, Decoder, check_head, model_and_metadata
 from .reading import Loaded, as_input
 
 log = logging.getLogger(__name__)
@@ -179,28 +180,20 @@ class _Rungs:
     def __init__(self, net: nn.Module, metadata: dict, head: str, device: torch.device,
                  micrographs: list[tuple[MicrographInput, np.ndarray, float]],
                  mixed_precision: bool) -> None:
-        from .engine import BatchPicker, Decoder
-
-        self.net, self.micrographs = net, micrographs
+        self.net, self.head, self.device, self.micrographs = net, head, device, micrographs
+        self.mixed_precision = mixed_precision
         self.config = net.config  # type: ignore[attr-defined]
         preprocess = metadata.get("preprocess") or {}
         self.clip = float(preprocess.get("clip_percentile", PreprocessConfig().clip_percentile))
-        self._decoder = Decoder
-        self._picker = lambda decoder: BatchPicker(net, head, device, decoder,
-                                                   mixed_precision=mixed_precision, tta=False,
-                                                   max_tile_px=None)
-        self.device = device
         self.cache: dict[float, float] = {}
 
     def __call__(self, diameter_A: float) -> float:
         key = round(diameter_A, 6)
         if key in self.cache:
             return self.cache[key]
-        from ..config import MIN_DISTANCE_FRACTION, SCORE_FLOOR
-
-        decoder = self._decoder(self.config, diameter_A, 0.5, MIN_DISTANCE_FRACTION * diameter_A, 0.0,
-                                SCORE_FLOOR)
-        picker = self._picker(decoder)
+        decoder = Decoder(self.config, diameter_A, 0.5, MIN_DISTANCE_FRACTION * diameter_A, 0.0, SCORE_FLOOR)
+        picker = BatchPicker(self.net, self.head, self.device, decoder, mixed_precision=self.mixed_precision,
+                             tta=False, max_tile_px=None)
         by_shape: dict[tuple[int, int], list[Loaded]] = {}
         for item, data, pixel_size_A in self.micrographs:
             window, size_A = _binned(_window(data, CALIBRATION_WINDOW * diameter_A / pixel_size_A),
@@ -246,7 +239,6 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
         No micrograph could be read, or no diameter was given and none could be found.
     """
     from ..io import read_micrograph
-    from .engine import check_head, model_and_metadata
 
     net, metadata = model_and_metadata(model)
     check_head(net, head)
