@@ -163,6 +163,22 @@ def test_calibration_falls_back_with_one_micrograph(base):
     assert threshold == 0.42 and report["source"] == "generic head's threshold"
 
 
+def test_the_plan_counts_every_head_step_so_the_overall_eta_ends_at_the_last_one(base):
+    # Cross-validated calibration trains fold heads before the final one; the display's overall bar
+    # (and its time left) is only right if the plan names every step the heads will take.
+    model, _ = load_checkpoint(base)
+    events = []
+    finetune_head(model, "eta", _unseen([7, 8, 9]), config=FinetuneConfig(steps=20, crop_px=96),
+                  device="cpu", progress=events.append)
+    plans = [e.steps for e in events if e.kind == "plan"]
+    last = {}
+    for e in events:
+        if e.kind == "step":
+            last[e.phase] = e.step
+    assert len(plans) == 1 and len(last) == 3  # two fold heads, then the final one
+    assert plans[0] == sum(last.values()) and last["finetune"] == 20
+
+
 def test_finetune_input_errors(base, tmp_path):
     tr = _simulate(tmp_path / "tr", 2, 50)
     (tr / "coordinates" / "tr_00001.star").unlink()

@@ -33,13 +33,22 @@ class TrainDisplay:
     """Rich progress for `hydrapick train` / `finetune`, fed by the library's TrainEvent callback."""
 
     def __init__(self, console) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = console
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 TextColumn("eta"), TimeRemainingColumn(), console=console,
                                  disable=console.quiet)
         self.tasks: dict[str, int] = {}
+        self.phase_steps: dict[str, int] = {}  # steps done per fine-tuning phase, for the overall bar
 
     def __enter__(self):
         self.progress.__enter__()
@@ -62,11 +71,19 @@ class TrainDisplay:
         elif event.kind == "phase":
             task = self._task("epochs", event.phase, event.epochs)
             p.update(task, description=event.phase, completed=event.epoch, total=event.epochs, info="")
+        elif event.kind == "plan":
+            # Fine-tuning trains several heads one after the other (cross-validation folds, then the
+            # final one): one bar over all of them gives the time left for the whole command.
+            self._task("plan", "fine-tuning, all heads", event.steps)
         elif event.kind == "step":
             label = "steps" if event.epochs else event.phase
             task = self._task("steps", label, event.steps)
             p.update(task, description=label, completed=event.step, total=event.steps,
                      info=f"loss {event.values.get('loss', float('nan')):.4f}")
+            if "plan" in self.tasks:
+                done = self.phase_steps.get(event.phase, 0)
+                p.advance(self.tasks["plan"], max(0, event.step - done))
+                self.phase_steps[event.phase] = event.step
         elif event.kind == "epoch":
             record = event.values
             p.update(self._task("epochs", event.phase, event.epochs), completed=event.epoch)

@@ -28,7 +28,8 @@ class TrainEvent:
     ``kind`` is one of ``load`` (a micrograph was cached; ``step``/``steps`` count them), ``features``
     (fine-tuning computed a micrograph's body features), ``phase`` (a phase starts), ``step``
     (``values`` has the running mean ``loss``), ``epoch`` (``values`` is the epoch's log record),
-    ``calibrate`` and ``done`` (``values`` has the thresholds).
+    ``calibrate`` and ``done`` (``values`` has the thresholds). Fine-tuning first sends ``plan``:
+    ``steps`` is every head step it will train (fold heads and the final head), for an overall ETA.
     """
 
     kind: str

@@ -128,6 +128,18 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         # Against sparse labels every pick of an unlabelled particle would count as false: no AP.
         return None if expected is not None else _ap(truth, picks, names, box)
 
+    folds = min(config.cv_folds, len(train)) if not valid and len(train) >= 2 else 0
+    fold_of = np.arange(len(train)) % max(folds, 1)
+    np.random.default_rng([config.seed, 0xC0FF]).shuffle(fold_of)
+
+    def fold_steps(f: int) -> int:
+        # A fold head sees part of the data; scaling its steps to that share gives it as many passes
+        # over its particles as the final head gets over all of them, at a fraction of the cost.
+        return max(1, round(config.steps * np.count_nonzero(fold_of != f) / len(train)))
+
+    if progress is not None:
+        folds_total = sum(fold_steps(f) for f in range(folds)) if folds >= 2 else 0
+        progress(TrainEvent(kind="plan", steps=folds_total + config.steps))
     threshold: float
     if valid:
         vmaps = plain(valid)
@@ -137,19 +149,13 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         report.update(calibrated(truth, picks, names), source="held-out micrographs")
         report["generic_ap"] = generic_ap(*score_maps(model, GENERIC_HEAD, vmaps, device=dev), names)
         threshold = report["threshold"]
-    elif len(train) >= 2 and config.cv_folds >= 2:
-        folds = min(config.cv_folds, len(train))
-        fold_of = np.arange(len(train)) % folds
-        np.random.default_rng([config.seed, 0xC0FF]).shuffle(fold_of)
+    elif folds >= 2:
         truths, pickss = [], []
         for f in range(folds):
             held = {train[i].name for i in np.flatnonzero(fold_of == f)}
             fold_maps = [m for m in maps if m.name.split("#")[0] not in held]
             scratch = f"{name}__fold{f}"
-            # A fold head sees part of the data; scaling its steps to that share gives it as many
-            # passes over its particles as the final head gets over all of them, at a fraction of the cost.
-            share = (len(train) - len(held)) / len(train)
-            fold_config = replace(config, steps=max(1, round(config.steps * share)))
+            fold_config = replace(config, steps=fold_steps(f))
             train_head(model, scratch, fold_maps, fold_config, device=dev, progress=progress,
                        phase=f"fold {f + 1}/{folds}", share=prior)
             held_maps = [m for m in plain(train) if m.name.split("#")[0] in held]
