@@ -368,8 +368,7 @@ def run_topaz(ds: Dataset, out_dir: Path, *, scale: int | None = None, diameter_
         return result
     output, work = out_dir / f"{name}_s{scale}.txt", out_dir / f"{name}_s{scale}_preprocessed"
     radius = max(1, round(typed_px / scale / 2))
-    preprocess = [str(topaz), "preprocess", "-s", str(scale), "-d", "-1", "-j", str(threads),
-                  "-o", str(work), *map(str, ds.micrographs)]
+    preprocess = topaz_preprocess(ds.micrographs, work, scale, threads=threads, venv=venv)
     extract = [str(topaz), "extract", "-m", model, "-r", str(radius), "-t", f"{threshold:g}",
                "-x", str(scale), "-d", "-1", "-j", str(threads), "-o", str(output),
                *[str(work / p.name) for p in ds.micrographs]]
@@ -377,6 +376,14 @@ def run_topaz(ds: Dataset, out_dir: Path, *, scale: int | None = None, diameter_
         result.candidates = output
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def topaz_preprocess(micrographs: list[Path], work: Path, scale: int, *, threads: int = 0,
+                     venv: Path = TOPAZ_VENV) -> list[str]:
+    """The ``topaz preprocess`` command writing the micrographs, downsampled ``scale`` times and normalised,
+    into ``work`` under their own names."""
+    return [str(venv / "bin" / "topaz"), "preprocess", "-s", str(scale), "-d", "-1", "-j", str(threads),
+            "-o", str(work), *map(str, micrographs)]
 
 
 # --- scoring and results -----------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 # stand-in "torchvision" package is written into this environment's site-packages. Topaz's picking path
 # (preprocess, extract) only imports torchvision through training-augmentation helpers
 # (topaz/utils/data/{sampler,memory_mapped_data}.py use transforms.functional.rotate/hflip/vflip), so the
-# stand-in provides exactly those names; rotate raises if it is ever called.
+# stand-in provides exactly those names; rotate is torchvision's default rotation (nearest neighbour, zero
+# fill, same size), written with torch, so `topaz train` (benchmarks/fewshot.py) runs too.
 #
 # Usage: benchmarks/topaz_setup.sh [VENV_DIR]     (default: .venv-topaz at the repository root)
 # Environment: PYTHON (interpreter used to create the venv, default python3).
@@ -49,6 +50,8 @@ from . import functional  # noqa: F401
 PY
 cat > "$STANDIN/transforms/functional.py" <<'PY'
 """The three functions Topaz imports for training-time augmentation; picking never calls them."""
+import math
+
 import torch
 
 
@@ -60,10 +63,24 @@ def vflip(img):
     return torch.flip(img, dims=[-2])
 
 
-def rotate(img, angle, *args, **kwargs):
-    raise NotImplementedError(
-        "torchvision stand-in: rotate() is only used by Topaz training; install the real torchvision to train"
-    )
+def rotate(img, angle, interpolation=None, expand=False, center=None, fill=None):
+    """torchvision's default rotation: counter-clockwise by ``angle`` degrees as displayed (y down), about
+    the image centre, nearest neighbour, zero outside, same size. Topaz's training augmentation only."""
+    if expand or center is not None or fill not in (None, 0, 0.0):
+        raise NotImplementedError("torchvision stand-in: rotate() supports torchvision's defaults only")
+    if interpolation is not None and str(getattr(interpolation, "value", interpolation)) != "nearest":
+        raise NotImplementedError("torchvision stand-in: rotate() interpolates by nearest neighbour only")
+    h, w = img.shape[-2:]
+    a = math.radians(angle)
+    ys = torch.arange(h, dtype=torch.float64) - (h - 1) / 2
+    xs = torch.arange(w, dtype=torch.float64) - (w - 1) / 2
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    # Each output pixel takes the input pixel the inverse rotation brings it from.
+    sx = torch.round(math.cos(a) * xx - math.sin(a) * yy + (w - 1) / 2).long()
+    sy = torch.round(math.sin(a) * xx + math.cos(a) * yy + (h - 1) / 2).long()
+    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+    out = img[..., sy.clamp(0, h - 1), sx.clamp(0, w - 1)]
+    return torch.where(inside, out, torch.zeros_like(out))
 PY
 
 # Check that the picking commands start.
@@ -76,6 +93,10 @@ import topaz.extract  # noqa: F401  (imports the whole picking path, including t
 from topaz.model.factory import load_model
 
 load_model("resnet16_u64")
+from torchvision.transforms.functional import rotate  # the stand-in's, used by `topaz train`
+
+square = torch.arange(25.0).reshape(1, 5, 5)
+assert torch.equal(rotate(square, 90), torch.rot90(square, 1, dims=(-2, -1))), "stand-in rotate is wrong"
 from topaz.denoise import load_model as load_denoiser
 
 load_denoiser("unet")  # the pretrained model of `topaz denoise` (needs pkg_resources, see above)
