@@ -17,7 +17,8 @@ from hydrapick.picking.calibrate import (
     ScaleCalibration,
     calibrate_scale,
     criterion,
-    diameter_ladder,
+    grid_diameter,
+    grid_ladder,
 )
 
 
@@ -28,9 +29,12 @@ def blobs(tmp_path_factory):
 
 
 def test_ladder_is_log_spaced_and_the_criterion_averages_the_best_scores():
-    ladder = diameter_ladder(50.0, 200.0)
-    assert ladder[0] == 50.0 and ladder[-1] == pytest.approx(200.0) and len(ladder) == 9
-    np.testing.assert_allclose(np.diff(np.log(ladder)), np.log(2) / 4)
+    ladder = [grid_diameter(n) for n in grid_ladder(50.0, 200.0)]
+    assert ladder[0] == 50.0 and ladder[-1] == pytest.approx(200.0) and len(ladder) == 5
+    np.testing.assert_allclose(np.diff(np.log(ladder)), np.log(2) / 2)
+    # One grid whatever the typed diameter: the rungs around 150 Å and around 160 Å are the same rungs.
+    assert grid_ladder(75.0, 300.0) == grid_ladder(80.0, 320.0) == [0, 4, 8, 12]
+    assert grid_diameter(8) == 200.0 and grid_diameter(-8) == 50.0
     scores = np.r_[np.full(12, 0.1), [0.9, 0.8]]
     assert criterion(scores) == pytest.approx((0.9 + 0.8 + 4 * 0.1) / 6)  # the 6 best
     assert criterion(np.array([0.9, 0.8])) == pytest.approx(1.7 / 6)  # missing candidates count as zeros
@@ -46,6 +50,14 @@ def test_a_diameter_typed_far_off_is_corrected_towards_the_particles(blobs, type
     assert 0.8 * DIAMETER_A <= chosen.diameter_A <= 1.75 * DIAMETER_A, chosen
     assert len(chosen.micrographs) == 3 and list(chosen.ladder_A) == sorted(chosen.ladder_A)
     assert max(chosen.criterion) == chosen.criterion[chosen.ladder_A.index(chosen.diameter_A)]
+
+
+def test_diameters_typed_a_little_apart_are_calibrated_to_the_same_rung(blobs):
+    # The rungs lie on one grid in Å, so users who type 0.9x and 1.1x the size compare the same rungs.
+    a = calibrate_scale(list(blobs), model=trained_checkpoint(), diameter_A=0.9 * DIAMETER_A)
+    b = calibrate_scale(list(blobs), model=trained_checkpoint(), diameter_A=1.1 * DIAMETER_A)
+    assert a.diameter_A == b.diameter_A and a.typed_diameter_A != b.typed_diameter_A
+    assert set(a.ladder_A) & set(b.ladder_A) and len(a.ladder_A) <= 9
 
 
 def test_calibration_is_deterministic_and_picks_better_than_the_typed_diameter(blobs, tmp_path):

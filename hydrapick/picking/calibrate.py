@@ -6,15 +6,21 @@ and the network has its own idea of what a particle of a given size looks like. 
 picker measures the scale itself:
 
 1. A few micrographs spread over the run (`CALIBRATION_MICROGRAPHS`) are read once each.
-2. A ladder of diameters around the typed one (`CALIBRATION_RANGE`, log-spaced by `CALIBRATION_STEP`;
-   50-600 Å when no diameter is given) is tried on a window of each, `CALIBRATION_WINDOW` diameters wide
-   and centred on the micrograph (binned first where the model's scale is far below the micrograph's).
+2. A ladder of diameters around the typed one (`CALIBRATION_RANGE`; 50-600 Å when no diameter is given)
+   is tried on a window of each, `CALIBRATION_WINDOW` diameters wide and centred on the micrograph (binned
+   first where the model's scale is far below the micrograph's). Every rung lies on one fixed grid,
+   `GRID_ANCHOR_A` x 2^(n/8) Å, whatever was typed, so two users who type different diameters around the
+   same particle compare the same rungs and get the same answer (a ladder that moved with the typed
+   diameter chose differently on a set whose criterion is flat: docs/picking.md).
    The window grows with the diameter tried, so every rung is one network pass over the same number of
    model pixels: the rungs cost the same, and each sees the same number of
    places where a particle could be (with more places, the best scores rise by chance alone).
 3. Each rung is scored by a label-free criterion (`criterion`): the mean of the `CRITERION_TOP` best
    candidate scores in the window (about the best tenth of its places), averaged over the micrographs.
-4. The best rung is refined by a finer step around it, and the run is picked at the best diameter.
+4. The first pass tries every `COARSE_STEP` (2^(1/2)); `REFINEMENTS` passes then try the grid's rungs
+   half a step either side of the best so far (2^(1/4), then 2^(1/8)): 9 rungs around a typed diameter
+   where a ladder at 2^(1/4) with one refinement took 11, for the same choice on the measured curves.
+   The run is picked at the best diameter.
 
 Everything is deterministic: the same micrographs and options give the same diameter, so SLURM shards
 that calibrate on the whole input list agree. A dataset where no rung finds a confident particle
@@ -44,14 +50,17 @@ from .reading import Loaded, as_input
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CALIBRATION_FILE", "ScaleCalibration", "calibrate_scale", "criterion", "diameter_ladder"]
+__all__ = ["CALIBRATION_FILE", "ScaleCalibration", "calibrate_scale", "criterion", "grid_ladder"]
 
 CALIBRATION_FILE = "scale_calibration.json"
 CALIBRATION_MICROGRAPHS = 3  # micrographs spread over the run
 CALIBRATION_WINDOW = 8.0  # window side, in diameters tried (about 64 particle places)
 CRITERION_TOP = 6  # candidates the criterion averages per window (about the best tenth of its places)
 CALIBRATION_RANGE = 2.0  # the ladder spans typed / 2 .. typed x 2
-CALIBRATION_STEP = 2 ** 0.25  # coarse rungs; refined once with the half step
+GRID_ANCHOR_A = 100.0  # every rung is GRID_ANCHOR_A x 2^(n/8) Å, whatever was typed
+REFINEMENTS = 2  # passes after the first, each at half the previous step
+GRID_UNIT = 2 ** (1 / 8)  # the finest step: the last refinement's
+COARSE_STEP = GRID_UNIT ** (2 ** REFINEMENTS)  # 2^(1/2): the first pass
 NO_DIAMETER_RANGE_A = (50.0, 600.0)
 # Below this criterion at every rung nothing was found (empty ice, a wrong pixel size): keep the typed
 # diameter. The bundled model's best candidates score 0.5-0.95 on particles, under 0.1 on plain noise.
@@ -124,11 +133,23 @@ class ScaleCalibration:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def diameter_ladder(low_A: float, high_A: float, step: float = CALIBRATION_STEP) -> list[float]:
-    """Log-spaced diameters from ``low_A`` to ``high_A`` (both included when the ratio is a power of
-    ``step``), ascending."""
-    n = int(math.floor(math.log(high_A / low_A) / math.log(step) + 1e-9))
-    return [low_A * step ** k for k in range(n + 1)]
+def grid_diameter(n: int) -> float:
+    """Rung ``n`` of the calibration grid: `GRID_ANCHOR_A` x 2^(n/8) Å (always computed from ``n``, so a
+    rung reached by two passes is one diameter)."""
+    return GRID_ANCHOR_A * 2.0 ** (n / 8)
+
+
+def _grid_index(diameter_A: float) -> float:
+    return 8.0 * math.log2(diameter_A / GRID_ANCHOR_A)
+
+
+def grid_ladder(low_A: float, high_A: float, step: float = COARSE_STEP) -> list[int]:
+    """Grid indices (`grid_diameter`) of the rungs every ``step`` (a power of 2^(1/8)) from ``low_A`` to
+    ``high_A``, both included when on the grid; ascending."""
+    stride = round(math.log(step) / math.log(GRID_UNIT))
+    lo = math.ceil(_grid_index(low_A) / stride - 1e-9)
+    hi = math.floor(_grid_index(high_A) / stride + 1e-9)
+    return [k * stride for k in range(lo, hi + 1)]
 
 
 def criterion(scores: np.ndarray) -> float:
@@ -278,36 +299,42 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
     else:
         low, high = diameter_A / CALIBRATION_RANGE, diameter_A * CALIBRATION_RANGE
     # Rungs the model cannot resolve (far too small or large in pixels) are left out of the ladder.
-    ladder = [d for d in diameter_ladder(low, high) if _resolvable(d, loaded, cfg)]
+    ladder = [n for n in grid_ladder(low, high) if _resolvable(grid_diameter(n), loaded, cfg)]
     if not ladder:
         raise ValueError(f"no diameter between {low:g} and {high:g} Å can be picked at "
                          f"{loaded[0][2]:g} Å/px: check the pixel size")
     rungs = _Rungs(net, metadata, head, dev, loaded, mixed_precision)
-    planned = len(ladder) + 2
+    planned = len(ladder) + 2 * REFINEMENTS
     done = 0
+
+    scores: dict[int, float] = {}  # grid index -> criterion
+
+    def tried(n: int) -> None:
+        nonlocal done
+        if n not in scores and _resolvable(grid_diameter(n), loaded, cfg):
+            scores[n] = rungs(grid_diameter(n))
+        done += 1
+        if progress is not None:
+            progress(done, planned)
+
     with torch_threads(None if dev.type == "cuda" else cpu_threads(num_threads)):
-        for d in ladder:
-            rungs(d)
-            done += 1
-            if progress is not None:
-                progress(done, planned)
-        best = max(ladder, key=lambda d: rungs.cache[round(d, 6)])
-        half = math.sqrt(CALIBRATION_STEP)
-        for d in (best / half, best * half):
-            if _resolvable(d, loaded, cfg):
-                rungs(d)
-            done += 1
-            if progress is not None:
-                progress(done, planned)
+        for n in ladder:
+            tried(n)
+        stride = 2 ** REFINEMENTS
+        for _ in range(REFINEMENTS):
+            stride //= 2
+            best = max(scores, key=scores.__getitem__)
+            for n in (best - stride, best + stride):
+                tried(n)
     # The picking passes left the weights channels-last (the CPU's faster layout); what runs next on this
     # network (adaptation trains a head on it) must see it as a run without calibration would, or a
     # continued run, which reuses the calibration, would adapt to slightly different weights.
     net.to(memory_format=torch.contiguous_format)
-    tried = sorted(rungs.cache.items())
-    ladder_A = tuple(d for d, _ in tried)
-    values = tuple(v for _, v in tried)
+    measured = sorted(rungs.cache.items())
+    ladder_A = tuple(d for d, _ in measured)
+    values = tuple(v for _, v in measured)
     names = tuple(it.name for it, _, _ in loaded)
-    best_d, best_v = max(tried, key=lambda kv: kv[1])
+    best_d, best_v = max(measured, key=lambda kv: kv[1])
     if best_v < CRITERION_FLOOR:
         note = f"no rung from {ladder_A[0]:.0f} to {ladder_A[-1]:.0f} Å found a sure particle"
         if diameter_A is None:
