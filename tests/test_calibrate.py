@@ -19,6 +19,7 @@ from hydrapick.picking.calibrate import (
     criterion,
     grid_diameter,
     grid_ladder,
+    peak_diameter,
 )
 
 
@@ -41,6 +42,16 @@ def test_ladder_is_log_spaced_and_the_criterion_averages_the_best_scores():
     assert criterion(np.array([])) == 0.0
 
 
+def test_the_peak_is_fitted_through_the_rungs_around_the_best_one():
+    # A flat, noisy top: the single best rung (index 6) is not where the rungs around it peak.
+    noisy = {0: 0.38, 2: 0.43, 3: 0.42, 4: 0.44, 5: 0.43, 6: 0.45, 7: 0.41, 8: 0.40, 12: 0.35}
+    assert 100.0 * 2 ** (4 / 8) < peak_diameter(noisy) < grid_diameter(6)
+    # A clean parabola peaks where it peaks, between rungs; too few rungs near the best: the best rung.
+    clean = {n: 1.0 - 0.01 * (n - 4.5) ** 2 for n in (2, 3, 4, 5, 6, 8)}
+    assert peak_diameter(clean) == pytest.approx(100.0 * 2 ** (4.5 / 8))
+    assert peak_diameter({0: 0.5, 8: 0.4}) == grid_diameter(0)
+
+
 @pytest.mark.parametrize("typed", [0.5, 2.5])
 def test_a_diameter_typed_far_off_is_corrected_towards_the_particles(blobs, typed):
     chosen = calibrate_scale(list(blobs), model=trained_checkpoint(), diameter_A=typed * DIAMETER_A)
@@ -49,7 +60,9 @@ def test_a_diameter_typed_far_off_is_corrected_towards_the_particles(blobs, type
     # there (the tiny model is sure of blobs from 0.8x to 1.7x their size; typed at the edge it is not).
     assert 0.8 * DIAMETER_A <= chosen.diameter_A <= 1.75 * DIAMETER_A, chosen
     assert len(chosen.micrographs) == 3 and list(chosen.ladder_A) == sorted(chosen.ladder_A)
-    assert max(chosen.criterion) == chosen.criterion[chosen.ladder_A.index(chosen.diameter_A)]
+    # The choice is the criterion's peak: within half a coarse step (2^(1/4)) of the best rung tried.
+    best_rung = chosen.ladder_A[int(np.argmax(chosen.criterion))]
+    assert abs(np.log2(chosen.diameter_A / best_rung)) <= 0.25 + 1e-9
 
 
 def test_diameters_typed_a_little_apart_are_calibrated_to_the_same_rung(blobs):

@@ -17,6 +17,7 @@ picker measures the scale itself:
    places where a particle could be (with more places, the best scores rise by chance alone).
 3. Each rung is scored by a label-free criterion (`criterion`): the mean of the `CRITERION_TOP` best
    candidate scores in the window (about the best tenth of its places), averaged over the micrographs.
+   The diameter chosen is where a parabola through the rungs around the best one peaks (`peak_diameter`).
 4. The first pass tries every `COARSE_STEP` (2^(1/2)); `REFINEMENTS` passes then try the grid's rungs
    half a step either side of the best so far (2^(1/4), then 2^(1/8)): 9 rungs around a typed diameter
    where a ladder at 2^(1/4) with one refinement took 11, for the same choice on the measured curves.
@@ -50,7 +51,8 @@ from .reading import Loaded, as_input
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CALIBRATION_FILE", "ScaleCalibration", "calibrate_scale", "criterion", "grid_ladder"]
+__all__ = ["CALIBRATION_FILE", "ScaleCalibration", "calibrate_scale", "criterion", "grid_ladder",
+           "peak_diameter"]
 
 CALIBRATION_FILE = "scale_calibration.json"
 CALIBRATION_MICROGRAPHS = 3  # micrographs spread over the run
@@ -334,7 +336,8 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
     ladder_A = tuple(d for d, _ in measured)
     values = tuple(v for _, v in measured)
     names = tuple(it.name for it, _, _ in loaded)
-    best_d, best_v = max(measured, key=lambda kv: kv[1])
+    best_v = max(values)
+    best_d = peak_diameter(scores)
     if best_v < CRITERION_FLOOR:
         note = f"no rung from {ladder_A[0]:.0f} to {ladder_A[-1]:.0f} Å found a sure particle"
         if diameter_A is None:
@@ -346,6 +349,27 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
                               names, ladder_A, values)
     log.info("%s", result.summary())
     return result
+
+
+def peak_diameter(scores: dict[int, float]) -> float:
+    """Where the criterion peaks, from the rungs tried (grid index -> criterion).
+
+    The vertex of a least-squares parabola in log diameter through the rungs within one coarse step
+    (`COARSE_STEP`) of the best one, kept within half a coarse step of it; the best rung itself when fewer
+    than three rungs are that near or the parabola does not open downwards. Each rung's criterion is a
+    mean of a few dozen scores and is noisy where the curve is flat (EMPIAR-10059: neighbouring rungs
+    0.42-0.45, in no smooth order); the fit uses the five to seven rungs around the best instead of
+    trusting the single highest, and its answer falls between rungs.
+    """
+    best = max(scores, key=scores.__getitem__)
+    span = 2 ** REFINEMENTS
+    near = sorted(n for n in scores if abs(n - best) <= span)
+    if len(near) >= 3:
+        a, b, _ = np.polyfit(np.asarray(near, dtype=float), [scores[n] for n in near], 2)
+        if a < 0:
+            vertex = min(max(-b / (2 * a), best - span / 2), best + span / 2)
+            return GRID_ANCHOR_A * 2.0 ** (vertex / 8)
+    return grid_diameter(best)
 
 
 def _resolvable(diameter_A: float, loaded, config) -> bool:
