@@ -28,7 +28,7 @@ full; 10% above zero-shot.
 EMPIAR-10028 is never trained on (the set the generic model's adoption rule decides on), so it is not
 among the sets.
 
-    python benchmarks/fewshot.py                                   # everything (2-3 h on 2 CPU cores)
+    python benchmarks/fewshot.py                                   # everything (about 3 h on 2 CPU cores)
     python benchmarks/fewshot.py --sets empiar-10146 --simulated none --arms zero-shot,full,frac30 \\
         --seeds 0 --steps 20 --micrographs 2                       # a smoke run
 """
