@@ -1,6 +1,7 @@
 """The benchmark harness (benchmarks/harness.py) and its entry points: datasets from meta.json, the
 pickers' commands, the one scorer with its edge rule, the results format, and the renderings."""
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from hydrapick.picks import Picks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import compare  # noqa: E402
+import fewshot  # noqa: E402
 import harness as h  # noqa: E402
 import renderings  # noqa: E402
 import tolerance  # noqa: E402
@@ -139,3 +141,54 @@ def test_binned_rendering_halves_the_truth_and_doubles_the_pixel_size(tmp_path):
     with pytest.raises(RuntimeError, match="topaz_setup.sh"):
         renderings.render(ds, next(r for r in renderings.RENDERINGS if r.name == "topaz-denoise"),
                           tmp_path / "tz", tmp_path / "no-topaz")
+
+
+def test_fewshot_subsets_keep_a_share_of_each_micrographs_labels_by_seed():
+    labels = Picks(["a"] * 10 + ["b"] * 20, np.arange(30.0), np.zeros(30))
+    keys = lambda picks: list(picks.micrograph)  # noqa: E731
+    first = fewshot.subset(labels, 0.3, 0)
+    assert keys(first).count("a") == 3 and keys(first).count("b") == 6
+    assert np.array_equal(first.x, fewshot.subset(labels, 0.3, 0).x)
+    assert not np.array_equal(first.x, fewshot.subset(labels, 0.3, 1).x)
+    assert set(first.x) <= set(labels.x) and len(set(first.x)) == 9
+    assert fewshot.subset(labels, 1.0, 5) is labels
+    assert sorted(keys(fewshot.subset(labels, 0.01, 0))) == ["a", "b"]  # at least one each
+
+
+def test_fewshot_finetunes_on_the_train_labels_calibrated_on_valid_and_topaz_labels_fit_its_image(
+        tmp_path, monkeypatch):
+    root = make_set(tmp_path / "data", n=3).parent
+    train, test = (h.real_sets(["toy"], split=s, root=root)[0] for s in ("train", "test"))
+    valid = h.Dataset("toy", test.micrographs[:1], test.truth_dir, test.diameter_A, test.pixel_size_A)
+    split = fewshot.Split("toy", train, valid, test)
+    assert len(split.labels) == 3 and set(split.labels.micrograph) == {"m0"}  # no edge rule on labels
+    seen = []
+    monkeypatch.setattr(h, "timed", lambda steps, result, cwd=None: seen.append(steps[0][0]) or True)
+    args = argparse.Namespace(steps=7, threads=None, finetune_flags=["--lr", "1"])
+    _, model = fewshot.run_finetune(split, fewshot.subset(split.labels, 0.3, 0), tmp_path, "f", True, args)
+    command = seen[-1]
+    assert command[command.index("--valid-micrographs") + 1] == str(test.micrographs[0])
+    assert command[-5:] == ["--steps", "7", "--sparse", "--lr", "1"] and model == tmp_path / "f.pt"
+    assert len(read_coordinates(tmp_path / "f_labels" / "m0.star")) == 1
+    assert len(read_coordinates(tmp_path / "valid_labels" / "m1.star")) == 3
+    # Topaz indexes a mask of the downsampled image (n // s a side) by the labels: none may fall outside.
+    edge = Picks("m0", [299.0, 100.0], [199.0, 51.0])
+    small = fewshot.topaz_labels(edge, train, 2)
+    np.testing.assert_allclose(small.x, [149.0, 50.0])
+    np.testing.assert_allclose(small.y, [99.0, 25.5])
+
+
+def test_fewshot_chooses_topaz_epoch_by_test_auprc_and_checks_the_criteria(tmp_path):
+    log = tmp_path / "training.txt"
+    log.write_text("epoch\titer\tsplit\tloss\tprecision\tauprc\n1\t1\ttrain\t0.3\t0.4\t-\n"
+                   "1\t2\ttest\t0.1\t0.2\t0.5\n2\t3\ttrain\t0.2\t0.5\t-\n2\t4\ttest\t0.1\t0.2\t0.7\n"
+                   "3\t5\ttest\t0.1\t0.2\t0.6\n")
+    assert fewshot.best_epoch(log) == (2, 0.7)
+    rows = [{"set": "s", "arm": arm, "ap": ap} for arm, ap in
+            [("zero-shot", 0.70), ("full", 0.80), ("topaz", 0.85), ("frac30", 0.78), ("frac30", 0.76),
+             ("frac30 sparse", 0.70), ("frac10", 0.69), ("frac10 sparse", None)]]
+    (row,) = fewshot.criteria(rows)
+    assert row["full_gain"] == "yes" and row["full_over_topaz"] == "NO"
+    assert row["frac30"] == pytest.approx(0.77) and row["frac30_seeds"] == 2 and row["frac30_ok"] == "yes"
+    assert row["frac30_sparse_ok"] == "NO" and row["frac10_ok"] == "NO"
+    assert row["frac10_sparse"] is None and row["frac10_sparse_ok"] is None
