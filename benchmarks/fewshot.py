@@ -6,7 +6,8 @@ micrographs, the threshold calibrated on the ``valid`` micrograph(s) with ``--va
 the ``test`` micrographs), and one simulated held-out target (``--simulated``: 10 micrographs made with
 ``hydrapick simulate``, split 4 train / 1 valid / 5 test). Arms (``--arms``):
 
-- ``zero-shot``: ``hydrapick pick`` with the bundled model at the labelled diameter.
+- ``zero-shot``: ``hydrapick pick`` with the bundled model at the labelled diameter (every pick takes
+  ``--pick-flags``; its scale calibration is on unless they turn it off).
 - ``full``: ``hydrapick finetune`` on every label of the train micrographs, then ``pick --model --head``.
 - ``frac30``, ``frac10``: a random 30% / 10% of each train micrograph's labels
   (``numpy.random.default_rng(seed)``, ``--seeds``), fine-tuned as if complete (``plain``) and with
@@ -146,7 +147,7 @@ def hydrapick_arm(split: Split, arm: str, seed: int | None, variant: str, args: 
         picked = h.Result(name, split.name, len(split.test.micrographs), error=tuned.error)
     else:
         picked = h.run_hydrapick(split.test, work, name=name, diameter_factor=None, model=str(model),
-                                 head=name, threads=args.threads)
+                                 head=name, extra=args.pick_flags, threads=args.threads)
         h.score(picked, split.test)
     return trained_row(picked, arm, seed, variant, labels, tuned)
 
@@ -231,7 +232,8 @@ def best_epoch(log: Path) -> tuple[int, float]:
 def run_set(split: Split, args: argparse.Namespace) -> list[dict]:
     rows = []
     if "zero-shot" in args.arms:
-        picked = h.run_hydrapick(split.test, args.out / split.name, name="zero-shot", threads=args.threads)
+        picked = h.run_hydrapick(split.test, args.out / split.name, name="zero-shot", extra=args.pick_flags,
+                                 threads=args.threads)
         h.score(picked, split.test)
         rows.append(arm_row(picked, "zero-shot", None))
     if "full" in args.arms:
@@ -315,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="finetune --steps (default: FinetuneConfig's; smoke runs)")
     parser.add_argument("--finetune-flags", default="",
                         help='further `hydrapick finetune` options: --finetune-flags="--lr 3e-3"')
+    parser.add_argument("--pick-flags", default="",
+                        help='further options of every `hydrapick pick`: --pick-flags="--no-calibrate"')
     parser.add_argument("--threads", type=int,
                         help="--threads of hydrapick, -j of Topaz (default: every core)")
     parser.add_argument("--topaz-epochs", type=int, default=TOPAZ_EPOCHS,
@@ -332,11 +336,12 @@ def main(argv: list[str] | None = None) -> int:
     args.arms = names(args.arms, ARMS, "--arms")
     args.variants = names(args.variants, VARIANTS, "--variants")
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    args.finetune_flags, args.topaz_flags = shlex.split(args.finetune_flags), shlex.split(args.topaz_flags)
-    standard = (list(DEFAULT_ARMS), list(VARIANTS), [0, 1, 2], SIMULATED, None, [], TOPAZ_EPOCHS,
+    args.finetune_flags, args.pick_flags, args.topaz_flags = (
+        shlex.split(f) for f in (args.finetune_flags, args.pick_flags, args.topaz_flags))
+    standard = (list(DEFAULT_ARMS), list(VARIANTS), [0, 1, 2], SIMULATED, None, [], [], TOPAZ_EPOCHS,
                 TOPAZ_EPOCH_SIZE, [])
     args.subset = (args.arms, args.variants, args.seeds, args.simulated, args.steps, args.finetune_flags,
-                   args.topaz_epochs, args.topaz_epoch_size, args.topaz_flags) != standard
+                   args.pick_flags, args.topaz_epochs, args.topaz_epoch_size, args.topaz_flags) != standard
 
     found = [ds.name for ds in h.real_sets()]
     chosen = ([n for n in found if n not in NEVER_TRAINED_ON] if args.sets is None
