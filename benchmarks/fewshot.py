@@ -75,14 +75,17 @@ class Split:
 
     @property
     def labels(self) -> Picks:
-        """Every label of the train micrographs, as given (no edge rule: users label what they see)."""
-        picks = load_coordinates(self.train.truth_dir).picks
-        return picks[np.isin(h.micrograph_keys_of(picks), self.train.keys)]
+        return labels_of(self.train)
 
     @property
     def valid_labels(self) -> Picks:
-        picks = load_coordinates(self.valid.truth_dir).picks
-        return picks[np.isin(h.micrograph_keys_of(picks), self.valid.keys)]
+        return labels_of(self.valid)
+
+
+def labels_of(ds: h.Dataset) -> Picks:
+    """Every label of the dataset's micrographs, as given (no edge rule: users label what they see)."""
+    picks = load_coordinates(ds.truth_dir).picks
+    return picks[np.isin(h.micrograph_keys_of(picks), ds.keys)]
 
 
 def real_split(name: str, test_micrographs: int | None) -> Split:
