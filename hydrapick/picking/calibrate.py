@@ -17,7 +17,8 @@ picker measures the scale itself:
    places where a particle could be (with more places, the best scores rise by chance alone).
 3. Each rung is scored by a label-free criterion (`criterion`): the mean of the `CRITERION_TOP` best
    candidate scores in the window (about the best tenth of its places), averaged over the micrographs.
-   The diameter chosen is where a parabola through the rungs around the best one peaks (`peak_diameter`).
+   A parabola is fitted through the rungs around the best one, and the diameter chosen is the smaller
+   one at which it is `CRITERION_TOLERANCE` below its peak (`peak_diameter`).
 4. The first pass tries every `COARSE_STEP` (2^(1/2)); `REFINEMENTS` passes then try the grid's rungs
    half a step either side of the best so far (2^(1/4), then 2^(1/8)): 9 rungs around a typed diameter
    where a ladder at 2^(1/4) with one refinement took 11, for the same choice on the measured curves.
@@ -67,6 +68,9 @@ NO_DIAMETER_RANGE_A = (50.0, 600.0)
 # Below this criterion at every rung nothing was found (empty ice, a wrong pixel size): keep the typed
 # diameter. The bundled model's best candidates score 0.5-0.95 on particles, under 0.1 on plain noise.
 CRITERION_FLOOR = 0.2
+# The choice is the smaller diameter at which the criterion fitted around its peak is this fraction below
+# the peak (`peak_diameter`): about the spread between neighbouring rungs where the curve is flat.
+CRITERION_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
@@ -352,24 +356,32 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
 
 
 def peak_diameter(scores: dict[int, float]) -> float:
-    """Where the criterion peaks, from the rungs tried (grid index -> criterion).
+    """The diameter to pick at, from the rungs tried (grid index -> criterion).
 
-    The vertex of a least-squares parabola in log diameter through the rungs within one coarse step
-    (`COARSE_STEP`) of the best one, kept within half a coarse step of it; the best rung itself when fewer
-    than three rungs are that near or the parabola does not open downwards. Each rung's criterion is a
-    mean of a few dozen scores and is noisy where the curve is flat (EMPIAR-10059: neighbouring rungs
-    0.42-0.45, in no smooth order); the fit uses the five to seven rungs around the best instead of
-    trusting the single highest, and its answer falls between rungs.
+    A least-squares parabola in log diameter goes through the rungs within one coarse step
+    (`COARSE_STEP`) of the best one: each rung's criterion is a mean of a few dozen scores and is noisy
+    where the curve is flat (EMPIAR-10059: neighbouring rungs 0.42-0.45, in no smooth order), so the fit
+    reads the five to seven rungs around the best instead of trusting the single highest. Its peak (kept
+    within half a coarse step of the best rung and inside the rungs fitted) is where the network is surest;
+    the choice is the smaller diameter at which the fitted criterion is `CRITERION_TOLERANCE` below that
+    peak. Of sizes the network is about equally sure of, the smaller one picks better: the network's
+    confidence keeps rising a little past the size where AP is best (on a small simulated particle its
+    peak lies at 1.3x, where AP is 0.11 below the best), while a size too large merges and suppresses
+    neighbours (the minimum distance follows the size). The best rung itself (or the smallest rung within
+    the tolerance of it) when fewer than three rungs are near or the parabola does not open downwards.
     """
     best = max(scores, key=scores.__getitem__)
     span = 2 ** REFINEMENTS
     near = sorted(n for n in scores if abs(n - best) <= span)
     if len(near) >= 3:
-        a, b, _ = np.polyfit(np.asarray(near, dtype=float), [scores[n] for n in near], 2)
+        a, b, c = np.polyfit(np.asarray(near, dtype=float), [scores[n] for n in near], 2)
         if a < 0:
-            vertex = min(max(-b / (2 * a), best - span / 2), best + span / 2)
-            return GRID_ANCHOR_A * 2.0 ** (vertex / 8)
-    return grid_diameter(best)
+            peak = min(max(-b / (2 * a), best - span / 2, near[0]), best + span / 2, near[-1])
+            height = (a * peak + b) * peak + c
+            x = max(peak - math.sqrt(max(CRITERION_TOLERANCE * height, 0.0) / -a), near[0])
+            return GRID_ANCHOR_A * 2.0 ** (x / 8)
+    floor = (1.0 - CRITERION_TOLERANCE) * scores[best]
+    return grid_diameter(min(n for n in scores if scores[n] >= floor))
 
 
 def _resolvable(diameter_A: float, loaded, config) -> bool:
