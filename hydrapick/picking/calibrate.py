@@ -62,6 +62,7 @@ CRITERION_TOP = 6  # candidates the criterion averages per window (about the bes
 CALIBRATION_RANGE = 2.0  # the ladder spans typed / 2 .. typed x 2
 GRID_ANCHOR_A = 100.0  # every rung is GRID_ANCHOR_A x 2^(n/8) Å, whatever was typed
 REFINEMENTS = 2  # passes after the first, each at half the previous step
+EDGE_EXTENSIONS = 2  # coarse rungs added beyond an end of the ladder where the best one lies
 GRID_UNIT = 2 ** (1 / 8)  # the finest step: the last refinement's
 COARSE_STEP = GRID_UNIT ** (2 ** REFINEMENTS)  # 2^(1/2): the first pass
 NO_DIAMETER_RANGE_A = (50.0, 600.0)
@@ -327,6 +328,19 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
         for n in ladder:
             tried(n)
         stride = 2 ** REFINEMENTS
+        # A best rung at an end of the ladder gets its outer neighbour too (up to EDGE_EXTENSIONS times), so
+        # the fit around the best always has a coarse step on each side, and diameters typed far apart
+        # around one particle read the same rungs.
+        for _ in range(EDGE_EXTENSIONS):
+            best = max(scores, key=scores.__getitem__)
+            lowest, highest = min(scores), max(scores)
+            if best not in (lowest, highest):
+                break
+            outer = best - stride if best == lowest else best + stride
+            if not _resolvable(grid_diameter(outer), loaded, cfg):
+                break
+            planned += 1
+            tried(outer)
         for _ in range(REFINEMENTS):
             stride //= 2
             best = max(scores, key=scores.__getitem__)
