@@ -484,14 +484,19 @@ def test_box_folder_output_with_scores_and_candidates(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     truth = write_blob_micrographs(Path("Movies"), 2, particles=4)
     report = pick(["Movies/*.mrc"], "boxes", format="box", model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    # At the particles' own diameter (calibration off) every blob is found, once.
+    typed = pick(["Movies/*.mrc"], "typed", format="box", model=trained_checkpoint(), diameter_A=DIAMETER_A,
+                 calibrate=False)
     for path, pts in truth.items():
         stem = Path(path).stem
         picks = read_coordinates(f"boxes/{stem}.box")
         # The box is the diameter picked at (measured by the calibration), in whole, even pixels.
         assert np.all(np.abs(picks.diameter_px - report.calibration.diameter_A / 2.0) <= 1.0)
-        assert match_fraction(picks, pts, 5.0) == (1.0, 1.0)
         assert len(read_coordinates(f"boxes/candidates/{stem}.box")) >= len(picks)
-    assert report.outputs == [Path("boxes")]
+        at_typed = read_coordinates(f"typed/{stem}.box")
+        assert np.all(np.abs(at_typed.diameter_px - DIAMETER_A / 2.0) <= 1.0)
+        assert match_fraction(at_typed, pts, 5.0) == (1.0, 1.0)
+    assert report.outputs == [Path("boxes")] and typed.outputs == [Path("typed")]
 
 
 def test_pick_is_exported_lazily():

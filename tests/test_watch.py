@@ -7,6 +7,8 @@ stopped by RELION's abort file half-way; a second one (the restart) picks the re
 
 from __future__ import annotations
 
+import json
+
 import os
 import threading
 import time
@@ -230,8 +232,12 @@ def test_watch_adapt_waits_for_its_micrographs_when_they_arrive_slower_than_the_
     assert info is not None and len(info["micrographs"]) == 4 and len(info["held_out"]) == 1
     assert info["kept"], info["reason"]
     assert report.done == 4 and not errors and picked == {n: 1 for n in names}
-    # Every micrograph was picked with the adapted head: as a plain run with the saved model picks them.
-    plain = pick(["source/*.mrc"], None, model="job/adapted.pt", head="adapted")
+    # Every micrograph was picked with the adapted head: as a plain run with the saved model picks them at
+    # the diameter the session measured, which the head records (a new calibration with the adapted head
+    # may settle elsewhere).
+    measured = json.loads(Path("job/scale_calibration.json").read_text())["diameter_A"]
+    plain = pick(["source/*.mrc"], None, model="job/adapted.pt", head="adapted", calibrate=False)
+    assert plain.calibration.diameter_A == pytest.approx(measured)
     watched = read_coordinates("job", "relion")
     assert len(watched) == len(plain.picks) > 0
     np.testing.assert_allclose(np.sort(watched.score), np.sort(plain.picks.score), atol=1e-5)
