@@ -134,7 +134,8 @@ def test_pick_adapt_learns_a_head_saves_it_and_picks_with_it(tmp_path):
     # Learnt at the diameter the run picked at (the scale calibration's), and recorded with the head.
     assert meta["diameters_A"]["adapted"] == pytest.approx(report.calibration.diameter_A)
     # A later run picks with the saved head, without adapting again, and finds the same picks.
-    again = pick(sorted(truth), None, model=str(saved), head="adapted")
+    # Picked again at the diameter the head records (the one the run measured), without measuring anew.
+    again = pick(sorted(truth), None, model=str(saved), head="adapted", calibrate=False)
     assert again.adaptation is None
     assert len(again.picks) == len(report.picks)
     assert np.allclose(np.sort(again.picks.x), np.sort(report.picks.x))
@@ -149,9 +150,12 @@ def test_pick_adapt_falls_back_to_the_generic_head_when_the_check_fails(tmp_path
     for i in range(3):
         paths.append(tmp_path / f"ice_{i}.mrc")
         write_micrograph(paths[-1], rng.normal(size=(240, 320)).astype(np.float32), 2.0)
-    plain = pick([str(p) for p in paths], None, model=trained_checkpoint(), diameter_A=DIAMETER_A)
+    # At the typed diameter (calibration off: on noise the tiny test model's criterion clears its floor at
+    # some smaller size, where it then sees blobs; calibration on empty ice is test_calibrate's).
+    plain = pick([str(p) for p in paths], None, model=trained_checkpoint(), diameter_A=DIAMETER_A,
+                 calibrate=False)
     report = pick([str(p) for p in paths], None, model=trained_checkpoint(), diameter_A=DIAMETER_A,
-                  adapt=FAST, adapt_output=tmp_path / "never.pt")
+                  adapt=FAST, adapt_output=tmp_path / "never.pt", calibrate=False)
     assert report.adaptation is not None and not report.adaptation["kept"]
     assert "no particles to learn from" in report.adaptation["reason"]
     assert report.threshold == pytest.approx(plain.threshold)
