@@ -38,18 +38,17 @@ def measure(name: str, size: int, count: int, args: argparse.Namespace) -> list[
     arms: dict[str, list[h.Result]] = {"calibrated": [], "--no-calibrate": [], "--no-calibrate at chosen": []}
     chosen = None
     for _ in range(args.repeats):
-        for arm in arms:
-            for old in out.glob(f"{name}_{len(arms[arm])}*"):
+        for i, arm in enumerate(arms):
+            stem = f"{name}_arm{i}_{len(arms[arm])}"  # one output per arm and repeat
+            for old in out.glob(f"{stem}*"):
                 old.unlink()
             extra = [*threads] if arm == "calibrated" else ["--no-calibrate", *threads]
             factor = chosen / DIAMETER_A if arm.endswith("chosen") else 1.0
-            result = h.run_hydrapick(ds, out, name=f"{name}_{len(arms[arm])}", diameter_factor=factor,
-                                     extra=extra)
+            result = h.run_hydrapick(ds, out, name=stem, diameter_factor=factor, extra=extra)
             if result.error:
                 raise SystemExit(f"{name} {arm}: {result.error}")
             if arm == "calibrated":
-                saved = out / f"{name}_{len(arms[arm])}_scale_calibration.json"
-                chosen = json.loads(saved.read_text())["diameter_A"]
+                chosen = json.loads((out / f"{stem}_scale_calibration.json").read_text())["diameter_A"]
             arms[arm].append(result)
     base = arms["calibrated"]
     rows = []

@@ -66,6 +66,8 @@ def test_a_diameter_typed_far_off_is_corrected_towards_the_particles(blobs, type
     # Half or two and a half times the size: the ladder reaches the particles' size, and the choice moves
     # there (the tiny model is sure of blobs from 0.8x to 1.7x their size; typed at the edge it is not).
     assert 0.8 * DIAMETER_A <= chosen.diameter_A <= 1.75 * DIAMETER_A, chosen
+    # Never outside the range searched, half to twice the typed diameter (tries beyond it only shape the fit).
+    assert typed * DIAMETER_A / 2 <= chosen.diameter_A <= typed * DIAMETER_A * 2
     assert len(chosen.micrographs) == 3 and list(chosen.ladder_A) == sorted(chosen.ladder_A)
     # The choice reads the rungs within a coarse step (2^(1/2)) of the best one tried.
     best_rung = chosen.ladder_A[int(np.argmax(chosen.criterion))]

@@ -355,7 +355,10 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
     values = tuple(v for _, v in measured)
     names = tuple(it.name for it, _, _ in loaded)
     best_v = max(values)
-    best_d = peak_diameter(scores)
+    # Rungs beyond the ladder (an end's outer neighbours) only shape the fit: the choice stays within the
+    # range searched, half to twice the typed diameter (a small micrograph's windows cannot hold 8 large
+    # diameters, which favours small rungs, and 0.3x the typed size is no answer a user expects).
+    best_d = min(max(peak_diameter(scores), low), high)
     if best_v < CRITERION_FLOOR:
         note = f"no rung from {ladder_A[0]:.0f} to {ladder_A[-1]:.0f} Å found a sure particle"
         if diameter_A is None:
