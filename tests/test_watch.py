@@ -8,7 +8,6 @@ stopped by RELION's abort file half-way; a second one (the restart) picks the re
 from __future__ import annotations
 
 import json
-
 import os
 import threading
 import time
