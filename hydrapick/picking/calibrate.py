@@ -17,12 +17,11 @@ picker measures the scale itself:
    places where a particle could be (with more places, the best scores rise by chance alone).
 3. Each rung is scored by a label-free criterion (`criterion`): the mean of the `CRITERION_TOP` best
    candidate scores in the window (about the best tenth of its places), averaged over the micrographs.
-   A parabola is fitted through the rungs around the best one, and the diameter chosen is the smaller
-   one at which it is `CRITERION_TOLERANCE` below its peak (`peak_diameter`).
 4. The first pass tries every `COARSE_STEP` (2^(1/2)); `REFINEMENTS` passes then try the grid's rungs
    half a step either side of the best so far (2^(1/4), then 2^(1/8)): 9 rungs around a typed diameter
    where a ladder at 2^(1/4) with one refinement took 11, for the same choice on the measured curves.
-   The run is picked at the best diameter.
+5. A parabola is fitted through the rungs around the best one, and the run is picked at the smaller
+   diameter where it is `CRITERION_TOLERANCE` below its peak (`peak_diameter`).
 
 Everything is deterministic: the same micrographs and options give the same diameter, so SLURM shards
 that calibrate on the whole input list agree. A dataset where no rung finds a confident particle
@@ -213,12 +212,8 @@ class _Rungs:
         self.config = net.config  # type: ignore[attr-defined]
         preprocess = metadata.get("preprocess") or {}
         self.clip = float(preprocess.get("clip_percentile", PreprocessConfig().clip_percentile))
-        self.cache: dict[float, float] = {}
 
     def __call__(self, diameter_A: float) -> float:
-        key = round(diameter_A, 6)
-        if key in self.cache:
-            return self.cache[key]
         decoder = Decoder(self.config, diameter_A, 0.5, MIN_DISTANCE_FRACTION * diameter_A, 0.0, SCORE_FLOOR)
         picker = BatchPicker(self.net, self.head, self.device, decoder, mixed_precision=self.mixed_precision,
                              tta=False, max_tile_px=None)
@@ -232,8 +227,7 @@ class _Rungs:
         # Windows of equal shape (micrographs of one size) go through the network as one batch.
         values = [criterion(r.picks.score) if r.ok else 0.0 for batch in by_shape.values()
                   for r in picker(batch)]
-        self.cache[key] = float(np.mean(values))
-        return self.cache[key]
+        return float(np.mean(values))
 
 
 def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], *, model=None,
@@ -350,9 +344,8 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
     # network (adaptation trains a head on it) must see it as a run without calibration would, or a
     # continued run, which reuses the calibration, would adapt to slightly different weights.
     net.to(memory_format=torch.contiguous_format)
-    measured = sorted(rungs.cache.items())
-    ladder_A = tuple(d for d, _ in measured)
-    values = tuple(v for _, v in measured)
+    ladder_A = tuple(round(grid_diameter(n), 6) for n in sorted(scores))
+    values = tuple(scores[n] for n in sorted(scores))
     names = tuple(it.name for it, _, _ in loaded)
     best_v = max(values)
     # Rungs beyond the ladder (an end's outer neighbours) only shape the fit: the choice stays within the
