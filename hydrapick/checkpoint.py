@@ -8,7 +8,9 @@ The file is ``torch.save`` of a plain dict::
 Only tensors and plain Python values are stored, so it loads with ``torch.load(weights_only=True)`` and
 never unpickles code. The metadata records everything needed to rebuild the model (``model_config``,
 ``heads``) plus what a user or a later run needs to trust it: versions, thresholds, diameters, training
-summary, seed, command, creation time.
+summary, seed, command, creation time. A head fine-tuned with its own copy of late body blocks
+(``heads.NAME.body_tail.*`` weights) is rebuilt with them from those keys alone, so older files load
+as before.
 
 `load_model` loads one for picking: a checkpoint file, or the bundled generic model (package data under
 ``hydrapick/weights``, read through `importlib.resources`).
@@ -27,7 +29,7 @@ import torch
 
 from .config import ModelConfig, from_dict, to_dict
 from .io.atomic import save_torch
-from .model import GENERIC_HEAD, HydraPicker
+from .model import GENERIC_HEAD, HydraPicker, body_tails_in
 from .version import __version__
 
 FORMAT = "hydrapick-checkpoint"
@@ -174,7 +176,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> tuple
     meta = payload["metadata"]
     try:
         config = from_dict(ModelConfig, meta["model_config"], where=f"{path}: model_config")
-        model = HydraPicker(config, [h for h in meta.get("heads", []) if h != GENERIC_HEAD])
+        # A head's own body blocks (fine-tuned with train_body_blocks) are told by its weights' names.
+        model = HydraPicker(config, [h for h in meta.get("heads", []) if h != GENERIC_HEAD],
+                            body_tails=body_tails_in(payload["state_dict"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model ({exc})") from exc
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}

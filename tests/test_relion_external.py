@@ -274,11 +274,13 @@ def test_finetune_job_passes_sparse_labels_through(project):
                               "in_coords": "ManualPick/job004/manualpick.star"},
                              [("diameter", str(DIAMETER_A)), ("model", trained_checkpoint()),
                               ("name", "clicks"), ("steps", "5"), ("device", "cpu"), ("sparse", "yes"),
-                              ("expected_particles", "7")])
+                              ("expected_particles", "7"), ("train_body_blocks", "1")])
     assert finetune_job.main(shlex.split(command)[1:]) == 0, Path("External/job012/run.err").read_text()
-    _, meta = load_checkpoint("External/job012/model.pt")
+    model, meta = load_checkpoint("External/job012/model.pt")
     info = meta["training"]["finetune"]["clicks"]
     assert info["config"]["sparse"] is True and info["config"]["expected_particles"] == 7.0
+    # The other fine-tuning options pass through too: the head trained its own copy of a body block.
+    assert info["config"]["train_body_blocks"] == 1 and len(model.heads["clicks"].body_tail) == 1
     sparse = info["calibration"]["sparse"]
     assert sparse["sparse"] is True and sparse["expected_particles"] == 7.0 and sparse["source"] == "given"
     assert sparse["unlabelled_share"] > 0

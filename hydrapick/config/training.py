@@ -215,14 +215,24 @@ class FinetuneConfig:
     # cross-validation (the base model's generic threshold is kept).
     cv_folds: int = 2
     amp: bool = True
+    # The new head's own copy of the body's last N residual blocks, trained with it (the shared body, and
+    # so every other head, stays as it was); 0: the head alone. The copy learns at body_lr_scale x lr and
+    # is pulled towards its starting weights by the L2-SP penalty body_l2sp / 2 x ||w - w0||^2 (Li et al.
+    # 2018; docs/method.md). Head-only stays the default: docs/training.md has the measurement.
+    train_body_blocks: int = 0
+    body_lr_scale: float = 0.1
+    body_l2sp: float = 0.01
 
     def __post_init__(self) -> None:
         if self.cv_folds < 0:
             raise ValueError(f"cv_folds must be >= 0, got {self.cv_folds}")
+        if self.train_body_blocks < 0:
+            raise ValueError(f"train_body_blocks must be >= 0, got {self.train_body_blocks}")
         for name in ("steps", "batch_size", "crop_px"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "cls_weight", "focal_gamma", "grad_clip", "count_weight"):
+        for name in ("lr", "weight_decay", "cls_weight", "focal_gamma", "grad_clip", "count_weight",
+                     "body_lr_scale", "body_l2sp"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.expected_particles is not None and not self.expected_particles > 0:

@@ -2,9 +2,9 @@
 
 from .body import Body, PairedConv, ResidualBlock
 from .head import NUM_OUTPUTS, Head, head_strides, prior_bias
-from .hydra import GENERIC_HEAD, HydraPicker, check_head_name
+from .hydra import GENERIC_HEAD, HydraPicker, body_tails_in, check_head_name
 
 __all__ = [
     "GENERIC_HEAD", "NUM_OUTPUTS", "Body", "Head", "HydraPicker", "PairedConv", "ResidualBlock",
-    "check_head_name", "head_strides", "prior_bias",
+    "body_tails_in", "check_head_name", "head_strides", "prior_bias",
 ]

@@ -102,13 +102,20 @@ class Body(nn.Module):
         for block in self.blocks:
             nn.init.zeros_(block.norm2.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Features after the stem and the first ``depth`` blocks (None: all of them)."""
         x = self.stem(x)
         mix = self.training and self.mix_style > 0 and float(torch.rand(())) < self.mix_style
         if mix:
             x = mix_styles(x)
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.blocks[:depth]):
             x = block(x)
             if mix and i == 0:
                 x = mix_styles(x)
+        return x
+
+    def resume(self, x: torch.Tensor, depth: int, stop: int) -> torch.Tensor:
+        """Features after ``depth`` blocks (`forward` (x, depth)) taken on through block ``stop``."""
+        for block in self.blocks[depth:stop]:
+            x = block(x)
         return x

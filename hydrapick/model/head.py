@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .body import conv3x3
+from .body import ResidualBlock, conv3x3
 from .dropout import SampleDropout
 
 NUM_OUTPUTS = 3  # dx, dy (offset from the anchor, in units of anchor_stride) and the particle logit
@@ -40,10 +40,18 @@ def prior_bias(prior_probability: float) -> float:
 
 
 class Head(nn.Module):
-    """One detection head. Input (N, body_channels, h, w); output (N, Ha*Wa, 3) raw [dx, dy, logit]."""
+    """One detection head. Input (N, body_channels, h, w); output (N, Ha*Wa, 3) raw [dx, dy, logit].
 
-    def __init__(self, config: ModelConfig) -> None:
+    ``body_tail``: the head's own copies of the body's last ``body_tail_blocks`` residual blocks (empty
+    for every head but those fine-tuned with ``train_body_blocks``). A head with a tail takes the shared
+    body's features from before those blocks (`hydrapick.model.HydraPicker.head_depth`) and runs its
+    tail first, so training it never changes what the other heads see.
+    """
+
+    def __init__(self, config: ModelConfig, body_tail_blocks: int = 0) -> None:
         super().__init__()
+        self.body_tail = nn.Sequential(*[ResidualBlock(config.body_channels, config.group_norm_groups)
+                                         for _ in range(body_tail_blocks)])
         layers: list[nn.Module] = []
         c_in = config.body_channels
         for c_out, stride in zip(config.head_channels, head_strides(config), strict=True):
@@ -73,11 +81,14 @@ class Head(nn.Module):
             self.output.bias[2] = prior_bias(self.prior_probability)
 
     def trunk(self, features: torch.Tensor, blocks: int) -> torch.Tensor:
-        """The output of the first ``blocks`` blocks: what `forward` with ``start_block=blocks`` takes."""
-        return self.blocks[:blocks * LAYERS_PER_BLOCK](features)
+        """The output of the tail and the first ``blocks`` blocks: what `forward` with
+        ``start_block=blocks`` takes."""
+        return self.blocks[:blocks * LAYERS_PER_BLOCK](self.body_tail(features))
 
     def forward(self, features: torch.Tensor, start_block: int = 0) -> torch.Tensor:
         """Raw outputs of body ``features`` (or, with ``start_block`` k, of `trunk` (features, k))."""
+        if start_block == 0:
+            features = self.body_tail(features)
         out = self.output(self.blocks[start_block * LAYERS_PER_BLOCK:](features))
         n = out.shape[0]
         # (N, 3, Ha, Wa) -> (N, Ha, Wa, 3) -> (N, Ha*Wa, 3): anchors in row-major order.

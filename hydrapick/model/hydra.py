@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ GENERIC_HEAD = "generic"
 
 # ModuleDict keys become state-dict key components, so dots (the key separator) are not allowed.
 _HEAD_NAME = re.compile(r"^[A-Za-z0-9_\-+]+$")
+_TAIL_KEY = re.compile(r"^heads\.([^.]+)\.body_tail\.(\d+)\.")
 
 
 def check_head_name(name: str) -> str:
@@ -52,7 +53,8 @@ class HydraPicker(nn.Module):
         Dataset heads in order (generic excluded).
     """
 
-    def __init__(self, config: ModelConfig, heads: Sequence[str] = ()) -> None:
+    def __init__(self, config: ModelConfig, heads: Sequence[str] = (),
+                 body_tails: Mapping[str, int] | None = None) -> None:
         super().__init__()
         if isinstance(heads, str):
             raise TypeError("heads must be a sequence of head names, not a single string")
@@ -60,23 +62,51 @@ class HydraPicker(nn.Module):
         self.body = Body(config)
         self.heads = nn.ModuleDict({GENERIC_HEAD: Head(config)})
         self.head_names: list[str] = []
+        tails = dict(body_tails or {})
         for name in heads:
-            self.add_head(name, init_from=None)
+            self.add_head(name, init_from=None, body_tail_blocks=tails.pop(name, 0))
+        if tails:
+            raise ValueError(f"body tails given for heads the model lacks: {', '.join(sorted(tails))}")
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Body features. ``x`` (N, in_channels, H, W) float -> (N, body_channels, h, w)."""
+    def features(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Shared body features after ``depth`` residual blocks (None: all).
+
+        ``x`` (N, in_channels, H, W) float -> (N, body_channels, h, w).
+        """
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected input of shape (N, {self.config.in_channels}, H, W), "
                              f"got {tuple(x.shape)}")
-        return self.body(x)
+        return self.body(x, depth)
+
+    def head_depth(self, head: str = GENERIC_HEAD) -> int:
+        """How many of the shared body's residual blocks head ``head`` reads after: all of them, less
+        the blocks its own `Head.body_tail` replaces."""
+        return self.config.body_blocks - len(self._head(head).body_tail)
 
     def head_forward(self, features: torch.Tensor, head: str = GENERIC_HEAD, start_block: int = 0,
-                     ) -> torch.Tensor:
+                     depth: int | None = None) -> torch.Tensor:
         """Run one head on body features -> (N, Ha*Wa, 3) raw [dx, dy, logit], anchors row-major.
 
-        With ``start_block`` k the features are those after the head's first k blocks (`Head.trunk`).
+        ``depth``: the shared body blocks ``features`` have passed (`features` (x, depth); None: all).
+        Shared blocks the head reads after are run on them first. With ``start_block`` k the features
+        are instead those after the head's tail and first k blocks (`Head.trunk`), and ``depth`` is
+        not used.
+
+        Raises
+        ------
+        ValueError
+            ``features`` have passed body blocks that the head replaces with its own tail.
         """
-        return self._head(head)(features, start_block)
+        module = self._head(head)
+        if start_block == 0:
+            depth = self.config.body_blocks if depth is None else depth
+            need = self.head_depth(head)
+            if depth > need:
+                raise ValueError(f"head {head!r} runs its own copy of the body's last "
+                                 f"{len(module.body_tail)} block(s): give it the features after {need} "
+                                 f"shared block(s) (model.features(x, depth={need})), not after {depth}")
+            features = self.body.resume(features, depth, need)
+        return module(features, start_block)
 
     def forward(self, x: torch.Tensor, head: str = GENERIC_HEAD) -> torch.Tensor:
         """Raw outputs (N, Ha*Wa, 3) = [dx, dy, logit] per anchor for input ``x`` (N, 1, H, W).
@@ -85,7 +115,8 @@ class HydraPicker(nn.Module):
         `hydrapick.anchors.detect`. Anchors are row-major over the (Ha, Wa) grid of
         `hydrapick.anchors.grid_shape`.
         """
-        return self.head_forward(self.features(x), head)
+        depth = self.head_depth(head)
+        return self.head_forward(self.features(x, depth), head, depth=depth)
 
     def _head(self, name: str) -> Head:
         if name not in self.heads:
@@ -93,22 +124,32 @@ class HydraPicker(nn.Module):
             raise KeyError(f"no head named {name!r}; heads: {known}")
         return self.heads[name]  # type: ignore[return-value]
 
-    def add_head(self, name: str, init_from: str | None = GENERIC_HEAD) -> Head:
+    def add_head(self, name: str, init_from: str | None = GENERIC_HEAD, body_tail_blocks: int = 0) -> Head:
         """Add a dataset head ``name``, copying the weights of head ``init_from`` (None: fresh init).
 
-        The new head is on the same device and dtype as the model. Raises ValueError if it exists.
+        ``body_tail_blocks`` N > 0 gives the head its own copy of the last N body blocks that
+        ``init_from`` runs (the shared body's, or the source head's own tail), as `Head.body_tail`. The
+        new head is on the same device and dtype as the model. Raises ValueError if it exists or N is
+        not 0 to ``config.body_blocks``.
         """
         check_head_name(name)
         if name == GENERIC_HEAD or name in self.heads:
             raise ValueError(f"head {name!r} already exists")
+        if not 0 <= body_tail_blocks <= self.config.body_blocks:
+            raise ValueError(f"body_tail_blocks must be 0-{self.config.body_blocks} (the body's residual "
+                             f"blocks), got {body_tail_blocks}")
         if init_from is None:
             head = Head(self.config)
             ref = next(self.heads[GENERIC_HEAD].parameters())
             head.to(device=ref.device, dtype=ref.dtype)
         else:
             head = copy.deepcopy(self._head(init_from))
-            for p in head.parameters():
-                p.requires_grad_(True)
+        # The blocks ``init_from`` runs, shared ones first; the new tail copies the last N of them.
+        source = self._head(init_from if init_from is not None else GENERIC_HEAD).body_tail
+        chain = [*self.body.blocks[:self.config.body_blocks - len(source)], *source]
+        head.body_tail = copy.deepcopy(nn.Sequential(*chain[len(chain) - body_tail_blocks:]))
+        for p in head.parameters():
+            p.requires_grad_(True)
         self.heads[name] = head
         self.head_names.append(name)
         return head
@@ -132,3 +173,14 @@ class HydraPicker(nn.Module):
 
     def extra_repr(self) -> str:
         return f"heads={[GENERIC_HEAD, *self.head_names]}"
+
+
+def body_tails_in(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """The length of each head's `Head.body_tail` in a `HydraPicker` state dict (heads without one
+    left out), for rebuilding the model before loading it."""
+    tails: dict[str, int] = {}
+    for key in state_dict:
+        match = _TAIL_KEY.match(key)
+        if match:
+            tails[match[1]] = max(tails.get(match[1], 0), int(match[2]) + 1)
+    return tails

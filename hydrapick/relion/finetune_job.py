@@ -30,6 +30,7 @@ PARAMETERS = {
               "background (yes/no; default no)",
     "expected_particles": "particles per micrograph, picked or not (implies sparse=yes; default: "
                           "estimated with the generic model)",
+    "train_body_blocks": "also train the new head's own copy of the body's last N blocks (default 0)",
     "device": "auto, cpu, cuda or cuda:N (default auto)",
 }
 
@@ -51,8 +52,9 @@ def finetune_work(args: JobArgs) -> list[tuple[str, str]]:
     base = args.take("model", str)
     pixel_size_A = args.take("apix", float)
     device = args.take("device", str, "auto")
-    overrides = {k: v for k, v in (("steps", args.take("steps", int)), ("lr", args.take("lr", float)),
-                                   ("seed", args.take("seed", int))) if v is not None}
+    given = (("steps", args.take("steps", int)), ("lr", args.take("lr", float)),
+             ("seed", args.take("seed", int)), ("train_body_blocks", args.take("train_body_blocks", int)))
+    overrides = {k: v for k, v in given if v is not None}
     if args.take("flips", flag, False):
         overrides["flips"] = True
     # Manual picking jobs usually hold some particles of each micrograph, not all: say so with sparse=yes.

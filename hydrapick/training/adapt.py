@@ -116,7 +116,7 @@ def candidates(model: HydraPicker, head: str, maps: Sequence[FeatureMap], floor:
     model.eval()
     out = []
     for m in maps:
-        outputs = model.head_forward(m.features[None].to(device).float(), head, m.start_block)[0]
+        outputs = model.head_forward(m.features[None].to(device).float(), head, m.start_block, m.depth)[0]
         anchors = anchor_centres(m.shape[0], m.shape[1], mc, device=device)
         picks = detect_picks(outputs, anchors, mc, m.name, score_floor=floor)
         out.append(picks.inside(m.shape[0], m.shape[1], mc.particle_diameter_px / 2))

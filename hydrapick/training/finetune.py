@@ -5,7 +5,9 @@ the body is frozen, its features are computed once per micrograph (the whole mic
 scale, as picking sees it) and the head is trained on random crops of the cached feature maps. Crops
 start on whole anchor cells, so the head's stride-2 grid and the anchors line up exactly as they do when
 the head later runs on a full micrograph. A step then costs only the head, which makes fine-tuning a
-matter of minutes on a CPU.
+matter of minutes on a CPU. With ``train_body_blocks`` N the head also gets its own copy of the body's
+last N blocks, trained with it (`hydrapick.training.heads.train_head`); the features are then cached
+before those blocks, and the shared body still never changes.
 
 The new head's score threshold is calibrated with the thesis rule (lowest threshold whose precision is
 >= 0.8) on held-out labelled micrographs when they are given; otherwise by k-fold cross-validation over
@@ -98,10 +100,16 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         raise FinetuneError("no training micrographs")
     if not sum(len(s.centres) for s in train):
         raise FinetuneError("the training micrographs hold no particles")
+    if not 0 <= config.train_body_blocks <= model.config.body_blocks:
+        raise FinetuneError(f"train_body_blocks must be 0-{model.config.body_blocks} (the base model's body "
+                            f"blocks), got {config.train_body_blocks}")
     model.to(dev)
     box = model.config.particle_diameter_px
     dtype = getattr(torch, config.feature_dtype)
-    maps = compute_features(model, train, device=dev, flips=config.flips, dtype=dtype, progress=progress)
+    # With body blocks to train, features are cached before them: a step runs those blocks and the head.
+    depth = model.config.body_blocks - config.train_body_blocks
+    maps = compute_features(model, train, device=dev, flips=config.flips, dtype=dtype, depth=depth,
+                            progress=progress)
     report: dict[str, Any] = {"n_train": len(train), "n_valid": len(valid),
                               "particles_train": int(sum(len(s.centres) for s in train)),
                               "steps": config.steps}
@@ -109,7 +117,7 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
     def plain(samples: Sequence[MicrographSample]) -> list[FeatureMap]:
         # The unflipped copy of each micrograph, for scoring whole micrographs.
         return [m for m in maps if m.name.endswith("#0")] if samples is train else compute_features(
-            model, samples, device=dev, flips=False, dtype=dtype)
+            model, samples, device=dev, flips=False, dtype=dtype, depth=depth)
 
     generic_on_train = score_maps(model, GENERIC_HEAD, plain(train), device=dev)
     expected = _sparse_labels(report, config, *generic_on_train, generic_threshold, box)

@@ -46,7 +46,8 @@ class FeatureMap:
     are places that may or may not hold a particle (label-free adaptation): anchors within half a
     particle diameter of one are left out of the classification loss instead of counted as background.
     ``start_block`` k > 0: the features are the generic head's first k blocks' output (`Head.trunk`),
-    valid for the generic head and heads copied from it whose first k blocks stay frozen.
+    valid for the generic head and heads copied from it whose first k blocks stay frozen. ``depth``: the
+    shared body blocks the features have passed (None: all), as `HydraPicker.head_forward` takes it.
     """
 
     name: str
@@ -55,6 +56,7 @@ class FeatureMap:
     shape: tuple[int, int]
     uncertain: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 2)))
     start_block: int = 0
+    depth: int | None = None
 
 
 
@@ -63,17 +65,22 @@ class FeatureMap:
 @torch.no_grad()
 def compute_features(model: HydraPicker, samples: Sequence[MicrographSample], *, device: torch.device,
                      flips: bool = False, dtype: torch.dtype = torch.float16, frozen_blocks: int = 0,
-                     progress: ProgressCallback | None = None) -> list[FeatureMap]:
+                     depth: int | None = None, progress: ProgressCallback | None = None,
+                     ) -> list[FeatureMap]:
     """Body features of whole micrographs, once (and of their 7 other dihedral copies with ``flips``).
 
     With ``frozen_blocks`` k the cached features are those after the generic head's first k blocks, which
     must keep the body's resolution (stride 1), so that training a head copied from the generic one costs
-    only its later blocks. Features are kept on ``device`` when it is a GPU, else in CPU memory, in
-    ``dtype``.
+    only its later blocks. With ``depth`` d they are the shared body's after its first d residual blocks
+    (a head that trains its own copy of the later ones starts there). Features are kept on ``device``
+    when it is a GPU, else in CPU memory, in ``dtype``.
     """
     if not 0 <= frozen_blocks <= full_resolution_blocks(model.config):
         raise ValueError(f"frozen_blocks must be 0-{full_resolution_blocks(model.config)} (head blocks at "
                          f"the body's resolution), got {frozen_blocks}")
+    if depth is not None and frozen_blocks:
+        raise ValueError("features are cached after some body blocks (depth) or after head blocks "
+                         "(frozen_blocks), not both")
     model.eval()
     autocast, _ = autocast_for(device, True)
     store = device if device.type == "cuda" else torch.device("cpu")
@@ -85,12 +92,12 @@ def compute_features(model: HydraPicker, samples: Sequence[MicrographSample], *,
             image, centres = dihedral(sample.image.float(), sample.centres, k, flip)
             with autocast():
                 # (H, W) -> (1, 1, H, W) -> features (1, C, h, w) -> (C, h, w)
-                feats = model.features(image.to(device)[None, None])
+                feats = model.features(image.to(device)[None, None], depth)
                 if frozen_blocks:
                     feats = model.heads[GENERIC_HEAD].trunk(feats, frozen_blocks)
             out.append(FeatureMap(f"{sample.name}#{k}{'f' if flip else ''}", feats[0].to(store, dtype),
                                   centres, (int(image.shape[0]), int(image.shape[1])),
-                                  start_block=frozen_blocks))
+                                  start_block=frozen_blocks, depth=depth))
             if progress is not None:
                 progress(TrainEvent(kind="features", step=i * len(variants) + j + 1, steps=total,
                                     message=sample.name))
@@ -143,6 +150,10 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
     """Add head ``name`` (a copy of the generic head) and train it alone on ``maps``.
 
     On maps cached after the head's first k blocks (``start_block`` k) only the later blocks are trained.
+    With ``config.train_body_blocks`` N the head gets its own copy of the body's last N blocks
+    (`Head.body_tail`), trained too on maps cached before them (``depth`` = body blocks - N), at
+    ``body_lr_scale`` x the learning rate and pulled towards their starting weights by the L2-SP
+    penalty (`l2_sp`, weight ``body_l2sp``).
     ``share``: the labels are sparse, and this fraction of the anchors without a label are particle
     anchors (`unlabelled_share`); the head then learns from the non-negative PU risk
     (`sparse_label_loss`) instead of taking every anchor without a label for background.
@@ -151,20 +162,34 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
     if name in model.heads:
         raise FinetuneError(f"head '{name}' already exists in the model")
     mc = model.config
-    model.add_head(name, init_from=GENERIC_HEAD)
+    start, depth = maps[0].start_block, maps[0].depth
+    if any(m.start_block != start or m.depth != depth for m in maps):
+        raise FinetuneError("feature maps cached after different numbers of body or head blocks")
+    tail_blocks = config.train_body_blocks
+    if tail_blocks and (start or (mc.body_blocks if depth is None else depth) > mc.body_blocks - tail_blocks):
+        raise FinetuneError(f"training the body's last {tail_blocks} block(s) needs features cached "
+                            f"before them (compute_features depth={mc.body_blocks - tail_blocks})")
+    try:
+        model.add_head(name, init_from=GENERIC_HEAD, body_tail_blocks=tail_blocks)
+    except ValueError as exc:
+        raise FinetuneError(str(exc)) from None
     for p in model.parameters():
         p.requires_grad_(False)
     head = model.heads[name]
     head.to(device)
-    start = maps[0].start_block
-    if any(m.start_block != start for m in maps):
-        raise FinetuneError("feature maps cached after different numbers of head blocks")
     params = [*head.blocks[start * LAYERS_PER_BLOCK:].parameters(), *head.output.parameters()]
-    for p in params:
+    tail = list(head.body_tail.parameters())
+    for p in params + tail:
         p.requires_grad_(True)
-    optimizer = adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps,
-                                                           eta_min=config.lr * 0.01)
+    # The tail has its own optimiser and schedule (a fraction of the head's learning rate throughout);
+    # without one, the head's training is exactly what it was before tails existed.
+    optimizers = [adam(params, lr=config.lr, weight_decay=config.weight_decay)]
+    if tail:
+        optimizers.append(adam(tail, lr=config.lr * config.body_lr_scale, weight_decay=config.weight_decay))
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=config.steps,
+                                                             eta_min=o.param_groups[0]["lr"] * 0.01)
+                  for o in optimizers]
+    start_weights = [p.detach().clone() for p in tail]
     autocast, scaler = autocast_for(device, config.amp)
     cells = crop_cells(maps, config.crop_px, mc)
     anchors = anchor_centres(cells * mc.stem_stride, cells * mc.stem_stride, mc, device=device)
@@ -180,7 +205,7 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
         ignore = ignore_mask(anchors, uncertain, 0.5 * mc.particle_diameter_px)
         torch.manual_seed(step_seed((config.seed, step)))
         with autocast():
-            outputs = head(feats, start)
+            outputs = model.head_forward(feats, name, start, depth)
         if share is not None:
             parts = sparse_label_loss(outputs, centres, anchors, mc, config, share)
         elif config.unlabelled_ratio is None:
@@ -188,14 +213,20 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
                                alpha=config.focal_alpha, gamma=config.focal_gamma, ignore=ignore)
         else:
             parts = positive_unlabelled_loss(outputs, centres, anchors, mc, config)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(parts["loss"]).backward()
+        loss = parts["loss"]
+        if tail and config.body_l2sp > 0:
+            loss = loss + l2_sp(tail, start_weights, config.body_l2sp)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
         if config.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        scaler.step(optimizer)
+            for optimizer in optimizers:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params + tail, config.grad_clip)
+        for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
+            scaler.step(optimizer)
+            scheduler.step()
         scaler.update()
-        scheduler.step()
         losses.append(float(parts.get("value", parts["loss"]).detach()))
         if not math.isfinite(losses[-1]):
             raise FinetuneError(f"fine-tuning diverged at step {step + 1} (loss {losses[-1]}); lower the "
@@ -207,6 +238,12 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
         p.requires_grad_(False)
     head.eval()
     return losses
+
+
+def l2_sp(params: Sequence[torch.Tensor], start: Sequence[torch.Tensor], alpha: float) -> torch.Tensor:
+    """The L2-SP penalty (Li et al., ICML 2018): ``alpha / 2 * sum ||w - w0||^2`` over ``params``, each
+    pulled towards its starting value in ``start`` (the pretrained weights) rather than towards 0."""
+    return 0.5 * alpha * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start, strict=True))
 
 
 def positive_unlabelled_loss(outputs: torch.Tensor, centres: Sequence[torch.Tensor], anchors: torch.Tensor,
@@ -278,7 +315,8 @@ def score_maps(model: HydraPicker, head: str, maps: Sequence[FeatureMap], *, dev
     truths, picks = [], []
     for m in maps:
         with autocast():
-            outputs = model.head_forward(m.features[None].to(device).float(), head, m.start_block)[0]
+            outputs = model.head_forward(m.features[None].to(device).float(), head, m.start_block,
+                                         m.depth)[0]
         anchors = anchor_centres(m.shape[0], m.shape[1], mc, device=device)
         picks.append(detect_picks(outputs, anchors, mc, m.name))
         c = m.centres.double().numpy()

@@ -92,7 +92,8 @@ class HeadValidation:
 def validate_heads(model: HydraPicker, vset: ValidationSet, heads: Sequence[str], device: torch.device,
                    config: TrainConfig, autocast: Callable[[], contextlib.AbstractContextManager], *,
                    detections: bool = True, batch_size: int = 8) -> dict[str, HeadValidation]:
-    """Loss and detections of each of ``heads`` on the tiles of ``vset`` (body features computed once)."""
+    """Loss and detections of each of ``heads`` on the tiles of ``vset`` (body features computed once,
+    up to the shallowest depth any of them reads: heads with their own body blocks run those)."""
     mc = model.config
     tile = vset.images.shape[-1]
     anchors = anchor_centres(tile, tile, mc, device=device)
@@ -104,11 +105,12 @@ def validate_heads(model: HydraPicker, vset: ValidationSet, heads: Sequence[str]
             hi = min(len(vset.names), lo + batch_size)
             x = vset.images[lo:hi].to(device)
             centres = [c.to(device) for c in vset.centres[lo:hi]]
+            depth = min((model.head_depth(h) for h in heads), default=mc.body_blocks)
             with autocast():
-                feats = model.features(x)
+                feats = model.features(x, depth)
             for head in heads:
                 with autocast():
-                    outputs = model.head_forward(feats, head)
+                    outputs = model.head_forward(feats, head, depth=depth)
                 parts = batch_loss(outputs, centres, anchors, mc, cls_weight=config.cls_weight,
                                    alpha=config.focal_alpha, gamma=config.focal_gamma)
                 n_pos = int(parts["num_pos"])
