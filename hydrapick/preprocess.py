@@ -150,10 +150,30 @@ def normalise(image: torch.Tensor, clip_percentile: float = 0.1) -> torch.Tensor
         return torch.zeros_like(image)
     out = (image - median) / std
     if clip_percentile > 0:
-        lo, hi = torch.quantile(((sample - median) / std), torch.tensor([clip_percentile / 100,
-                                                                          1 - clip_percentile / 100]))
-        out = out.clamp(float(lo), float(hi))
+        lo, hi = tail_quantiles((sample - median) / std, clip_percentile / 100)
+        out = out.clamp(lo, hi)
     return out
+
+
+def tail_quantiles(values: torch.Tensor, q: float) -> tuple[float, float]:
+    """The ``q`` and 1 - ``q`` quantiles of ``values`` (1-D), as `torch.quantile` gives them (linear
+    interpolation between order statistics), for a small ``q``.
+
+    `torch.quantile` sorts all the values: a tenth of a second for the million-pixel sample of a 4k
+    micrograph, on every micrograph picked and on every rung of the scale calibration. Only the few
+    values in each tail matter, and `torch.topk` finds them in a fraction of that time.
+    """
+    n = values.numel()
+    # The ranks and weights in the values' own precision, as torch.quantile computes them: the same bits.
+    ranks = torch.tensor([q, 1.0 - q], dtype=values.dtype) * (n - 1)
+    below, above = ranks.floor().long().tolist(), ranks.ceil().long().tolist()
+    k = min(n, max(above[0] + 1, n - below[1]))
+    low = torch.topk(values, k, largest=False).values  # ascending: low[i] is order statistic i
+    high = torch.topk(values, k, largest=True).values  # descending: high[i] is order statistic n-1-i
+    weights = ranks - ranks.floor()
+    lo = torch.lerp(low[below[0]], low[above[0]], weights[0])
+    hi = torch.lerp(high[n - 1 - below[1]], high[n - 1 - above[1]], weights[1])
+    return float(lo), float(hi)
 
 
 def pad_with_noise(image: torch.Tensor, shape: tuple[int, int], generator: torch.Generator | None = None,
@@ -198,7 +218,7 @@ class Prepared:
 
 def prepare(image: np.ndarray | torch.Tensor, pixel_size_A: float, diameter_A: float,
             model_config: ModelConfig, clip_percentile: float = 0.1,
-            device: torch.device | str | None = None) -> Prepared:
+            device: torch.device | str | None = None, outliers_clipped: bool = False) -> Prepared:
     """Clip outliers (`clip_outliers`), resample ``image`` so the particle is
     ``model_config.particle_diameter_px`` wide, low-pass it by ``model_config.input_lowpass_px`` (when
     set), then normalise.
@@ -213,6 +233,9 @@ def prepare(image: np.ndarray | torch.Tensor, pixel_size_A: float, diameter_A: f
         Particle diameter in Å.
     device : optional
         Where the work is done (the GPU makes resampling of 4k micrographs nearly free).
+    outliers_clipped : bool
+        ``image`` is a part of a micrograph whose outliers `clip_outliers` already clipped (by the whole
+        micrograph's statistics, as picking clips it): not clipped again.
     """
     if image.ndim != 2:
         raise ValueError(f"expected a 2D micrograph, got shape {tuple(image.shape)}")
@@ -223,7 +246,7 @@ def prepare(image: np.ndarray | torch.Tensor, pixel_size_A: float, diameter_A: f
                         else image)
     if device is not None:
         t = t.to(device)
-    clipped, constant = clip_outliers(t)
+    clipped, constant = (t, False) if outliers_clipped else clip_outliers(t)
     small = resample(clipped, shape)
     if model_config.input_lowpass_px > 0:
         small = gaussian_blur(small, model_config.input_lowpass_px)

@@ -60,3 +60,17 @@ def test_random_clusters_with_small_blocks_match_brute_force():
     for block in (64, 512, 10_000):
         kept = nms_by_distance(torch.from_numpy(centres), torch.from_numpy(scores), 4.0, block=block)
         assert kept.tolist() == greedy_reference(centres, scores, 4.0), block
+
+
+@pytest.mark.parametrize("limit", [1, 6, 12, 500])
+def test_a_limit_keeps_exactly_the_first_of_the_full_result(limit):
+    # Scale calibration reads only the best few candidates; stopping early must not change which.
+    rng = np.random.default_rng(limit)
+    centres = np.concatenate([rng.normal(c, 3.0, size=(200, 2)) for c in rng.uniform(0, 300, size=(30, 2))])
+    scores = rng.random(len(centres))
+    full = greedy_reference(centres, scores, 5.0)
+    kept = nms_by_distance(torch.from_numpy(centres), torch.from_numpy(scores), 5.0, limit=limit).tolist()
+    assert kept == full[:limit]
+    assert len(kept) == min(limit, len(full))
+    unsuppressed = nms_by_distance(torch.from_numpy(centres), torch.from_numpy(scores), 0.0, limit=limit)
+    assert unsuppressed.shape == (limit,)

@@ -276,7 +276,7 @@ def max_offset_px(config: ModelConfig) -> float:
 
 
 def nms_by_distance(centres: torch.Tensor, scores: torch.Tensor, min_distance: float,
-                    block: int = 512) -> torch.Tensor:
+                    block: int = 512, limit: int | None = None) -> torch.Tensor:
     """Greedy non-maximum suppression by centre distance.
 
     Candidates are visited by descending score; a candidate is kept unless a kept one lies closer than
@@ -293,6 +293,10 @@ def nms_by_distance(centres: torch.Tensor, scores: torch.Tensor, min_distance: f
     scores : (K,) float tensor
     min_distance : float
         In the units of ``centres``; <= 0 keeps everything.
+    limit : int, optional
+        Only the ``limit`` best kept candidates are wanted: blocks are smaller and the work stops once
+        that many are kept (what is kept among the higher ranks never depends on the lower ones, so
+        they are the same as the first ``limit`` of the full result).
 
     Returns
     -------
@@ -303,7 +307,9 @@ def nms_by_distance(centres: torch.Tensor, scores: torch.Tensor, min_distance: f
         raise ValueError(f"centres {tuple(centres.shape)} do not fit scores {tuple(scores.shape)}")
     order = torch.sort(scores, descending=True, stable=True).indices
     if k == 0 or min_distance <= 0:
-        return order
+        return order[:limit]
+    if limit is not None:
+        block = min(block, max(64, 8 * limit))
     d2 = float(min_distance) ** 2
     xy = centres[order].double()  # rank order from here on
     kept: list[torch.Tensor] = []
@@ -326,7 +332,9 @@ def nms_by_distance(centres: torch.Tensor, scores: torch.Tensor, min_distance: f
         new = idx[_greedy_dense(adj)] + start
         kept.append(new)
         kept_xy = torch.cat([kept_xy, xy[new]])
-    return order[torch.cat(kept)] if kept else order[:0]
+        if limit is not None and kept_xy.shape[0] >= limit:
+            break
+    return order[torch.cat(kept)][:limit] if kept else order[:0]
 
 
 def _greedy_dense(adj: torch.Tensor, max_rounds: int = 16) -> torch.Tensor:
@@ -355,7 +363,7 @@ def _greedy_dense(adj: torch.Tensor, max_rounds: int = 16) -> torch.Tensor:
 
 
 def detect(outputs: torch.Tensor, anchors: torch.Tensor, config: ModelConfig, min_distance_px: float,
-           score_floor: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+           score_floor: float = 0.0, max_kept: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Scored particle centres from the raw outputs of ONE image.
 
     Parameters
@@ -369,6 +377,8 @@ def detect(outputs: torch.Tensor, anchors: torch.Tensor, config: ModelConfig, mi
         NMS distance in input pixels (typically a fraction of ``config.particle_diameter_px``).
     score_floor : float
         Candidates with probability below this are dropped before NMS.
+    max_kept : int, optional
+        Only the best ``max_kept`` centres (`nms_by_distance`'s ``limit``).
 
     Returns
     -------
@@ -387,22 +397,24 @@ def detect(outputs: torch.Tensor, anchors: torch.Tensor, config: ModelConfig, mi
     offsets = outputs[keep, :2].clamp(-limit, limit)
     centres = decode(offsets, anchors[keep].to(offsets), config.anchor_stride)
     scores = scores[keep]
-    kept = nms_by_distance(centres, scores, min_distance_px)
+    kept = nms_by_distance(centres, scores, min_distance_px, limit=max_kept)
     return centres[kept], scores[kept]
 
 
 def detect_picks(outputs: torch.Tensor, anchors: torch.Tensor, config: ModelConfig, name: str, *,
-                 min_distance_px: float | None = None, score_floor: float = 0.0) -> Picks:
+                 min_distance_px: float | None = None, score_floor: float = 0.0,
+                 max_kept: int | None = None) -> Picks:
     """`detect` on the raw outputs of ONE image, as `Picks` in that image's (model) pixels.
 
     This is the one place network outputs become picks: picking, validation during training and
-    fine-tuning's calibration all call it, so they share the NMS distance rule. ``outputs``, ``anchors``,
-    ``config`` and ``score_floor`` are as in `detect`; ``name`` is the micrograph the picks carry;
-    ``min_distance_px`` defaults to ``MIN_DISTANCE_FRACTION`` x ``config.particle_diameter_px``.
+    fine-tuning's calibration all call it, so they share the NMS distance rule. ``outputs``,
+    ``anchors``, ``config``, ``score_floor`` and ``max_kept`` are as in `detect`; ``name`` is the
+    micrograph the picks carry; ``min_distance_px`` defaults to ``MIN_DISTANCE_FRACTION`` x
+    ``config.particle_diameter_px``.
     """
     if min_distance_px is None:
         min_distance_px = MIN_DISTANCE_FRACTION * config.particle_diameter_px
     centres, scores = detect(outputs.float(), anchors, config, min_distance_px=min_distance_px,
-                             score_floor=score_floor)
+                             score_floor=score_floor, max_kept=max_kept)
     centres = centres.cpu().double().numpy()
     return Picks(name, centres[:, 0], centres[:, 1], scores.cpu().double().numpy())

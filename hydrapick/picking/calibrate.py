@@ -45,7 +45,7 @@ from torch import nn
 from ..config import MIN_DISTANCE_FRACTION, PICK_HEAD, SCORE_FLOOR, PreprocessConfig
 from ..device import cpu_threads, resolve_device, torch_threads
 from ..io.inputs import MicrographInput
-from ..preprocess import check_particle_size, prepare, scale_factor
+from ..preprocess import check_particle_size, clip_outliers, prepare, scale_factor
 from .engine import BatchPicker, Decoder, check_head, model_and_metadata
 from .reading import Loaded, as_input
 
@@ -214,7 +214,9 @@ class _Rungs:
         self.clip = float(preprocess.get("clip_percentile", PreprocessConfig().clip_percentile))
 
     def __call__(self, diameter_A: float) -> float:
-        decoder = Decoder(self.config, diameter_A, 0.5, MIN_DISTANCE_FRACTION * diameter_A, 0.0, SCORE_FLOOR)
+        # Twice the criterion's candidates: one decoded just outside the window is dropped after NMS.
+        decoder = Decoder(self.config, diameter_A, 0.5, MIN_DISTANCE_FRACTION * diameter_A, 0.0, SCORE_FLOOR,
+                          max_candidates=2 * CRITERION_TOP)
         picker = BatchPicker(self.net, self.head, self.device, decoder, mixed_precision=self.mixed_precision,
                              tta=False, max_tile_px=None)
         by_shape: dict[tuple[int, int], list[Loaded]] = {}
@@ -222,7 +224,7 @@ class _Rungs:
             window, size_A = _binned(_window(data, CALIBRATION_WINDOW * diameter_A / pixel_size_A),
                                      pixel_size_A, diameter_A, self.config)
             prepared = prepare(window, size_A, diameter_A, self.config, clip_percentile=self.clip,
-                               device=self.device)
+                               device=self.device, outliers_clipped=True)
             by_shape.setdefault(tuple(prepared.image.shape), []).append(Loaded(item, prepared, pixel_size_A))
         # Windows of equal shape (micrographs of one size) go through the network as one batch.
         values = [criterion(r.picks.score) if r.ok else 0.0 for batch in by_shape.values()
@@ -288,7 +290,10 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
         data = np.array(mic.data, dtype=np.float32)
         if not np.isfinite(data).all() or float(data.std()) == 0.0:
             continue
-        loaded.append((item, data, float(mic.pixel_size_A)))
+        # Outliers are clipped once, by the whole micrograph's statistics, as picking clips them; every
+        # rung's window then skips that step (a third of calibration's time went to it).
+        clipped, _ = clip_outliers(torch.from_numpy(data))
+        loaded.append((item, clipped.numpy(), float(mic.pixel_size_A)))
     if not loaded:
         why = f"no readable micrograph to measure the particle size on{'; ' + missing if missing else ''}"
         if diameter_A is None:

@@ -115,8 +115,11 @@ class Decoder:
     """The network's outputs for one prepared micrograph -> its `PickResult`, in the micrograph's pixels."""
 
     def __init__(self, config: ModelConfig, diameter_A: float, threshold: float, min_distance_A: float,
-                 border_A: float, score_floor: float) -> None:
+                 border_A: float, score_floor: float, max_candidates: int | None = None) -> None:
+        # max_candidates: only the best this many candidates per micrograph (scale calibration's
+        # criterion reads a handful; `nms_by_distance` then stops early). None: every one.
         self.config, self.diameter_A, self.threshold = config, diameter_A, threshold
+        self.max_candidates = max_candidates
         self.min_distance_A, self.border_A, self.score_floor = min_distance_A, border_A, score_floor
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
         self._warned: set[str] = set()
@@ -129,7 +132,7 @@ class Decoder:
             self._anchors[(h, w)] = anchor_centres(h, w, self.config, device=outputs.device)
         picks = detect_picks(outputs, self._anchors[(h, w)], self.config, loaded.item.name,
                              min_distance_px=self.min_distance_A / loaded.pixel_size_A * prep.scale_x,
-                             score_floor=self.score_floor)
+                             score_floor=self.score_floor, max_kept=self.max_candidates)
         picks = prep.to_original(picks)
         oh, ow = prep.original_shape
         self._warn_if_empty_by_design(loaded, oh, ow)
