@@ -12,6 +12,7 @@ from hydrapick.checkpoint import load_checkpoint, save_checkpoint
 from hydrapick.config import ModelConfig
 from hydrapick.io import read_coordinates
 from hydrapick.model import HydraPicker
+from hydrapick.picks import Picks
 from hydrapick.simulation.dataset import write_particle_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,3 +78,39 @@ def test_aggregate_places_are_written_and_named_in_the_manifest(tmp_path):
     assert len(read_coordinates(folder / "aggregates" / "sim_00001.star")) == 0
     text = (tmp_path / "out.toml").read_text()
     assert 'ignore_coordinates = "cache/s1/aggregates"' in text and "# the corpus" in text
+
+
+def test_real_background_composites_paste_far_from_labels_at_the_real_contrast():
+    script = load_script("recipes/generic/real_backgrounds.py")
+    assert {"4hhb", "6b7n", "6msm"} <= script.held_out_targets()
+    rng = np.random.default_rng(0)
+    pixel, diameter = 4.0, 64.0  # 16-px particles
+    d = diameter / pixel
+    # A real-looking micrograph: labelled dark discs on the left half, noise everywhere, 8-bit.
+    gx, gy = np.meshgrid(np.arange(24.0, 110.0, 18.0), np.arange(24.0, 232.0, 18.0))
+    labels = Picks(x=gx.ravel(), y=gy.ravel())
+    yy, xx = np.mgrid[:256, :256]
+    clean = np.zeros((256, 256))
+    for x, y in zip(labels.x, labels.y, strict=True):
+        clean -= 3.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * (d / 4) ** 2))
+    image = np.clip(np.round(clean + rng.normal(0, 4.0, clean.shape)), -128, 127).astype(np.int8)
+    structure = script.procedural_structure("globular", 3, mass_kDa=40.0)
+    out, pasted, record = script.composite(image, labels, pixel, diameter, structure,
+                                           np.random.default_rng(1), n_max=12)
+    assert out.dtype == np.int8 and len(pasted) > 3
+    assert record["n_real"] == len(labels) and record["n_pasted"] == len(pasted)
+    # Every pasted centre is a diameter from every label, from each other and from the edge.
+    gap = np.hypot(pasted.x[:, None] - labels.x[None], pasted.y[:, None] - labels.y[None])
+    assert gap.min() >= d
+    own = np.hypot(pasted.x[:, None] - pasted.x[None], pasted.y[:, None] - pasted.y[None])
+    assert own[~np.eye(len(pasted), dtype=bool)].min() >= d
+    assert min(pasted.x.min(), pasted.y.min(), 255 - pasted.x.max(), 255 - pasted.y.max()) >= d - 1
+    # The pasted particles carry the real ones' band-passed power (signal on the same noise).
+    power = record["band_power"]
+    assert power["real_labels"] > 1.2 * power["background"]
+    assert abs(power["pasted_composite"] - power["real_labels"]) < 0.25 * power["real_labels"]
+    # Away from the pasted particles the real micrograph is untouched (up to rounding of the CTF tails).
+    near = np.hypot(xx[..., None] - pasted.x, yy[..., None] - pasted.y).min(-1) < 2 * d
+    assert np.abs(out.astype(int) - image.astype(int))[~near].mean() < 0.2
+    again, _, _ = script.composite(image, labels, pixel, diameter, structure, np.random.default_rng(1), n_max=12)
+    assert np.array_equal(again, out)
