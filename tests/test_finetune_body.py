@@ -184,10 +184,13 @@ def test_finetune_command_takes_train_body_blocks(data, tmp_path):
     args = ["finetune", str(data / "micrographs"), "--coordinates", str(data / "coordinates"), "--name", "r",
             "--diameter", f"{UNSEEN.diameter_A:.1f}", "--model", str(base), "--steps", "3", "--crop", "128",
             "--device", "cpu", "-q"]
-    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "a.pt"), "--train-body-blocks", "2"])
+    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "a.pt"), "--train-body-blocks", "2",
+                                      "--body-lr-scale", "0.5"])
     assert result.exit_code == 0, result.output
-    loaded, _ = load_checkpoint(tmp_path / "a.pt")
+    loaded, meta = load_checkpoint(tmp_path / "a.pt")
     assert len(loaded.heads["r"].body_tail) == 2 and loaded.head_depth("r") == 0
+    config = meta["training"]["finetune"]["r"]["config"]
+    assert config["train_body_blocks"] == 2 and config["body_lr_scale"] == 0.5
     result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "b.pt"), "--train-body-blocks", "3"])
     assert result.exit_code == 1 and "train_body_blocks must be 0-2" in result.output
     result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "c.pt"), "--train-body-blocks", "-1"])

@@ -43,9 +43,11 @@ from .training_display import TrainDisplay, invocation
               help="Particles per micrograph, labelled or not (implies --sparse; default: estimated from "
                    "the generic head's confident picks and the share of the labels they find).")
 @click.option("--train-body-blocks", type=int,
-              help="Also train the new head's own copy of the body's last N residual blocks, at a tenth of "
-                   "the learning rate and pulled towards their starting weights (L2-SP); other heads are "
+              help="Also train the new head's own copy of the body's last N residual blocks, at a lower "
+                   "learning rate and pulled towards their starting weights (L2-SP); other heads are "
                    "unchanged (default 0: the head alone; docs/training.md).")
+@click.option("--body-lr-scale", type=float,
+              help="Learning rate of those body blocks as a multiple of --lr (default 0.1).")
 @click.option("--seed", type=int, help="Seed of every random choice (default 0).")
 @click.option("--calibration", type=click.Choice(["f1", "precision"]),
               help="Threshold rule: the best F1 on the calibration data (default), or the thesis rule "
@@ -58,13 +60,14 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
              coordinate_format: str | None, flip_y: bool, valid_micrographs: tuple[str, ...],
              valid_coordinates: tuple[str, ...], steps: int | None, crop_px: int | None, lr: float | None,
              flips: bool, sparse: bool, expected_particles: float | None, train_body_blocks: int | None,
-             seed: int | None, calibration: str | None, device: str, threads: int | None, quiet: bool,
-             ) -> None:
+             body_lr_scale: float | None, seed: int | None, calibration: str | None, device: str,
+             threads: int | None, quiet: bool) -> None:
     """Adapt the generic model to a new specimen from a few labelled micrographs (a new head).
 
     A new head, initialised from the generic head, is trained on the body features of the labelled
-    micrographs (computed once; body and generic head stay frozen), and its score threshold is
-    calibrated. The output checkpoint picks with `hydrapick pick --model OUTPUT --head NAME`.
+    micrographs (computed once; body and generic head stay frozen; with --train-body-blocks N the head
+    also trains its own copy of the body's last N blocks), and its score threshold is calibrated. The
+    output checkpoint picks with `hydrapick pick --model OUTPUT --head NAME`.
     """
     from rich.console import Console
 
@@ -77,7 +80,8 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
     if not micrographs:
         raise click.UsageError("give the training micrographs (arguments or --micrographs)")
     given = dict(steps=steps, crop_px=crop_px, lr=lr, seed=seed, calibration=calibration,
-                 expected_particles=expected_particles, train_body_blocks=train_body_blocks)
+                 expected_particles=expected_particles, train_body_blocks=train_body_blocks,
+                 body_lr_scale=body_lr_scale)
     overrides = {k: v for k, v in given.items() if v is not None}
     if flips:
         overrides["flips"] = True
