@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,9 @@ PROCEDURAL_KINDS = ("globular", "multidomain", "membrane", "cyclic", "dihedral",
 # box round the particle, and real particles' visible extent is mostly below it.
 SIZE_RANGE = (0.7, 1.0)
 DEFOCUS_UM = (0.8, 2.5)
-BFACTOR_A2 = (50.0, 150.0)
+# The B-factor (Å^2) is chosen per composite from this grid: the one whose fine-to-coarse signal power
+# ratio is nearest the real particles' (their frame alignment, downsampling and rendering blur them).
+BFACTOR_GRID_A2 = (0.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
 VIEWS = 96
 
 
@@ -86,31 +89,39 @@ def structure_pool(diameter_A: float, rng: np.random.Generator, n_procedural: in
     return pool
 
 
-def band_pass(image: np.ndarray, diameter_px: float) -> np.ndarray:
-    """Difference of Gaussians keeping a particle's scales (sigma d/12 to d/3): no ice gradient, no
-    pixel noise."""
-    return ndi.gaussian_filter(image, diameter_px / 12) - ndi.gaussian_filter(image, diameter_px / 3)
+def band_pass(image: np.ndarray, diameter_px: float, fine: float = 12.0, coarse: float = 3.0) -> np.ndarray:
+    """Difference of Gaussians keeping a particle's scales (sigma d/``fine`` to d/``coarse``; by default
+    d/12 to d/3: no ice gradient, no pixel noise)."""
+    return (ndi.gaussian_filter(image, max(diameter_px / fine, 0.5))
+            - ndi.gaussian_filter(image, diameter_px / coarse))
+
+
+# Coarse and fine halves of a particle's scales: their signal power ratio sets the pasted B-factor.
+COARSE_BAND = (6.0, 2.0)
+FINE_BAND = (24.0, 6.0)
 
 
 def window_power(image: np.ndarray, x: np.ndarray, y: np.ndarray, diameter_px: float) -> np.ndarray:
-    """Mean square of ``image`` in a disc of the particle's diameter round each centre."""
+    """Mean square of ``image`` in a disc of the particle's diameter round each centre (edges mirrored)."""
     r = int(diameter_px / 2)
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    kernel = (xx**2 + yy**2 <= r * r).astype(np.float32)
-    local = ndi.convolve(image.astype(np.float32) ** 2, kernel / kernel.sum(), mode="reflect")
+    dy, dx = np.nonzero(np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r)
+    padded = np.pad(image.astype(np.float32), r, mode="reflect")
     h, w = image.shape
-    return local[np.clip(np.round(y).astype(int), 0, h - 1), np.clip(np.round(x).astype(int), 0, w - 1)]
+    cy = np.clip(np.round(np.asarray(y)).astype(int), 0, h - 1)
+    cx = np.clip(np.round(np.asarray(x)).astype(int), 0, w - 1)
+    return (padded[cy[:, None] + dy[None], cx[:, None] + dx[None]] ** 2).mean(axis=1)
 
 
 def free_places(image: np.ndarray, labels: Picks, diameter_px: float, rng: np.random.Generator,
                 n_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dart-thrown centres at least one diameter from every label, from each other and from the edge,
-    on ice as grey as the ice round the labelled particles. Returns x, y and the mask of every allowed
-    place.
+    on ice about as grey as the ice round the labelled particles. Returns x, y and the mask of every
+    allowed place.
 
     The grey of the ice is the image low-passed (sigma d/2) with the labelled particles masked out
-    (normalised convolution), so a particle's own contrast does not shift it; places outside its 2-98
-    percentile at the labels are left out (contamination, carbon edges).
+    (normalised convolution), so a particle's own contrast does not shift it; places beyond its 2-98
+    percentile range at the labels, widened by half that range each side, are left out (contamination,
+    carbon edges; open ice lies a little off the ice between particles, which their fringes brighten).
     """
     h, w = image.shape
     mask = np.ones(image.shape, bool)
@@ -126,6 +137,7 @@ def free_places(image: np.ndarray, labels: Picks, diameter_px: float, rng: np.ra
     grey = ndi.gaussian_filter(image * ice, diameter_px / 2) / np.maximum(
         ndi.gaussian_filter(ice, diameter_px / 2), 1e-3)
     lo, hi = np.percentile(grey[ly, lx], [2, 98])
+    lo, hi = lo - 0.5 * (hi - lo), hi + 0.5 * (hi - lo)
     allowed &= border & (grey >= lo) & (grey <= hi)
     cy, cx = np.nonzero(allowed)
     order = rng.permutation(len(cx))
@@ -141,18 +153,31 @@ def free_places(image: np.ndarray, labels: Picks, diameter_px: float, rng: np.ra
     return np.asarray(xs), np.asarray(ys), allowed
 
 
-def particle_layer(structure, shape: tuple[int, int], x: np.ndarray, y: np.ndarray, pixel_size_A: float,
-                   ctf: CTFParams, rng: np.random.Generator) -> np.ndarray:
-    """Noise-free image contrast of the structure at ``(x, y)``: weak-phase CTF of its projected
-    potential (protein dark at low frequency), arbitrary units (scaled by the caller)."""
+def particle_potential(structure, shape: tuple[int, int], x: np.ndarray, y: np.ndarray, pixel_size_A: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Projected potential (V Å) of the structure at ``(x, y)``, random views and in-plane angles."""
     bank = get_view_bank(structure, pixel_size_A, pixel_size_A, VIEWS)
     potential = np.zeros(shape, np.float32)
     views = rng.integers(0, bank.n_views, len(x))
     render_views(potential, bank.level_for(pixel_size_A), views, x, y, rng.uniform(0, 2 * math.pi, len(x)),
                  pixel_size_A)
+    return potential
+
+
+def ctf_image(potential: np.ndarray, pixel_size_A: float, ctf: CTFParams) -> np.ndarray:
+    """Noise-free image contrast of a projected potential: weak-phase CTF (protein dark at low
+    frequency), arbitrary units (scaled by the caller)."""
     phase = sc.interaction_constant(ctf.voltage_kV) * potential
-    spec = sfft.fft2(phase, workers=1) * ctf_2d(ctf, shape, pixel_size_A)
+    spec = sfft.fft2(phase, workers=1) * ctf_2d(ctf, potential.shape, pixel_size_A)
     return (2.0 * sfft.ifft2(spec, workers=1).real).astype(np.float32)
+
+
+def signal_power(image: np.ndarray, x: np.ndarray, y: np.ndarray, bx: np.ndarray, by: np.ndarray,
+                 diameter_px: float, band: tuple[float, float]) -> float:
+    """Band-passed power at particles (x, y) less that at background places (bx, by): medians."""
+    bp = band_pass(image, diameter_px, *band)
+    background = float(np.median(window_power(bp, bx, by, diameter_px))) if len(bx) else 0.0
+    return float(np.median(window_power(bp, x, y, diameter_px))) - background
 
 
 def radial_power(image: np.ndarray, x: np.ndarray, y: np.ndarray, box: int, n_bins: int = 8) -> np.ndarray:
@@ -178,17 +203,31 @@ def composite(image: np.ndarray, labels: Picks, pixel_size_A: float, diameter_A:
     real = image.astype(np.float32)
     bp = band_pass(real, d)
     x, y, allowed = free_places(real, labels, d, rng, n_max)
+    cy, cx = np.nonzero(allowed)
+    sample = rng.choice(len(cx), size=min(2000, len(cx)), replace=False) if len(cx) else np.zeros(0, int)
+    bx, by = cx[sample], cy[sample]
     defocus = float(rng.uniform(*DEFOCUS_UM)) * 1e4
     astig = float(rng.uniform(0, 500))
     ctf = CTFParams(defocus_u_A=defocus + astig, defocus_v_A=defocus - astig,
-                    astigmatism_angle_deg=float(rng.uniform(0, 180)),
-                    bfactor_A2=float(rng.uniform(*BFACTOR_A2)))
-    layer = particle_layer(structure, real.shape, x, y, pixel_size_A, ctf, rng)
+                    astigmatism_angle_deg=float(rng.uniform(0, 180)))
+    potential = particle_potential(structure, real.shape, x, y, pixel_size_A, rng)
+    # The real particles' fine-to-coarse signal ratio; the B-factor whose pasted ratio is nearest it.
+    real_ratio = (max(signal_power(real, labels.x, labels.y, bx, by, d, FINE_BAND), 1e-12)
+                  / max(signal_power(real, labels.x, labels.y, bx, by, d, COARSE_BAND), 1e-12))
+    best = None
+    none = np.zeros(0)
+    for b in BFACTOR_GRID_A2:
+        trial = ctf_image(potential, pixel_size_A, replace(ctf, bfactor_A2=b))
+        ratio = (signal_power(trial, x, y, none, none, d, FINE_BAND)
+                 / max(signal_power(trial, x, y, none, none, d, COARSE_BAND), 1e-30)) if len(x) else 1.0
+        miss = abs(math.log(max(ratio, 1e-12) / real_ratio))
+        if best is None or miss < best[0]:
+            best = (miss, b, ratio, trial)
+    _, bfactor, pasted_ratio, layer = best
+    ctf = replace(ctf, bfactor_A2=bfactor)
     # Signal power of a real particle = power at labels - power of the background it sits on.
     p_label = float(np.median(window_power(bp, labels.x, labels.y, d)))
-    cy, cx = np.nonzero(allowed)
-    sample = rng.choice(len(cx), size=min(2000, len(cx)), replace=False) if len(cx) else np.zeros(0, int)
-    p_background = float(np.median(window_power(bp, cx[sample], cy[sample], d))) if len(sample) else p_label
+    p_background = float(np.median(window_power(bp, bx, by, d))) if len(bx) else p_label
     p_signal = max(p_label - p_background, 0.05 * p_background)
     p_pasted = float(np.mean(window_power(band_pass(layer, d), x, y, d))) if len(x) else 1.0
     scale = math.sqrt(p_signal / max(p_pasted, 1e-20))
@@ -201,10 +240,11 @@ def composite(image: np.ndarray, labels: Picks, pixel_size_A: float, diameter_A:
     bp_out = band_pass(out.astype(np.float32), d)
     box = 2 * int(d)
     ps_pasted, ps_real = radial_power(out, x, y, box), radial_power(real, labels.x, labels.y, box)
-    ps_background = radial_power(real, cx[sample[:200]], cy[sample[:200]], box)
+    ps_background = radial_power(real, bx[:200], by[:200], box)
     record = {
         "structure": structure.name, "structure_diameter_A": round(float(structure.diameter_A), 1),
-        "defocus_A": round(defocus, 0), "bfactor_A2": round(ctf.bfactor_A2, 1),
+        "defocus_A": round(defocus, 0), "bfactor_A2": ctf.bfactor_A2,
+        "fine_over_coarse_signal": {"real": round(real_ratio, 4), "pasted": round(pasted_ratio, 4)},
         "n_real": len(labels), "n_pasted": len(x), "scale": scale,
         "band_power": {"real_labels": p_label, "background": p_background,
                        "pasted_composite": float(np.median(window_power(bp_out, x, y, d)))
