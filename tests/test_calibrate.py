@@ -22,6 +22,7 @@ from hydrapick.picking.calibrate import (
     grid_diameter,
     grid_ladder,
     peak_diameter,
+    window_top,
 )
 
 
@@ -42,6 +43,10 @@ def test_ladder_is_log_spaced_and_the_criterion_averages_the_best_scores():
     assert criterion(scores) == pytest.approx((0.9 + 0.8 + 4 * 0.1) / 6)  # the 6 best
     assert criterion(np.array([0.9, 0.8])) == pytest.approx(1.7 / 6)  # missing candidates count as zeros
     assert criterion(np.array([])) == 0.0
+    assert criterion(scores, top=2) == pytest.approx(0.85)
+    # A window the micrograph cannot hold reads candidates in proportion to the area it has.
+    assert window_top((800, 800), 800.0) == 6 and window_top((400, 800), 800.0) == 3
+    assert window_top((100, 100), 800.0) == 1
 
 
 def test_the_choice_reads_a_parabola_through_the_rungs_around_the_best_and_leans_to_the_smaller_size():
@@ -69,9 +74,14 @@ def test_a_diameter_typed_far_off_is_corrected_towards_the_particles(blobs, type
     # Never outside the range searched, half to twice the typed diameter (tries beyond it only shape the fit).
     assert typed * DIAMETER_A / 2 <= chosen.diameter_A <= typed * DIAMETER_A * 2
     assert len(chosen.micrographs) == 3 and list(chosen.ladder_A) == sorted(chosen.ladder_A)
-    # The choice reads the rungs within a coarse step (2^(1/2)) of the best one tried.
+    # The choice is the fit through the rungs within a coarse step (2^(1/2)) of the best one tried, kept
+    # within the range searched.
+    rungs = zip(chosen.ladder_A, chosen.criterion, strict=True)
+    fitted = peak_diameter({round(8 * math.log2(d / 100.0)): c for d, c in rungs})
+    low, high = typed * DIAMETER_A / 2, typed * DIAMETER_A * 2
+    assert chosen.diameter_A == pytest.approx(min(max(fitted, low), high))
     best_rung = chosen.ladder_A[int(np.argmax(chosen.criterion))]
-    assert abs(np.log2(chosen.diameter_A / best_rung)) <= 0.5 + 1e-9
+    assert abs(np.log2(fitted / best_rung)) <= 0.5 + 1e-9
 
 
 def test_diameters_typed_a_little_apart_are_calibrated_to_the_same_rung(blobs):

@@ -16,7 +16,8 @@ picker measures the scale itself:
    model pixels: the rungs cost the same, and each sees the same number of
    places where a particle could be (with more places, the best scores rise by chance alone).
 3. Each rung is scored by a label-free criterion (`criterion`): the mean of the `CRITERION_TOP` best
-   candidate scores in the window (about the best tenth of its places), averaged over the micrographs.
+   candidate scores in the window (about the best tenth of its places; fewer, in proportion, where the
+   micrograph is smaller than the window: `window_top`), averaged over the micrographs.
 4. The first pass tries every `COARSE_STEP` (2^(1/2)); `REFINEMENTS` passes then try the grid's rungs
    half a step either side of the best so far (2^(1/4), then 2^(1/8)): 9 rungs around a typed diameter
    where a ladder at 2^(1/4) with one refinement took 11, for the same choice on the measured curves.
@@ -158,17 +159,32 @@ def grid_ladder(low_A: float, high_A: float, step: float = COARSE_STEP) -> list[
     return [k * stride for k in range(lo, hi + 1)]
 
 
-def criterion(scores: np.ndarray) -> float:
-    """Label-free quality of one rung on one window: the mean of its `CRITERION_TOP` best candidate scores
+def criterion(scores: np.ndarray, top: int = CRITERION_TOP) -> float:
+    """Label-free quality of one rung on one window: the mean of its ``top`` best candidate scores
     (fewer candidates count as zeros).
 
     Measured against AP on the three real sets in docs/picking.md ("Scale calibration"): the network is
     surest at the scale where it ranks particles best. Because the window grows with the diameter tried,
     every rung offers the same number of places, so a smaller diameter (a larger image) gets no more
-    chances at a high score than a larger one.
+    chances at a high score than a larger one. A window the micrograph cannot hold (`window_top`) reads
+    fewer candidates, in proportion.
     """
-    top = np.sort(np.asarray(scores, dtype=np.float64))[::-1][:CRITERION_TOP]
-    return float(top.sum() / CRITERION_TOP)
+    top_scores = np.sort(np.asarray(scores, dtype=np.float64))[::-1][:top]
+    return float(top_scores.sum() / top)
+
+
+def window_top(window_shape: tuple[int, int], side_px: float) -> int:
+    """How many candidates the criterion reads in a window of ``window_shape`` that should have been
+    ``side_px`` square: `CRITERION_TOP` in proportion to the area it has (at least one).
+
+    A micrograph a few diameters wide cannot hold the window of a large diameter; with the same number of
+    candidates read, its fewer places would then be read deeper (into the background) than the full
+    windows of the smaller diameters, which favours small diameters: on 1024-px micrographs of a 188 Å
+    particle at 1 Å/px (five diameters wide, three particles each) calibration chose 100 Å and AP fell
+    from 0.60 to 0.06. Reading the same share of the places at every rung removes that bias.
+    """
+    share = min(1.0, window_shape[0] * window_shape[1] / (side_px * side_px))
+    return max(1, round(CRITERION_TOP * share))
 
 
 def _spread(items: Sequence, count: int) -> list:
@@ -220,14 +236,17 @@ class _Rungs:
         picker = BatchPicker(self.net, self.head, self.device, decoder, mixed_precision=self.mixed_precision,
                              tta=False, max_tile_px=None)
         by_shape: dict[tuple[int, int], list[Loaded]] = {}
+        tops: dict[str, int] = {}  # by path: two calibration micrographs may share a name
         for item, data, pixel_size_A in self.micrographs:
-            window, size_A = _binned(_window(data, CALIBRATION_WINDOW * diameter_A / pixel_size_A),
-                                     pixel_size_A, diameter_A, self.config)
+            side = CALIBRATION_WINDOW * diameter_A / pixel_size_A
+            window = _window(data, side)
+            tops[str(item.path)] = window_top(window.shape, side)
+            window, size_A = _binned(window, pixel_size_A, diameter_A, self.config)
             prepared = prepare(window, size_A, diameter_A, self.config, clip_percentile=self.clip,
                                device=self.device, outliers_clipped=True)
             by_shape.setdefault(tuple(prepared.image.shape), []).append(Loaded(item, prepared, pixel_size_A))
         # Windows of equal shape (micrographs of one size) go through the network as one batch.
-        values = [criterion(r.picks.score) if r.ok else 0.0 for batch in by_shape.values()
+        values = [criterion(r.picks.score, tops[str(r.path)]) if r.ok else 0.0 for batch in by_shape.values()
                   for r in picker(batch)]
         return float(np.mean(values))
 
