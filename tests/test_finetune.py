@@ -94,7 +94,8 @@ def test_finetune_improves_ap_on_an_unseen_specimen(base):
     assert all(moved)
     assert model.head_names == ["ring"] and not any(p.requires_grad for p in model.parameters())
     # AP on 3 other micrographs of the unseen specimen, generic head vs the fine-tuned one.
-    maps = compute_features(model, test_set, device=CPU, dtype=torch.float32)
+    # Cached before the body blocks the new head has its own copy of; the generic head runs the shared ones.
+    maps = compute_features(model, test_set, device=CPU, dtype=torch.float32, depth=model.head_depth("ring"))
     names = [m.name for m in maps]
     box = MODEL.particle_diameter_px
     ap = {head: evaluate(*score_maps(model, head, maps, device=CPU), box, micrographs=names).ap

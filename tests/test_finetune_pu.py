@@ -106,9 +106,11 @@ def test_pu_on_sparse_labels_beats_taking_unlabelled_places_for_background(tmp_p
     train = _blobs(tmp_path / "train", 3, 11, 0.25)
     test = _blobs(tmp_path / "test", 4, 12, 1.0)
     assert [len(s.centres) for s in train] == [2, 2, 2]
-    maps = compute_features(load_checkpoint(checkpoint)[0], test, device=CPU, dtype=torch.float32)
-    names, box = [m.name for m in maps], TINY.particle_diameter_px
     config = FinetuneConfig(steps=150, crop_px=96, batch_size=4, lr=1e-2, cv_folds=0)
+    # Cached before the body blocks the new head trains its own copy of.
+    maps = compute_features(load_checkpoint(checkpoint)[0], test, device=CPU, dtype=torch.float32,
+                            depth=TINY.body_blocks - config.train_body_blocks)
+    names, box = [m.name for m in maps], TINY.particle_diameter_px
     scores = {}
     for run, cfg in (("background", config), ("pu", replace(config, expected_particles=8.0))):
         model, _ = load_checkpoint(checkpoint)

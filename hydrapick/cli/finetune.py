@@ -43,11 +43,11 @@ from .training_display import TrainDisplay, invocation
               help="Particles per micrograph, labelled or not (implies --sparse; default: estimated from "
                    "the generic head's confident picks and the share of the labels they find).")
 @click.option("--train-body-blocks", type=int,
-              help="Also train the new head's own copy of the body's last N residual blocks, at a lower "
-                   "learning rate and pulled towards their starting weights (L2-SP); other heads are "
-                   "unchanged (default 0: the head alone; docs/training.md).")
+              help="Train the new head's own copy of the body's last N residual blocks with it, pulled "
+                   "towards their starting weights (L2-SP); other heads are unchanged (default 1; 0: the "
+                   "head alone; docs/training.md).")
 @click.option("--body-lr-scale", type=float,
-              help="Learning rate of those body blocks as a multiple of --lr (default 0.1).")
+              help="Learning rate of those body blocks as a multiple of --lr (default 1).")
 @click.option("--seed", type=int, help="Seed of every random choice (default 0).")
 @click.option("--calibration", type=click.Choice(["f1", "precision"]),
               help="Threshold rule: the best F1 on the calibration data (default), or the thesis rule "
@@ -65,8 +65,8 @@ def finetune(micrograph_args: tuple[str, ...], micrograph_opts: tuple[str, ...],
     """Adapt the generic model to a new specimen from a few labelled micrographs (a new head).
 
     A new head, initialised from the generic head, is trained on the body features of the labelled
-    micrographs (computed once; body and generic head stay frozen; with --train-body-blocks N the head
-    also trains its own copy of the body's last N blocks), and its score threshold is calibrated. The
+    micrographs (computed once; body and generic head stay frozen; the head also trains its own copy of
+    the body's last --train-body-blocks blocks), and its score threshold is calibrated. The
     output checkpoint picks with `hydrapick pick --model OUTPUT --head NAME`.
     """
     from rich.console import Console

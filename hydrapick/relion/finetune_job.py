@@ -30,7 +30,8 @@ PARAMETERS = {
               "background (yes/no; default no)",
     "expected_particles": "particles per micrograph, picked or not (implies sparse=yes; default: "
                           "estimated with the generic model)",
-    "train_body_blocks": "also train the new head's own copy of the body's last N blocks (default 0)",
+    "train_body_blocks": "the new head's own copy of the body's last N blocks, trained with it (default 1; "
+                         "0: the head alone)",
     "device": "auto, cpu, cuda or cuda:N (default auto)",
 }
 

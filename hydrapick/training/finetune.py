@@ -102,7 +102,8 @@ def finetune_head(model: HydraPicker, name: str, train: Sequence[MicrographSampl
         raise FinetuneError("the training micrographs hold no particles")
     if not 0 <= config.train_body_blocks <= model.config.body_blocks:
         raise FinetuneError(f"train_body_blocks must be 0-{model.config.body_blocks} (the base model's body "
-                            f"blocks), got {config.train_body_blocks}")
+                            f"blocks), got {config.train_body_blocks}; 0 (--train-body-blocks 0) trains the "
+                            "head alone")
     model.to(dev)
     box = model.config.particle_diameter_px
     dtype = getattr(torch, config.feature_dtype)
