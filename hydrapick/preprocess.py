@@ -130,6 +130,15 @@ def _robust_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, floa
     return sample, median, std
 
 
+def outlier_bounds(image: torch.Tensor, sigmas: float = OUTLIER_SIGMAS) -> tuple[float, float] | None:
+    """The range `clip_outliers` keeps: ``sigmas`` robust standard deviations either side of the median
+    (None for a constant image)."""
+    _, median, std = _robust_stats(image)
+    if std == 0.0:
+        return None
+    return float(median) - sigmas * std, float(median) + sigmas * std
+
+
 def clip_outliers(image: torch.Tensor, sigmas: float = OUTLIER_SIGMAS) -> tuple[torch.Tensor, bool]:
     """Clamp pixels further than ``sigmas`` robust standard deviations from the median; also whether
     the image is constant (a blank or failed micrograph, left as it is).
@@ -137,10 +146,10 @@ def clip_outliers(image: torch.Tensor, sigmas: float = OUTLIER_SIGMAS) -> tuple[
     Hot pixels and cosmic rays must go before resampling: resampling spreads each over its neighbours,
     where neither `normalise`'s percentile clip nor the network can tell it from the particles.
     """
-    _, median, std = _robust_stats(image)
-    if std == 0.0:
+    bounds = outlier_bounds(image, sigmas)
+    if bounds is None:
         return image, True
-    return image.clamp(float(median) - sigmas * std, float(median) + sigmas * std), False
+    return image.clamp(*bounds), False
 
 
 def normalise(image: torch.Tensor, clip_percentile: float = 0.1) -> torch.Tensor:

@@ -38,15 +38,17 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import MIN_DISTANCE_FRACTION, PICK_HEAD, SCORE_FLOOR, PreprocessConfig
 from ..device import cpu_threads, resolve_device, torch_threads
 from ..io.inputs import MicrographInput
-from ..preprocess import check_particle_size, clip_outliers, prepare, scale_factor
+from ..preprocess import check_particle_size, outlier_bounds, prepare, scale_factor
 from .engine import BatchPicker, Decoder, check_head, model_and_metadata
 from .reading import Loaded, as_input
 
@@ -194,7 +196,17 @@ def _spread(items: Sequence, count: int) -> list:
     return [items[i] for i in idx]
 
 
-def _window(data: np.ndarray, side_px: float) -> np.ndarray:
+class _Micrograph(NamedTuple):
+    """A calibration micrograph as read, and the range its outliers are clipped to (`outlier_bounds`, from
+    the whole micrograph, as picking clips it)."""
+
+    item: MicrographInput
+    data: torch.Tensor
+    pixel_size_A: float
+    bounds: tuple[float, float]
+
+
+def _window(data: torch.Tensor, side_px: float) -> torch.Tensor:
     """The centred square of ``side_px`` (the whole micrograph along a shorter side)."""
     h, w = data.shape
     sh, sw = min(h, int(round(side_px))), min(w, int(round(side_px)))
@@ -202,18 +214,18 @@ def _window(data: np.ndarray, side_px: float) -> np.ndarray:
     return data[top:top + sh, left:left + sw]
 
 
-def _binned(window: np.ndarray, pixel_size_A: float, diameter_A: float, config) -> tuple[np.ndarray, float]:
+def _binned(window: torch.Tensor, pixel_size_A: float, diameter_A: float,
+            config) -> tuple[torch.Tensor, float]:
     """``window`` averaged over b x b pixel blocks where the model's scale is below 1 / (2 b), and its
     pixel size: the anti-aliased resampling then still reads at least 2 pixels per output pixel along a
-    side. A window of a large diameter holds millions of pixels; binning first makes its outlier clipping
-    and resampling cheaper. Binning down to the model's scale itself (b = 1 / scale) changed the choice
-    on one test set; this does not change it on the real sets (docs/picking.md)."""
+    side. A window of a large diameter holds millions of pixels; binning first makes its resampling
+    cheaper. Binning down to the model's scale itself (b = 1 / scale) changed the choice on one test set;
+    this does not change it on the real sets (docs/picking.md)."""
     b = int(1.0 / (2.0 * scale_factor(pixel_size_A, diameter_A, config)))
     if b < 2:
         return window, pixel_size_A
-    h, w = (window.shape[0] // b) * b, (window.shape[1] // b) * b
-    # (h, w) -> (h/b, b, w/b, b) -> block means (h/b, w/b)
-    return window[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)), pixel_size_A * b
+    # Block means (h // b, w // b); a remainder of fewer than b rows or columns is left out.
+    return F.avg_pool2d(window[None, None], b)[0, 0], pixel_size_A * b
 
 
 class _Rungs:
@@ -221,7 +233,7 @@ class _Rungs:
     network pass and decoding (so the criterion sees exactly what picking would)."""
 
     def __init__(self, net: nn.Module, metadata: dict, head: str, device: torch.device,
-                 micrographs: list[tuple[MicrographInput, np.ndarray, float]],
+                 micrographs: list[_Micrograph],
                  mixed_precision: bool) -> None:
         self.net, self.head, self.device, self.micrographs = net, head, device, micrographs
         self.mixed_precision = mixed_precision
@@ -237,11 +249,11 @@ class _Rungs:
                              tta=False, max_tile_px=None)
         by_shape: dict[tuple[int, int], list[Loaded]] = {}
         tops: dict[str, int] = {}  # by path: two calibration micrographs may share a name
-        for item, data, pixel_size_A in self.micrographs:
+        for item, data, pixel_size_A, bounds in self.micrographs:
             side = CALIBRATION_WINDOW * diameter_A / pixel_size_A
             window = _window(data, side)
-            tops[str(item.path)] = window_top(window.shape, side)
-            window, size_A = _binned(window, pixel_size_A, diameter_A, self.config)
+            tops[str(item.path)] = window_top(tuple(window.shape), side)
+            window, size_A = _binned(window.clamp(*bounds), pixel_size_A, diameter_A, self.config)
             prepared = prepare(window, size_A, diameter_A, self.config, clip_percentile=self.clip,
                                device=self.device, outliers_clipped=True)
             by_shape.setdefault(tuple(prepared.image.shape), []).append(Loaded(item, prepared, pixel_size_A))
@@ -288,7 +300,7 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
     cfg = net.config  # type: ignore[attr-defined]
     dev = resolve_device(device)
     net = net.to(dev).eval()
-    loaded: list[tuple[MicrographInput, np.ndarray, float]] = []
+    loaded: list[_Micrograph] = []
     missing = ""
     items = [as_input(m) for m in micrographs]
     # Unreadable micrographs are skipped here (the run reports them); the next ones along stand in.
@@ -306,13 +318,14 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
 
             missing = no_pixel_size(item.path)  # reported when the run picks it
             continue
-        data = np.array(mic.data, dtype=np.float32)
-        if not np.isfinite(data).all() or float(data.std()) == 0.0:
+        data = torch.from_numpy(np.array(mic.data, dtype=np.float32))
+        # Outliers are clipped to the whole micrograph's range, as picking clips them (each rung's window
+        # is clamped to it; prepare() does not clip again).
+        # A NaN or infinity anywhere makes the sum not finite (a sum is a twentieth of isfinite's time).
+        bounds = outlier_bounds(data) if math.isfinite(float(data.sum(dtype=torch.float64))) else None
+        if bounds is None:  # constant, or not finite: nothing to measure on
             continue
-        # Outliers are clipped once, by the whole micrograph's statistics, as picking clips them; every
-        # rung's window then skips that step (a third of calibration's time went to it).
-        clipped, _ = clip_outliers(torch.from_numpy(data))
-        loaded.append((item, clipped.numpy(), float(mic.pixel_size_A)))
+        loaded.append(_Micrograph(item, data, float(mic.pixel_size_A), bounds))
     if not loaded:
         why = f"no readable micrograph to measure the particle size on{'; ' + missing if missing else ''}"
         if diameter_A is None:
@@ -327,7 +340,7 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
     ladder = [n for n in grid_ladder(low, high) if _resolvable(grid_diameter(n), loaded, cfg)]
     if not ladder:
         raise ValueError(f"no diameter between {low:g} and {high:g} Å can be picked at "
-                         f"{loaded[0][2]:g} Å/px: check the pixel size")
+                         f"{loaded[0].pixel_size_A:g} Å/px: check the pixel size")
     rungs = _Rungs(net, metadata, head, dev, loaded, mixed_precision)
     planned = len(ladder) + 2 * REFINEMENTS
     done = 0
@@ -370,7 +383,7 @@ def calibrate_scale(micrographs: Sequence[str | os.PathLike | MicrographInput], 
     net.to(memory_format=torch.contiguous_format)
     ladder_A = tuple(round(grid_diameter(n), 6) for n in sorted(scores))
     values = tuple(scores[n] for n in sorted(scores))
-    names = tuple(it.name for it, _, _ in loaded)
+    names = tuple(m.item.name for m in loaded)
     best_v = max(values)
     # Rungs beyond the ladder (an end's outer neighbours) only shape the fit: the choice stays within the
     # range searched, half to twice the typed diameter (a small micrograph's windows cannot hold 8 large
@@ -420,7 +433,7 @@ def peak_diameter(scores: dict[int, float]) -> float:
 
 def _resolvable(diameter_A: float, loaded, config) -> bool:
     try:
-        for _, _, pixel_size_A in loaded:
+        for pixel_size_A in {m.pixel_size_A for m in loaded}:
             check_particle_size(diameter_A, pixel_size_A, config)
     except ValueError:
         return False
