@@ -141,6 +141,43 @@ def test_pick_adapt_learns_a_head_saves_it_and_picks_with_it(tmp_path):
     assert np.allclose(np.sort(again.picks.x), np.sort(report.picks.x))
 
 
+@pytest.mark.parametrize("tail", [0, 1])
+def test_a_fine_tuned_head_teaches_the_adaptation_when_picked_with(tmp_path, tail):
+    # Self-training after fine-tuning: `pick --model FT --head ft --adapt` learns from head ft's picks.
+    # The generic head here is silenced (it picks nothing), so only a run taught by ft can learn anything;
+    # ft with its own copy of the body's last block (finetune --train-body-blocks) passes it on.
+    import copy
+
+    from hydrapick.checkpoint import save_checkpoint
+
+    model, meta = load_checkpoint(trained_checkpoint())
+    model.add_head("ft", body_tail_blocks=tail)
+    silenced = copy.deepcopy(model)
+    with torch.no_grad():
+        model.heads["generic"].output.bias[2] = -30.0
+    meta["thresholds"] = {"generic": meta["thresholds"]["generic"], "ft": meta["thresholds"]["generic"]}
+    meta["diameters_A"] = {"generic": DIAMETER_A, "ft": DIAMETER_A}
+    checkpoint = save_checkpoint(tmp_path / "ft.pt", model, meta)
+    truth = write_blob_micrographs(tmp_path / "mics", 4, pixel_size_A=2.0, particles=6, seed=5)
+    saved = tmp_path / "adapted.pt"
+    report = pick(sorted(truth), None, model=str(checkpoint), head="ft", adapt=FAST, adapt_output=saved,
+                  calibrate=False)
+    info = report.adaptation
+    assert info["base_head"] == "ft" and info["kept"], info["reason"]
+    assert info["seeds"][0]["particles"] > 0
+    found = report.picks
+    assert len(found) >= 0.8 * sum(len(p) for p in truth.values())
+    adapted = load_checkpoint(saved)[0]
+    assert len(adapted.heads["adapted"].body_tail) == tail
+    # The teacher and every other head are as they were.
+    for name in ("ft",):
+        for p, q in zip(adapted.heads[name].parameters(), silenced.heads[name].parameters(), strict=True):
+            assert torch.equal(p, q)
+    taught_by_generic = pick(sorted(truth), None, model=str(checkpoint), adapt=FAST, calibrate=False)
+    assert not taught_by_generic.adaptation["kept"]
+    assert "no particles to learn from" in taught_by_generic.adaptation["reason"]
+
+
 def test_pick_adapt_falls_back_to_the_generic_head_when_the_check_fails(tmp_path):
     # Micrographs of empty ice: the generic head finds nothing, so there is nothing to learn from.
     from hydrapick.io import write_micrograph

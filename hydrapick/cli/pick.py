@@ -77,6 +77,7 @@ _PICK_SHOWN_FAILURES = 20
               help="First learn this dataset's particles and background from the micrographs themselves "
                    "(no labels; a new head, minutes on a CPU), then pick with it. A self-check on "
                    "held-out micrographs decides whether it is used; if not, the generic head picks. "
+                   "With --head NAME the fine-tuned head NAME teaches instead (self-training). "
                    "Experimental: not yet measured better than the generic head on average "
                    "(docs/picking.md).")
 @click.option("--adapt-micrographs", type=click.IntRange(min=ADAPT_MIN_MICROGRAPHS),

@@ -85,7 +85,8 @@ def adapt_progress(console, quiet: bool):
 def adapt_summary(report: dict, console) -> None:
     check = report.get("self_check")
     if check is None:  # adaptation did not run (too few micrographs to check it)
-        console.print(f"adaptation: [yellow]generic head kept[/yellow]: {report['reason']}")
+        base = report.get("base_head") or "generic"
+        console.print(f"adaptation: [yellow]{base} head kept[/yellow]: {report['reason']}")
         return
     seeds = ", ".join(str(s["particles"]) for s in report.get("seeds", []))
     console.print(f"adaptation: learnt from {len(report['micrographs'])} micrographs "

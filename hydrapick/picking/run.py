@@ -314,8 +314,6 @@ def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_
     from ..io.atomic import check_writable
     from ..training.adapt import adapt, readable_micrographs
 
-    if head != PICK_HEAD:
-        raise ValueError(f"adaptation starts from the generic head; got head '{head}'")
     if adapt_output is not None:
         check_writable(adapt_output)
     if not items:
@@ -324,7 +322,7 @@ def adapt_for_run(net, metadata, head, threshold, items, diameter_A, pixel_size_
     chosen = readable_micrographs(items, config.micrographs, pixel_size_A)
     with torch_threads(num_threads):
         result = adapt(net, metadata, chosen, diameter_A, config=config, device=resolve_device(device),
-                       progress=progress)
+                       progress=progress, base=head)
     if result.kept and adapt_output is not None:
         save_checkpoint(adapt_output, result.model, result.metadata)
         result.report["saved"] = str(adapt_output)

@@ -14,6 +14,10 @@ A self-check on micrographs held out from the training decides whether the adapt
 find most of the generic head's surest picks there (they are nearly all particles), pick a similar
 number of particles, and keep at least half of the generic head's candidates (so that it still ranks
 what it was not told). Otherwise the generic head is kept and the report says why.
+
+The teacher need not be the generic head: a head fine-tuned on a few labelled micrographs
+(`hydrapick finetune`) teaches the same way (``base``; `hydrapick pick --model FT --head NAME --adapt`),
+which is self-training on the run's unlabelled micrographs after fine-tuning.
 """
 
 from __future__ import annotations
@@ -170,8 +174,9 @@ def interpolate_heads(model: HydraPicker, name: str, base: str, weight: float) -
 
 def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tuple[str, str, float]],
           diameter_A: float, *, config: AdaptConfig | None = None, device: torch.device | None = None,
-          progress: ProgressCallback | None = None) -> AdaptResult:
-    """Learn head ``adapted`` from unlabelled ``micrographs`` (``(path, name, pixel_size_A)``).
+          progress: ProgressCallback | None = None, base: str = GENERIC_HEAD) -> AdaptResult:
+    """Learn head ``adapted`` from unlabelled ``micrographs`` (``(path, name, pixel_size_A)``), taught by
+    head ``base`` (the generic head, or a fine-tuned one) and started from a copy of it.
 
     ``model`` is changed in place (the head is added, or removed again when the self-check rejects it);
     the returned metadata carries the new head's threshold, diameter and provenance.
@@ -182,32 +187,40 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
     if ADAPTED_HEAD in model.heads:
         raise ValueError(f"the model already has a head '{ADAPTED_HEAD}': pick with it (--head "
                          f"{ADAPTED_HEAD}) instead of adapting again")
-    base_threshold = float((metadata.get("thresholds") or {}).get(GENERIC_HEAD) or FALLBACK_THRESHOLD)
+    if base not in model.heads:
+        raise ValueError(f"no head '{base}' to adapt from; heads: {', '.join(model.heads)}")
+    teacher = "the generic head" if base == GENERIC_HEAD else f"head '{base}'"
+    base_threshold = float((metadata.get("thresholds") or {}).get(base) or FALLBACK_THRESHOLD)
     chosen = spread(list(micrographs), config.micrographs)
     if len(chosen) < ADAPT_MIN_MICROGRAPHS:
         # Nothing would be left to hold out: a check on the training micrographs themselves passes
         # whatever was learnt, so an unchecked head is never used.
         reason = (f"{len(chosen)} micrograph{'s' if len(chosen) != 1 else ''} too few for the self-check "
                   f"(it needs at least {ADAPT_MIN_MICROGRAPHS}: one held out, the rest to learn from)")
-        log.warning("adaptation not run (%s); picking with the generic head", reason)
-        return AdaptResult(model, metadata, GENERIC_HEAD, base_threshold, False,
+        log.warning("adaptation not run (%s); picking with %s", reason, teacher)
+        return AdaptResult(model, metadata, base, base_threshold, False,
                            {"micrographs": [name for _, name, _ in chosen], "held_out": [], "rounds": 0,
+                            "base_head": base,
                             "seeds": [], "kept": False, "reason": reason})
     samples = load_unlabelled(chosen, diameter_A, mc)
     # A network whose head halves the resolution at once has no full-resolution block to freeze.
-    frozen = min(config.frozen_blocks, full_resolution_blocks(mc))
-    maps = compute_features(model, samples, device=device, frozen_blocks=frozen, progress=progress)
+    # A teacher with its own copy of the last body blocks passes them on: the student trains them too, on
+    # features cached before them (and then no head block is frozen).
+    tail = len(model.heads[base].body_tail)
+    frozen = 0 if tail else min(config.frozen_blocks, full_resolution_blocks(mc))
+    maps = compute_features(model, samples, device=device, frozen_blocks=frozen, trunk_head=base,
+                            depth=model.head_depth(base) if tail else None, progress=progress)
     n_check = max(1, round(config.holdout * len(maps)))
     # Held-out micrographs are spread over the run, as the training ones are.
     check_idx = set(np.linspace(0, len(maps) - 1, n_check + 2)[1:-1].round().astype(int))
     fit = [m for i, m in enumerate(maps) if i not in check_idx]
     check = [m for i, m in enumerate(maps) if i in check_idx]
 
-    generic = candidates(model, GENERIC_HEAD, maps, config.uncertain_score, device)
+    generic = candidates(model, base, maps, config.uncertain_score, device)
     n_est = [int((p.score >= base_threshold).sum()) for p in generic]
     report: dict[str, Any] = {
         "micrographs": [m.name for m in maps], "held_out": [m.name for m in check],
-        "rounds": config.rounds, "generic_threshold": base_threshold,
+        "rounds": config.rounds, "base_head": base, "generic_threshold": base_threshold,
         "estimated_particles_per_micrograph": float(np.mean(n_est)) if n_est else 0.0, "seeds": []}
     current = generic
     by_name = {m.name: i for i, m in enumerate(maps)}
@@ -223,18 +236,18 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
         if progress is not None:
             progress(TrainEvent(kind="phase", phase=f"adapt round {r + 1}/{config.rounds}",
                                 message=f"{report['seeds'][-1]['particles']} seed particles"))
-        if ADAPTED_HEAD in model.heads:  # each round's student starts again from the generic head
+        if ADAPTED_HEAD in model.heads:  # each round's student starts again from the teacher
             model.remove_head(ADAPTED_HEAD)
         head_config = FinetuneConfig(
             seed=config.seed + r, steps=config.steps, batch_size=config.batch_size, crop_px=config.crop_px,
-            lr=config.lr, count_weight=config.count_weight,
+            lr=config.lr, count_weight=config.count_weight, train_body_blocks=tail,
             # Seeds are positive_fraction of the estimated particles: the rest are among the unlabelled.
             unlabelled_ratio=(1 - config.positive_fraction) / config.positive_fraction if count_prior
             else None)
         train_head(model, ADAPTED_HEAD, fit, head_config, device=device, progress=progress,
-                   phase=f"adapt {r + 1}/{config.rounds}")
+                   phase=f"adapt {r + 1}/{config.rounds}", init_from=base)
         if config.interpolation < 1:
-            interpolate_heads(model, ADAPTED_HEAD, GENERIC_HEAD, config.interpolation)
+            interpolate_heads(model, ADAPTED_HEAD, base, config.interpolation)
         current = candidates(model, ADAPTED_HEAD, maps, config.uncertain_score, device)
 
     fit_idx = [by_name[m.name] for m in fit]
@@ -244,8 +257,8 @@ def adapt(model: HydraPicker, metadata: dict[str, Any], micrographs: Sequence[tu
     report.update(threshold=threshold, self_check=check_report, kept=kept, reason=reason)
     if not kept:
         model.remove_head(ADAPTED_HEAD)
-        log.warning("adaptation not used (%s); picking with the generic head", reason)
-        return AdaptResult(model, metadata, GENERIC_HEAD, base_threshold, False, report)
+        log.warning("adaptation not used (%s); picking with %s", reason, teacher)
+        return AdaptResult(model, metadata, base, base_threshold, False, report)
     meta = dict(metadata)
     meta["thresholds"] = {**(metadata.get("thresholds") or {}), ADAPTED_HEAD: threshold}
     meta["diameters_A"] = {**(metadata.get("diameters_A") or {}), ADAPTED_HEAD: float(diameter_A)}

@@ -66,14 +66,14 @@ class FeatureMap:
 def compute_features(model: HydraPicker, samples: Sequence[MicrographSample], *, device: torch.device,
                      flips: bool = False, dtype: torch.dtype = torch.float16, frozen_blocks: int = 0,
                      depth: int | None = None, progress: ProgressCallback | None = None,
-                     ) -> list[FeatureMap]:
+                     trunk_head: str = GENERIC_HEAD) -> list[FeatureMap]:
     """Body features of whole micrographs, once (and of their 7 other dihedral copies with ``flips``).
 
-    With ``frozen_blocks`` k the cached features are those after the generic head's first k blocks, which
-    must keep the body's resolution (stride 1), so that training a head copied from the generic one costs
-    only its later blocks. With ``depth`` d they are the shared body's after its first d residual blocks
-    (a head that trains its own copy of the later ones starts there). Features are kept on ``device``
-    when it is a GPU, else in CPU memory, in ``dtype``.
+    With ``frozen_blocks`` k the cached features are those after the first k blocks of head ``trunk_head``
+    (the generic one by default), which must keep the body's resolution (stride 1), so that training a
+    head copied from it costs only its later blocks. With ``depth`` d they are the shared body's after its
+    first d residual blocks (a head that trains its own copy of the later ones starts there). Features
+    are kept on ``device`` when it is a GPU, else in CPU memory, in ``dtype``.
     """
     if not 0 <= frozen_blocks <= full_resolution_blocks(model.config):
         raise ValueError(f"frozen_blocks must be 0-{full_resolution_blocks(model.config)} (head blocks at "
@@ -94,7 +94,7 @@ def compute_features(model: HydraPicker, samples: Sequence[MicrographSample], *,
                 # (H, W) -> (1, 1, H, W) -> features (1, C, h, w) -> (C, h, w)
                 feats = model.features(image.to(device)[None, None], depth)
                 if frozen_blocks:
-                    feats = model.heads[GENERIC_HEAD].trunk(feats, frozen_blocks)
+                    feats = model.heads[trunk_head].trunk(feats, frozen_blocks)
             out.append(FeatureMap(f"{sample.name}#{k}{'f' if flip else ''}", feats[0].to(store, dtype),
                                   centres, (int(image.shape[0]), int(image.shape[1])),
                                   start_block=frozen_blocks, depth=depth))
@@ -146,8 +146,9 @@ def feature_batch(maps: Sequence[FeatureMap], indices: Sequence[int], cells: int
 
 def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config: FinetuneConfig, *,
                device: torch.device, progress: ProgressCallback | None = None, phase: str = "finetune",
-               share: float | None = None) -> list[float]:
-    """Add head ``name`` (a copy of the generic head) and train it alone on ``maps``.
+               share: float | None = None, init_from: str = GENERIC_HEAD) -> list[float]:
+    """Add head ``name`` (a copy of head ``init_from``, the generic one by default) and train it alone on
+    ``maps``.
 
     On maps cached after the head's first k blocks (``start_block`` k) only the later blocks are trained.
     With ``config.train_body_blocks`` N the head gets its own copy of the body's last N blocks
@@ -170,7 +171,7 @@ def train_head(model: HydraPicker, name: str, maps: Sequence[FeatureMap], config
         raise FinetuneError(f"training the body's last {tail_blocks} block(s) needs features cached "
                             f"before them (compute_features depth={mc.body_blocks - tail_blocks})")
     try:
-        model.add_head(name, init_from=GENERIC_HEAD, body_tail_blocks=tail_blocks)
+        model.add_head(name, init_from=init_from, body_tail_blocks=tail_blocks)
     except ValueError as exc:
         raise FinetuneError(str(exc)) from None
     for p in model.parameters():
