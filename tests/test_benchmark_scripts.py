@@ -112,5 +112,6 @@ def test_real_background_composites_paste_far_from_labels_at_the_real_contrast()
     # Away from the pasted particles the real micrograph is untouched (up to rounding of the CTF tails).
     near = np.hypot(xx[..., None] - pasted.x, yy[..., None] - pasted.y).min(-1) < 2 * d
     assert np.abs(out.astype(int) - image.astype(int))[~near].mean() < 0.2
-    again, _, _ = script.composite(image, labels, pixel, diameter, structure, np.random.default_rng(1), n_max=12)
+    again, _, _ = script.composite(image, labels, pixel, diameter, structure, np.random.default_rng(1),
+                                   n_max=12)
     assert np.array_equal(again, out)
