@@ -93,6 +93,7 @@ def test_real_background_composites_paste_far_from_labels_at_the_real_contrast()
     clean = np.zeros((256, 256))
     for x, y in zip(labels.x, labels.y, strict=True):
         clean -= 3.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * (d / 4) ** 2))
+    clean[150:200, 170:220] -= 30.0  # contamination on the free half: no particle is pasted on it
     image = np.clip(np.round(clean + rng.normal(0, 4.0, clean.shape)), -128, 127).astype(np.int8)
     structure = script.procedural_structure("globular", 3, mass_kDa=40.0)
     out, pasted, record = script.composite(image, labels, pixel, diameter, structure,
@@ -105,6 +106,8 @@ def test_real_background_composites_paste_far_from_labels_at_the_real_contrast()
     own = np.hypot(pasted.x[:, None] - pasted.x[None], pasted.y[:, None] - pasted.y[None])
     assert own[~np.eye(len(pasted), dtype=bool)].min() >= d
     assert min(pasted.x.min(), pasted.y.min(), 255 - pasted.x.max(), 255 - pasted.y.max()) >= d - 1
+    assert not np.any((pasted.x > 170 - d / 2) & (pasted.x < 220 + d / 2)
+                      & (pasted.y > 150 - d / 2) & (pasted.y < 200 + d / 2))
     # The pasted particles carry the real ones' band-passed power (signal on the same noise).
     power = record["band_power"]
     assert power["real_labels"] > 1.2 * power["background"]

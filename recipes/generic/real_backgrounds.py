@@ -115,13 +115,13 @@ def window_power(image: np.ndarray, x: np.ndarray, y: np.ndarray, diameter_px: f
 def free_places(image: np.ndarray, labels: Picks, diameter_px: float, rng: np.random.Generator,
                 n_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dart-thrown centres at least one diameter from every label, from each other and from the edge,
-    on ice about as grey as the ice round the labelled particles. Returns x, y and the mask of every
+    and off anything darker than the ice round the labelled particles. Returns x, y and the mask of every
     allowed place.
 
     The grey of the ice is the image low-passed (sigma d/2) with the labelled particles masked out
-    (normalised convolution), so a particle's own contrast does not shift it; places beyond its 2-98
-    percentile range at the labels, widened by half that range each side, are left out (contamination,
-    carbon edges; open ice lies a little off the ice between particles, which their fringes brighten).
+    (normalised convolution), so a particle's own contrast does not shift it. Places darker than its
+    2nd percentile at the labels, and half a diameter round them, are left out: contamination and carbon
+    scatter electrons away, so they are dark; open ice, brighter than the ice between particles, is kept.
     """
     h, w = image.shape
     mask = np.ones(image.shape, bool)
@@ -136,9 +136,8 @@ def free_places(image: np.ndarray, labels: Picks, diameter_px: float, rng: np.ra
     ice = (distance > diameter_px / 2).astype(np.float32)
     grey = ndi.gaussian_filter(image * ice, diameter_px / 2) / np.maximum(
         ndi.gaussian_filter(ice, diameter_px / 2), 1e-3)
-    lo, hi = np.percentile(grey[ly, lx], [2, 98])
-    lo, hi = lo - 0.5 * (hi - lo), hi + 0.5 * (hi - lo)
-    allowed &= border & (grey >= lo) & (grey <= hi)
+    dark = grey < np.percentile(grey[ly, lx], 2)
+    allowed &= border & (ndi.distance_transform_edt(~dark) > diameter_px / 2)
     cy, cx = np.nonzero(allowed)
     order = rng.permutation(len(cx))
     xs: list[float] = []
