@@ -98,6 +98,7 @@ def validate_heads(model: HydraPicker, vset: ValidationSet, heads: Sequence[str]
     tile = vset.images.shape[-1]
     anchors = anchor_centres(tile, tile, mc, device=device)
     out = {h: HeadValidation() for h in heads}
+    depth = min((model.head_depth(h) for h in heads), default=mc.body_blocks)
     was_training = model.training
     model.eval()
     try:
@@ -105,7 +106,6 @@ def validate_heads(model: HydraPicker, vset: ValidationSet, heads: Sequence[str]
             hi = min(len(vset.names), lo + batch_size)
             x = vset.images[lo:hi].to(device)
             centres = [c.to(device) for c in vset.centres[lo:hi]]
-            depth = min((model.head_depth(h) for h in heads), default=mc.body_blocks)
             with autocast():
                 feats = model.features(x, depth)
             for head in heads:
